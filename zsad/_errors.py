@@ -1,0 +1,28 @@
+"""Typed exceptions. Every user-facing failure is a one-line message."""
+
+from __future__ import annotations
+
+
+class ZsadError(ValueError):
+    """Base class of every error zsad raises on bad input or failed numerics."""
+
+
+class SpecError(ZsadError):
+    """An architecture or search-space file is malformed or inconsistent."""
+
+
+class DataError(ZsadError):
+    """Input data is missing, unreadable or of the wrong shape."""
+
+
+class NumericsError(ZsadError):
+    """A computation produced non-finite or undefined values."""
+
+
+def locate(file: str | None, line: int | None = None, col: int | None = None) -> str:
+    """Formats ``FILE[:LINE:COL]`` (1-based line and column) for error messages."""
+    if file is None:
+        return "<inline>"
+    if line is None:
+        return str(file)
+    return f"{file}:{line}:{col if col is not None else 1}"

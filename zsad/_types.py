@@ -1,0 +1,46 @@
+"""Shared types: the network interface every engine consumes, and result tuples."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Protocol
+
+import jax
+
+PyTree = Any
+Scalars = PyTree  # pytree of jnp arrays: traced, never compile-time constants
+
+
+class ApplyFn(Protocol):
+    """``apply(variables, x) -> y``: a batched forward pass.
+
+    Engines require it to act on each sample independently (batch statistics, if
+    any, already frozen), so that ``J(x_i)`` is well defined per sample.
+    """
+
+    def __call__(self, variables: PyTree, x: jax.Array) -> jax.Array: ...
+
+
+class Network(NamedTuple):
+    """A built network: pure functions of (variables, scalars, inputs).
+
+    Attributes:
+      init: ``init(key, scalars) -> variables``; jittable, scalars traced.
+      apply: ``apply(variables, scalars, x) -> (y, intermediates)`` where
+        ``intermediates`` is a dict from layer name to that layer's output (in
+        network order, the last one being ``y``). Batch-norm layers use the
+        statistics stored in ``variables`` (see ``calibrate``), so ``apply`` is
+        a per-sample function of ``x``.
+      calibrate: ``calibrate(variables, scalars, x) -> variables`` computes
+        batch-norm statistics on the batch ``x`` and stores them in the returned
+        variables (identity for networks without batch norm).
+      scalars: default scalars of this architecture (a pytree of arrays).
+      layer_names: names of the layers whose outputs ``apply`` returns, in order.
+      input_shape: shape of one sample (no batch axis).
+    """
+
+    init: Callable[[jax.Array, Scalars], PyTree]
+    apply: Callable[[PyTree, Scalars, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+    calibrate: Callable[[PyTree, Scalars, jax.Array], PyTree]
+    scalars: Scalars
+    layer_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
