@@ -1,1 +1,12 @@
-def main(): pass
+"""Entry point of the ``zsad`` command: imports each command module so it registers itself."""
+
+from zsad_cli import score as _score  # noqa: F401
+from zsad_cli.app import cli
+
+
+def main() -> None:
+    cli(prog_name="zsad")
+
+
+if __name__ == "__main__":
+    main()

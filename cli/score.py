@@ -1,0 +1,33 @@
+"""``zsad score``: every metric of one architecture, with a verdict."""
+
+from __future__ import annotations
+
+import click
+
+from zsad_cli.app import cli, emit_json, err_console, handle_errors, x64_option
+from zsad_cli.render import render_score
+
+
+@cli.command()
+@click.argument("arch_file", type=click.Path(dir_okay=False))
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(1), help="Random initializations.")
+@click.option("--batch", default=256, show_default=True, type=click.IntRange(2), help="Samples in the scoring batch.")
+@click.option("--tangents", default=2, show_default=True, type=click.IntRange(1),
+              help="Tangent vectors (permutations) per sample in the NLC estimator.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Base seed of the initializations.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Also write the JSON document here.")
+@x64_option
+@handle_errors
+def score(arch_file, seeds, batch, tangents, seed, as_json, out):
+    """All metrics of the architecture in ARCH_FILE, with a plain-language verdict."""
+    import zsad
+
+    arch = zsad.load_architecture(arch_file)
+    options = zsad.ScoreOptions(seeds=seeds, batch=batch, tangents=tangents, seed=seed)
+    with err_console.status(f"scoring {arch.name} over {seeds} initializations…"):
+        report = zsad.score_architecture(arch, options)
+    doc = report.to_json()
+    emit_json(doc, out, as_json)
+    if not as_json:
+        render_score(doc)

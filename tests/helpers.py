@@ -1,0 +1,22 @@
+"""Helpers shared by the tests: architectures from inline mappings."""
+
+from __future__ import annotations
+
+import copy
+
+from zsad.arch.spec import Architecture, parse_architecture
+
+
+def arch_from(mapping: dict, name: str = "test") -> Architecture:
+    return parse_architecture(copy.deepcopy(mapping), default_name=name)
+
+
+def mlp(fn: str, depth: int = 3, width: int = 64, d_in: int = 32, *, weight_std=1.0, bias_std=0.0,
+        std=1.0, dist="normal", out: int | None = 10) -> dict:
+    layers = []
+    for _ in range(depth):
+        layers += [{"type": "dense", "features": width}, {"type": "activation", "fn": fn}]
+    if out:
+        layers.append({"type": "dense", "features": out})
+    return {"name": f"{fn}-mlp", "input": {"shape": [d_in], "std": std},
+            "init": {"dist": dist, "weight_std": weight_std, "bias_std": bias_std}, "layers": layers}

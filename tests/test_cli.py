@@ -1,0 +1,107 @@
+"""The ``zsad`` command: JSON contract, exit codes and one-line errors."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from zsad_cli.main import cli
+
+DATA = Path(__file__).resolve().parent / "data"
+TINY = "name: tiny\ninput: {shape: [8]}\nlayers:\n  - {type: dense, features: 16}\n  - {type: activation, fn: tanh}\n  - {type: dense, features: 3}\n"
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """A private compilation cache, and --x64 (a process-wide switch) undone after each test."""
+    import jax
+
+    monkeypatch.setenv("ZSAD_CACHE_DIR", str(tmp_path / "cache"))
+    previous = jax.config.jax_enable_x64
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
+
+def test_score_json_contract(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    out = tmp_path / "out.json"
+    result = run("score", path, "--seeds", 2, "--batch", 32, "--json", "--out", out)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert json.loads(out.read_text()) == doc
+    assert {"name", "params", "nlc", "profile", "verdict"} <= set(doc)
+    assert doc["name"] == "tiny" and doc["params"] == 8 * 16 + 16 + 16 * 3 + 3
+    assert set(doc["nlc"]) >= {"mean", "std", "per_seed"} and len(doc["nlc"]["per_seed"]) == 2
+    assert doc["nlc"]["mean"] > 1.0
+    assert [row["layer"] for row in doc["profile"]] == ["0.dense", "1.tanh", "2.dense"]
+    assert doc["profile"][0]["nlc"] == pytest.approx(1.0, abs=1e-4)
+    assert doc["verdict"]["status"] in ("good", "warning", "bad")
+
+
+def test_score_rich_output(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    result = run("score", path, "--seeds", 2, "--batch", 16)
+    assert result.exit_code == 0
+    assert "NLC profile" in result.stdout and "verdict" in result.stdout
+
+
+def test_flax_entry_point(tmp_path):
+    shutil.copy(DATA / "tiny_flax.py", tmp_path / "tiny_flax.py")
+    (tmp_path / "m.yaml").write_text('input: {shape: [4]}\nmodule: "tiny_flax:make"\n')
+    result = run("score", tmp_path / "m.yaml", "--seeds", 2, "--batch", 16, "--json", "--x64")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["params"] == 4 * 7 + 7 + 7 * 5 + 5
+    assert doc["nlc"]["mean"] == pytest.approx(1.0, abs=1e-6)  # a linear flax model
+
+
+def test_diverging_network_reports_instead_of_crashing(tmp_path):
+    layers = "".join("  - {type: dense, features: 16}\n  - {type: activation, fn: relu}\n" for _ in range(8))
+    path = tmp_path / "big.yaml"
+    path.write_text(f"input: {{shape: [8]}}\ninit: {{weight_std: 1.0e+6}}\nlayers:\n{layers}")
+    result = run("score", path, "--seeds", 1, "--batch", 8, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["nlc"]["mean"] is None and "diverged" in doc["nlc"]["reason"]
+    assert doc["verdict"]["status"] == "bad"
+
+
+BAD_INPUTS = {
+    "malformed-yaml": ("input: {shape: [4]\nlayers: []\n", "malformed YAML"),
+    "unknown-layer": ("input: {shape: [4]}\nlayers:\n  - {type: densee, features: 2}\n", "layers.0.type: expected one of dense"),
+    "unknown-activation": ("input: {shape: [4]}\nlayers:\n  - {type: activation, fn: rleu}\n", "did you mean 'relu'"),
+    "shape-mismatch": ("input: {shape: [4]}\nlayers:\n  - {type: conv, features: 2, kernel: 3}\n", "layers.0 (conv): expected an input of shape [L, C], got [4]"),
+    "missing-data": ("input: {shape: [4], data: nope.npy}\nlayers:\n  - {type: dense, features: 2}\n", "input.data: cannot read"),
+    "module-import": ('input: {shape: [4]}\nmodule: "no_such_pkg.models:make"\n', "module: cannot import 'no_such_pkg.models'"),
+    "module-factory-fails": ('input: {shape: [4]}\nmodule: "tiny_flax:broken"\n', "tiny_flax:broken() failed: RuntimeError: factory exploded"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_one_line_nonzero_no_traceback(tmp_path, case):
+    text, expected = BAD_INPUTS[case]
+    shutil.copy(DATA / "tiny_flax.py", tmp_path / "tiny_flax.py")
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = run("score", path)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and str(path) in lines[0] and expected in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_missing_file():
+    result = run("score", "/does/not/exist.yaml")
+    assert result.exit_code == 2
+    assert "cannot read file" in result.stderr and "Traceback" not in result.stderr

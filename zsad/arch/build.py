@@ -1,0 +1,412 @@
+"""Spec -> ``Network`` (pure init/apply/calibrate functions). The only flax import.
+
+Flax module attributes hold structure only (layer types, widths, kernel sizes,
+distributions). Every scalar -- ``weight_std``, ``bias_std``, residual scales,
+activation parameters and shaping scalars -- enters as a pytree of arrays, so
+architectures that differ only in scalars share the same functions, hence one
+compiled program (``build`` caches on the structure).
+
+Batch norm: ``calibrate`` runs the network in training mode on a batch and
+stores each layer's batch mean and (biased) variance; ``apply`` then uses these
+frozen statistics, so it is a per-sample function and, on the calibration batch,
+equals training-mode batch norm exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import sys
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zsad._errors import SpecError, locate
+from zsad._types import Network
+from zsad.activations import get_activation, shaped
+from zsad.arch.spec import (
+    Activation, Architecture, AvgPool, BatchNorm, Block, Conv, Dense, Flatten,
+    GlobalAvgPool, Init, Layer, LayerNorm, MaxPool, Residual, Shaping, named_layers,
+)
+
+_TRUNC_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2]
+
+
+# --------------------------------------------------------------------------- scalars
+
+def _sub_prefix(name: str, part: str) -> str:
+    return f"{name}/{part}."
+
+
+def scalars_of(arch: Architecture) -> dict[str, dict[str, jax.Array]]:
+    """The traced scalars of ``arch``: ``{layer name: {scalar name: array}}``.
+
+    Dense/conv layers carry ``weight_std`` and ``bias_std``; activations carry
+    ``alpha``, ``beta``, ``gain`` (shaping) and their own parameters; residual
+    layers carry ``branch_scale`` and ``shortcut_scale``.
+    """
+    out: dict[str, dict[str, jax.Array]] = {}
+    _collect_scalars(arch.layers, "", out)
+    return out
+
+
+def _f(value: float) -> jax.Array:
+    return jnp.asarray(value, dtype=jnp.result_type(float))
+
+
+def _collect_scalars(layers, prefix: str, out: dict) -> None:
+    for name, layer in named_layers(layers, prefix):
+        if isinstance(layer, (Dense, Conv)):
+            out[name] = {"weight_std": _f(layer.init.weight_std), "bias_std": _f(layer.init.bias_std)}
+        elif isinstance(layer, Activation):
+            sh = layer.shaping
+            out[name] = {"alpha": _f(sh.alpha), "beta": _f(sh.beta), "gain": _f(sh.gain),
+                         **{k: _f(v) for k, v in layer.params}}
+        elif isinstance(layer, Residual):
+            out[name] = {"branch_scale": _f(layer.branch_scale), "shortcut_scale": _f(layer.shortcut_scale)}
+            _collect_scalars(layer.shortcut, _sub_prefix(name, "shortcut"), out)
+            _collect_scalars(layer.branch, _sub_prefix(name, "branch"), out)
+
+
+def structure(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
+    """``layers`` with every scalar replaced by a placeholder: the compile-cache key."""
+    return tuple(_strip(layer) for layer in layers)
+
+
+def _strip(layer: Layer) -> Layer:
+    if isinstance(layer, (Dense, Conv)):
+        return dataclasses.replace(layer, init=Init(dist=layer.init.dist, weight_std=0.0, bias_std=0.0))
+    if isinstance(layer, Activation):
+        return dataclasses.replace(layer, params=tuple((k, 0.0) for k, _ in layer.params), shaping=Shaping())
+    if isinstance(layer, Block):
+        return dataclasses.replace(layer, layers=structure(layer.layers))
+    if isinstance(layer, Residual):
+        return dataclasses.replace(layer, branch=structure(layer.branch), shortcut=structure(layer.shortcut),
+                                   branch_scale=0.0, shortcut_scale=0.0)
+    return layer
+
+
+# --------------------------------------------------------------------------- initializers
+
+def _orthogonal(key, rows: int, cols: int, dtype) -> jax.Array:
+    """A (rows x cols) matrix with orthonormal rows or columns (whichever is fewer)."""
+    return jax.nn.initializers.orthogonal(scale=1.0)(key, (rows, cols), dtype)
+
+
+def unit_weights(key, shape: tuple[int, ...], dist: str, dtype) -> jax.Array:
+    """Weights of unit gain: variance ``1/fan_in`` (fan_in = prod(shape[:-1])), or (semi-)orthogonal.
+
+    ``orthogonal`` reshapes to (fan_in, fan_out); ``delta_orthogonal`` puts an
+    orthogonal (c_in x c_out) matrix at the kernel's centre tap and zeros
+    elsewhere (Xiao et al. 2018); on a dense layer it is plain orthogonal.
+    """
+    fan_in = int(np.prod(shape[:-1]))
+    if dist == "normal":
+        return jax.random.normal(key, shape, dtype) / np.sqrt(fan_in)
+    if dist == "truncated_normal":
+        return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) / (_TRUNC_STD * np.sqrt(fan_in))
+    if dist == "uniform":
+        bound = np.sqrt(3.0 / fan_in)
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    if dist == "orthogonal" or (dist == "delta_orthogonal" and len(shape) == 2):
+        return _orthogonal(key, fan_in, shape[-1], dtype).reshape(shape)
+    if dist == "delta_orthogonal":
+        centre = tuple(k // 2 for k in shape[:-2])
+        return jnp.zeros(shape, dtype).at[centre].set(_orthogonal(key, shape[-2], shape[-1], dtype))
+    raise ValueError(f"unknown init distribution {dist!r}")
+
+
+# --------------------------------------------------------------------------- flax modules
+
+def _chan(v: jax.Array, ndim: int) -> jax.Array:
+    """A per-channel vector shaped to broadcast against the last axis of a rank-``ndim`` array."""
+    return v.reshape((1,) * (ndim - 1) + (-1,))
+
+
+class _Affine(nn.Module):
+    """Dense or convolution. Its parameters are drawn by ``_sample``, not by flax initializers."""
+
+    spec: Layer
+
+    @nn.compact
+    def __call__(self, x, s):
+        spec = self.spec
+        dtype = x.dtype
+        if isinstance(spec, Dense):
+            shape = (x.shape[-1], spec.features)
+        else:
+            shape = (*spec.kernel, x.shape[-1], spec.features)
+        kernel = self.param("kernel", nn.initializers.zeros, shape, dtype)  # sampled by `_sample`
+        if isinstance(spec, Dense):
+            y = jnp.dot(x, kernel)
+        else:
+            rank = len(spec.kernel)
+            spatial = "HW"[:rank] if rank <= 2 else "DHW"[-rank:]
+            dn = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+            pad = spec.padding.upper() if isinstance(spec.padding, str) else [(spec.padding, spec.padding)] * rank
+            y = jax.lax.conv_general_dilated(x, kernel, spec.stride, pad, dimension_numbers=dn)
+        if spec.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (spec.features,), dtype)
+            y = y + _chan(bias, y.ndim)
+        return y
+
+
+class _BatchNorm(nn.Module):
+    epsilon: float
+
+    @nn.compact
+    def __call__(self, x, calibrate: bool):
+        axes = tuple(range(x.ndim - 1))
+        c = x.shape[-1]
+        mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), x.dtype)
+        var = self.variable("batch_stats", "var", jnp.ones, (c,), x.dtype)
+        if calibrate:
+            m = jnp.mean(x, axes)
+            v = jnp.mean(jnp.square(x - _chan(m, x.ndim)), axes)
+            if not self.is_initializing():
+                mean.value, var.value = m, v
+        else:
+            m, v = mean.value, var.value
+        scale = self.param("scale", nn.initializers.ones, (c,), x.dtype)
+        bias = self.param("bias", nn.initializers.zeros, (c,), x.dtype)
+        n = x.ndim
+        return (x - _chan(m, n)) * _chan(jax.lax.rsqrt(v + self.epsilon) * scale, n) + _chan(bias, n)
+
+
+class _LayerNorm(nn.Module):
+    epsilon: float
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        m = jnp.mean(x, -1, keepdims=True)
+        v = jnp.mean(jnp.square(x - m), -1, keepdims=True)
+        scale = self.param("scale", nn.initializers.ones, (c,), x.dtype)
+        bias = self.param("bias", nn.initializers.zeros, (c,), x.dtype)
+        return (x - m) * jax.lax.rsqrt(v + self.epsilon) * _chan(scale, x.ndim) + _chan(bias, x.ndim)
+
+
+def _pool_padding(padding, rank: int):
+    return padding.upper() if isinstance(padding, str) else [(padding, padding)] * rank
+
+
+class _Net(nn.Module):
+    """Runs a (stripped) layer list; returns the output and every top-level layer's output."""
+
+    layers: tuple[Layer, ...]
+
+    @nn.compact
+    def __call__(self, x, scalars, calibrate: bool = False):
+        outs: dict[str, jax.Array] = {}
+        y = self._run(self.layers, "", x, scalars, calibrate, outs)
+        return y, outs
+
+    def _run(self, layers, prefix, x, scalars, calibrate, outs):
+        for name, layer in named_layers(layers, prefix):
+            x = self._layer(name, layer, x, scalars, calibrate)
+            if not prefix:
+                outs[name] = x
+        return x
+
+    def _layer(self, name, layer, x, scalars, calibrate):
+        mod_name = name.replace("/", "|")
+        if isinstance(layer, (Dense, Conv)):
+            return _Affine(layer, name=mod_name)(x, scalars[name])
+        if isinstance(layer, Activation):
+            s = scalars[name]
+            params = {k: s[k] for k, _ in layer.params}
+            phi = shaped(get_activation(layer.fn), s["alpha"], s["beta"], s["gain"], params)
+            return phi(x)
+        if isinstance(layer, BatchNorm):
+            return _BatchNorm(layer.epsilon, name=mod_name)(x, calibrate)
+        if isinstance(layer, LayerNorm):
+            return _LayerNorm(layer.epsilon, name=mod_name)(x)
+        if isinstance(layer, AvgPool):
+            return nn.avg_pool(x, layer.window, layer.stride, _pool_padding(layer.padding, len(layer.window)),
+                               count_include_pad=layer.count_include_pad)
+        if isinstance(layer, MaxPool):
+            return nn.max_pool(x, layer.window, layer.stride, _pool_padding(layer.padding, len(layer.window)))
+        if isinstance(layer, GlobalAvgPool):
+            return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+        if isinstance(layer, Flatten):
+            return x.reshape(x.shape[0], -1)
+        if isinstance(layer, Residual):
+            s = scalars[name]
+            short = self._run(layer.shortcut, _sub_prefix(name, "shortcut"), x, scalars, calibrate, {})
+            branch = self._run(layer.branch, _sub_prefix(name, "branch"), x, scalars, calibrate, {})
+            return s["shortcut_scale"] * short + s["branch_scale"] * branch
+        raise TypeError(f"unsupported layer {type(layer).__name__}")
+
+
+def _all_named(layers, prefix: str = "") -> list[tuple[str, Layer]]:
+    """Every layer with its scalar name, residual sub-layers included."""
+    out = []
+    for name, layer in named_layers(layers, prefix):
+        out.append((name, layer))
+        if isinstance(layer, Residual):
+            out += _all_named(layer.shortcut, _sub_prefix(name, "shortcut"))
+            out += _all_named(layer.branch, _sub_prefix(name, "branch"))
+    return out
+
+
+def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars):
+    """Draws all parameters: one random call per distribution, sliced into the layers.
+
+    One call per distribution (rather than per tensor) keeps the compiled
+    program small: compile time no longer grows with the number of layers'
+    random draws. Kernels have unit gain (``unit_weights`` conventions) times
+    ``weight_std``; biases are N(0, 1) times ``bias_std``; normalization scales
+    are 1 and shifts 0; batch statistics start at mean 0, variance 1.
+    """
+    params = {mod: {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
+              for mod, leaves in template.get("params", {}).items()}
+    for mod, leaves in template.get("params", {}).items():
+        if mod not in affine and "scale" in leaves:
+            params[mod]["scale"] = jnp.ones(leaves["scale"].shape, leaves["scale"].dtype)
+    pending: dict[str, list] = {"normal": [], "truncated_normal": [], "uniform": []}
+    for i, (mod, (name, spec)) in enumerate(sorted(affine.items())):
+        kernel = template["params"][mod]["kernel"]
+        gain = scalars[name]["weight_std"]
+        fan_in = int(np.prod(kernel.shape[:-1]))
+        if spec.init.dist in pending:
+            norm = {"normal": 1.0, "truncated_normal": _TRUNC_STD, "uniform": 1.0 / np.sqrt(3.0)}[spec.init.dist]
+            pending[spec.init.dist].append((mod, "kernel", kernel, gain / (norm * np.sqrt(fan_in))))
+        else:
+            params[mod]["kernel"] = gain * unit_weights(jax.random.fold_in(key, 1000 + i), kernel.shape,
+                                                        spec.init.dist, kernel.dtype)
+        if "bias" in template["params"][mod]:
+            pending["normal"].append((mod, "bias", template["params"][mod]["bias"], scalars[name]["bias_std"]))
+    for j, (dist, items) in enumerate(pending.items()):
+        if not items:
+            continue
+        dtype = items[0][2].dtype
+        total = sum(int(np.prod(leaf.shape)) for _, _, leaf, _ in items)
+        k = jax.random.fold_in(key, j)
+        if dist == "normal":
+            flat = jax.random.normal(k, (total,), dtype)
+        elif dist == "truncated_normal":
+            flat = jax.random.truncated_normal(k, -2.0, 2.0, (total,), dtype)
+        else:
+            flat = jax.random.uniform(k, (total,), dtype, -1.0, 1.0)
+        offset = 0
+        for mod, pname, leaf, scale in items:
+            size = int(np.prod(leaf.shape))
+            params[mod][pname] = scale * flat[offset:offset + size].reshape(leaf.shape)
+            offset += size
+    out = {"params": params}
+    if "batch_stats" in template:
+        out["batch_stats"] = {mod: {"mean": jnp.zeros(v["mean"].shape, v["mean"].dtype),
+                                    "var": jnp.ones(v["var"].shape, v["var"].dtype)}
+                              for mod, v in template["batch_stats"].items()}
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...]):
+    """init/apply/calibrate for one structure; cached so equal structures share functions."""
+    net = _Net(layers)
+    affine = {name.replace("/", "|"): (name, layer) for name, layer in _all_named(layers)
+              if isinstance(layer, (Dense, Conv))}
+
+    def init(key, scalars):
+        x = jnp.zeros((1, *input_shape), jnp.result_type(float))
+        template = jax.eval_shape(net.init, jax.random.key(0), x, scalars)
+        return _sample(template, affine, key, scalars)
+
+    def apply(variables, scalars, x):
+        return net.apply(variables, x, scalars)
+
+    def calibrate(variables, scalars, x):
+        if "batch_stats" not in variables:
+            return variables
+        _, updates = net.apply(variables, x, scalars, calibrate=True, mutable=["batch_stats"])
+        return {**variables, **updates}
+
+    return init, apply, calibrate
+
+
+def build(arch: Architecture) -> Network:
+    """Builds the network of ``arch`` (an architecture file's layers or a flax entry point)."""
+    if arch.module is not None:
+        return build_module(arch)
+    init, apply, calibrate = _functions(structure(arch.layers), tuple(arch.input.shape))
+    names = tuple(name for name, _ in named_layers(arch.layers))
+    return Network(init, apply, calibrate, scalars_of(arch), names, tuple(arch.input.shape))
+
+
+# --------------------------------------------------------------------------- flax entry points
+
+def load_factory(arch: Architecture):
+    """Imports ``package.module:factory`` (the architecture file's folder is importable)."""
+    module_name, _, attr = arch.module.partition(":")
+    where = f"{locate(arch.source)}: module"
+    base = str(arch.base_dir)
+    added = base not in sys.path
+    if added:
+        sys.path.insert(0, base)
+    try:
+        mod = importlib.import_module(module_name)
+    except Exception as err:  # any import-time failure is the user's module's
+        raise SpecError(f"{where}: cannot import {module_name!r}: {type(err).__name__}: {err}") from None
+    finally:
+        if added:
+            sys.path.remove(base)
+    factory = getattr(mod, attr, None)
+    if not callable(factory):
+        raise SpecError(f"{where}: {module_name!r} has no callable {attr!r}")
+    try:
+        module = factory()
+    except Exception as err:
+        raise SpecError(f"{where}: {arch.module}() failed: {type(err).__name__}: {err}") from None
+    if not isinstance(module, nn.Module):
+        raise SpecError(f"{where}: {arch.module}() returned {type(module).__name__}, expected a flax.linen.Module")
+    return module
+
+
+def _ordered_leaves(tree: Any, path: tuple[str, ...] = ()) -> list[tuple[str, jax.Array]]:
+    """Leaves of flax's captured intermediates, in call order (dict insertion order)."""
+    if isinstance(tree, (tuple, list)):
+        return [("/".join(path), leaf) for leaf in tree]
+    out = []
+    for key, value in tree.items():
+        sub = path if key == "__call__" else (*path, str(key))
+        out.extend(_ordered_leaves(value, sub))
+    return out
+
+
+def build_module(arch: Architecture) -> Network:
+    """Wraps a user's flax module. It is called as ``module.apply(variables, x)`` on a batch.
+
+    The profile covers every submodule's output (flax ``capture_intermediates``).
+    Such a module has no zsad scalars; modules with batch norm must run in
+    inference mode (``use_running_average=True``), since zsad cannot freeze
+    statistics inside a foreign module.
+    """
+    module = load_factory(arch)
+    shape = tuple(arch.input.shape)
+
+    def init(key, scalars):
+        return module.init(key, jnp.zeros((1, *shape), jnp.result_type(float)))
+
+    def apply(variables, scalars, x):
+        y, state = module.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+        leaves = [(name, v) for name, v in _ordered_leaves(state["intermediates"])
+                  if name and hasattr(v, "shape") and v.ndim >= 1 and v.shape[0] == x.shape[0]]
+        outs = {name: v for name, v in leaves}
+        outs["output"] = y
+        return y, outs
+
+    def calibrate(variables, scalars, x):
+        return variables
+
+    try:
+        variables = jax.eval_shape(init, jax.random.key(0), {})
+        _, outs = jax.eval_shape(apply, variables, {}, jax.ShapeDtypeStruct((2, *shape), jnp.float32))
+    except Exception as err:
+        raise SpecError(f"{locate(arch.source)}: module: {arch.module}() does not run on inputs of shape "
+                        f"{list(shape)}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+    return Network(init, apply, calibrate, {}, tuple(outs), shape)

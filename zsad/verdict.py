@@ -1,0 +1,71 @@
+"""Plain-language verdicts from the metrics of one architecture.
+
+Bands (NLC, SPEC §1 and Philipp 2021): below ``LINEAR_MAX`` the network is
+effectively linear; up to ``HEALTHY_MAX`` its nonlinearity is right-sized; above
+``CHAOTIC_MIN`` expect unstable training and high test error. The band edges are
+module constants so that the ground-truth study (benchmarks/ground_truth) can
+set them from data; each edge's provenance is stated in the README.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+#: NLC below this: the network behaves like a linear model (Philipp 2021, §4).
+LINEAR_MAX = 1.2
+#: NLC up to this: right-sized nonlinearity (Philipp's study: roughly 1 to 5).
+HEALTHY_MAX = 5.0
+#: NLC above this: far outside the trainable band.
+CHAOTIC_MIN = 20.0
+
+STATUSES = ("good", "warning", "bad")
+
+
+class Verdict(NamedTuple):
+    """``status`` is one of good / warning / bad; ``summary`` one sentence; ``reasons`` the evidence."""
+
+    status: str
+    summary: str
+    reasons: tuple[str, ...]
+
+
+def _worst(statuses: Sequence[str]) -> str:
+    return max(statuses, key=STATUSES.index) if statuses else "good"
+
+
+def nlc_verdict(mean: float | None, std: float | None, *, diverged_at: str | None = None,
+                constant_output: bool = False) -> tuple[str, str]:
+    """(status, reason) for the network's NLC."""
+    if diverged_at is not None:
+        return "bad", (f"activations stop being finite at layer {diverged_at}: the network diverges at "
+                       "initialization (reduce weight_std, add normalization, or score with --x64)")
+    if constant_output:
+        return "bad", "the output does not depend on the input (constant across the batch): NLC is undefined"
+    if mean is None:
+        return "bad", "the NLC could not be computed"
+    spread = f" ± {std:.2g}" if std is not None else ""
+    value = f"NLC {mean:.3g}{spread}"
+    if mean < LINEAR_MAX:
+        return "warning", (f"{value} is below {LINEAR_MAX}: the network is effectively linear and will "
+                           "perform like a linear model; use a more nonlinear activation or deeper stack")
+    if mean <= HEALTHY_MAX:
+        return "good", f"{value} lies in the right-sized band [{LINEAR_MAX}, {HEALTHY_MAX}]"
+    if mean <= CHAOTIC_MIN:
+        return "warning", (f"{value} is above {HEALTHY_MAX}: too nonlinear, expect unstable training and "
+                           "high test error; `zsad normalize` can lower it")
+    return "bad", (f"{value} is far above {HEALTHY_MAX}: the network is chaotic at initialization and "
+                   "unlikely to train; `zsad normalize` can lower it")
+
+
+def combine(items: Sequence[tuple[str, str]]) -> Verdict:
+    """Combines (status, reason) pairs; the summary states the worst finding first."""
+    status = _worst([s for s, _ in items])
+    headline = {
+        "good": "Likely to train well",
+        "warning": "Trainable, with a caveat",
+        "bad": "Unlikely to train well",
+    }[status]
+    ordered = sorted(items, key=lambda item: -STATUSES.index(item[0]))
+    first = ordered[0][1] if ordered else ""
+    return Verdict(status, f"{headline}: {first}." if first else f"{headline}.",
+                   tuple(reason for _, reason in ordered))
