@@ -36,8 +36,26 @@ def render_score(doc: dict) -> None:
     per_seed = ", ".join(fmt(v, digits=4) for v in nlc["per_seed"])
     nlc_text = fmt(nlc["mean"], nlc["std"]) if nlc["mean"] is not None else f"undefined ({nlc['reason']})"
     head.add_row("NLC", f"{nlc_text}   [dim](per seed: {per_seed})[/]")
-    for line in doc.get("summary_rows", []):
-        head.add_row(*line)
+    spec = doc.get("spectrum")
+    if spec and spec.get("sigma2_mean") is not None:
+        sd = spec["std"]
+        a, b = spec["between"]
+        head.add_row("Jacobian", f"[dim]{a} → {b} ({spec['method']}, {spec['samples']} inputs)[/]")
+        head.add_row("  mean σ²", f"{fmt(spec['sigma2_mean'], sd['sigma2_mean'])}   "
+                                  f"[dim]var/mean² {fmt(spec['sigma2_ratio'], digits=3)}[/]")
+        head.add_row("  σ max / min", f"{fmt(spec['sigma_max'], digits=3)} / {fmt(spec['sigma_min'], digits=3)}   "
+                                      f"[dim]condition {fmt(spec['condition'], digits=3)}[/]")
+        head.add_row("  isometric", f"{100 * spec['isometry_share']:.0f}% of σ within a factor 2 of 1")
+        if spec.get("plot"):
+            head.add_row("  plot", spec["plot"])
+    mf = doc.get("meanfield")
+    if mf and mf.get("chi1") is not None:
+        head.add_row("mean field", f"χ₁ = {fmt(mf['chi1'], digits=4)} ({mf['phase']}), q* = {fmt(mf['q_star'], digits=4)}, "
+                                   f"ξ_c = {fmt(mf['xi_c'], digits=3)}")
+        head.add_row("  NLC predicted", f"{fmt(mf['nlc_predicted'], digits=4)} (infinite width) vs measured "
+                                        f"{fmt(nlc['mean'], nlc['std'])}")
+    elif mf and mf.get("reason"):
+        head.add_row("mean field", f"[dim]{mf['reason']}[/]")
     style = STATUS_STYLE[verdict["status"]]
     head.add_row("verdict", Text(verdict["summary"], style=style))
     for reason in verdict["reasons"][1:]:

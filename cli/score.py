@@ -17,17 +17,31 @@ from zsad_cli.render import render_score
 @click.option("--seed", default=0, show_default=True, type=int, help="Base seed of the initializations.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Also write the JSON document here.")
+@click.option("--spectrum/--no-spectrum", default=True, show_default=True, help="Jacobian singular-value spectrum.")
+@click.option("--between", nargs=2, metavar="A B", default=None,
+              help="Jacobian from the output of layer A to the output of layer B (names, indices, input, output). "
+                   "Default: the hidden part, first dense/conv output to last dense/conv input.")
+@click.option("--spectrum-method", type=click.Choice(["auto", "exact", "lanczos"]), default="auto",
+              show_default=True, help="Exact SVD of the materialized Jacobian, or matrix-free Lanczos.")
+@click.option("--spectrum-samples", default=8, show_default=True, type=click.IntRange(1),
+              help="Inputs at which the Jacobian is evaluated.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write the singular-value density to this PNG.")
 @x64_option
 @handle_errors
-def score(arch_file, seeds, batch, tangents, seed, as_json, out):
+def score(arch_file, seeds, batch, tangents, seed, as_json, out, spectrum, between, spectrum_method,
+          spectrum_samples, plot):
     """All metrics of the architecture in ARCH_FILE, with a plain-language verdict."""
     import zsad
 
     arch = zsad.load_architecture(arch_file)
-    options = zsad.ScoreOptions(seeds=seeds, batch=batch, tangents=tangents, seed=seed)
+    options = zsad.ScoreOptions(seeds=seeds, batch=batch, tangents=tangents, seed=seed, spectrum=spectrum or bool(plot),
+                                between=tuple(between) if between else None, spectrum_method=spectrum_method,
+                                spectrum_samples=spectrum_samples)
     with err_console.status(f"scoring {arch.name} over {seeds} initializations…"):
         report = zsad.score_architecture(arch, options)
     doc = report.to_json()
+    if plot:
+        doc["spectrum"]["plot"] = str(zsad.plot_score_spectrum(report, plot))
     emit_json(doc, out, as_json)
     if not as_json:
         render_score(doc)

@@ -21,6 +21,13 @@ from zsad.nlc import nlc as nlc
 from zsad.nlc import nlc_profile as nlc_profile
 from zsad.score import ScoreOptions as ScoreOptions
 from zsad.score import ScoreReport as ScoreReport
+from zsad.score import plot_score_spectrum as plot_score_spectrum
 from zsad.score import score_architecture as score_architecture
+from zsad.spectrum import JacobianSpectrum as JacobianSpectrum
+from zsad.spectrum import hutchinson as hutchinson
+from zsad.spectrum import jacobian_singular_values as jacobian_singular_values
+from zsad.spectrum import jacobian_spectrum as jacobian_spectrum
+from zsad.spectrum import make_spectrum_fn as make_spectrum_fn
+from zsad.spectrum import slq_density as slq_density
 
 __version__ = "0.1.0"

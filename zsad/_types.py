@@ -36,6 +36,10 @@ class Network(NamedTuple):
       scalars: default scalars of this architecture (a pytree of arrays).
       layer_names: names of the layers whose outputs ``apply`` returns, in order.
       input_shape: shape of one sample (no batch axis).
+      segment: ``segment(variables, scalars, h, start, stop) -> h'`` runs the
+        top-level layers ``start .. stop-1`` on ``h`` (the output of layer
+        ``start - 1``, or the input when ``start == 0``); ``start``/``stop`` are
+        static. ``None`` where the network cannot be cut (foreign modules).
     """
 
     init: Callable[[jax.Array, Scalars], PyTree]
@@ -44,3 +48,4 @@ class Network(NamedTuple):
     scalars: Scalars
     layer_names: tuple[str, ...]
     input_shape: tuple[int, ...]
+    segment: Callable[..., jax.Array] | None = None

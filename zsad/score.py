@@ -12,17 +12,20 @@ import functools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zsad._errors import NumericsError, SpecError
 from zsad._types import Network
 from zsad.arch.build import build
 from zsad.arch.spec import Architecture
 from zsad.data import load_inputs
 from zsad.nlc import NLCResult, nlc_profile
+from zsad.spectrum import JacobianSpectrum, jacobian_spectrum
+from zsad.spectrum import _resolve_method as resolve_method
 from zsad.verdict import Verdict, combine, nlc_verdict
 
 
@@ -37,6 +40,13 @@ class ScoreOptions:
       seed: base seed; initialization ``i`` uses ``fold_in(key(seed), i)``.
       data_seed: seed of the Gaussian inputs (or of the subset drawn from a data file);
         the same inputs serve every initialization, so the spread is the initialization's.
+      spectrum: whether to compute the Jacobian spectrum (SPEC §2).
+      between: the two points of the network whose Jacobian is taken: layer names
+        or indices, ``"input"`` or ``"output"``; default: from the output of the
+        first dense/conv layer to the input of the last one (square-ish map).
+      spectrum_method: ``auto``, ``exact`` or ``lanczos`` (see ``zsad.spectrum``).
+      spectrum_samples: inputs at which the Jacobian is evaluated.
+      spectrum_steps, spectrum_probes: Lanczos steps and probe vectors (matrix-free path).
     """
 
     seeds: int = 3
@@ -44,22 +54,65 @@ class ScoreOptions:
     tangents: int = 2
     seed: int = 0
     data_seed: int = 0
+    spectrum: bool = True
+    between: tuple[str, str] | None = None
+    spectrum_method: str = "auto"
+    spectrum_samples: int = 8
+    spectrum_steps: int = 64
+    spectrum_probes: int = 4
 
 
-@functools.partial(jax.jit, static_argnames=("init", "apply", "calibrate", "num_tangents"))
-def _profile_over_seeds(keys, x, scalars, *, init, apply, calibrate, num_tangents) -> NLCResult:
+class SpectrumConfig(NamedTuple):
+    """Static configuration of the Jacobian spectrum inside the scoring program.
+
+    The Jacobian is that of the top-level layers ``start .. stop-1`` (from the
+    output of layer ``start - 1``, or the input, to the output of layer
+    ``stop - 1``), at the first ``samples`` inputs of the batch.
+    """
+
+    start: int
+    stop: int
+    method: str = "auto"
+    num_steps: int = 64
+    num_probes: int = 4
+    samples: int = 8
+
+
+@functools.partial(jax.jit, static_argnames=("init", "apply", "calibrate", "segment", "num_tangents", "spectrum"))
+def _metrics_over_seeds(keys, x, scalars, *, init, apply, calibrate, segment, num_tangents, spectrum):
     def one(key):
         k_init, k_tangent = jax.random.split(key)
         variables = calibrate(init(k_init, scalars), scalars, x)
-        return nlc_profile(lambda x: apply(variables, scalars, x)[1], x, k_tangent, num_tangents=num_tangents)
+        profile = nlc_profile(lambda x: apply(variables, scalars, x)[1], x, k_tangent, num_tangents=num_tangents)
+        if spectrum is None:
+            return profile, None
+        xs = x[: spectrum.samples]
+        if segment is None:  # foreign module: input -> output only
+            h, fn = xs, lambda v: apply(variables, scalars, v[None])[0][0]
+        else:
+            h = xs if spectrum.start == 0 else segment(variables, scalars, xs, 0, spectrum.start)
+            fn = lambda v: segment(variables, scalars, v[None], spectrum.start, spectrum.stop)[0]  # noqa: E731
+        spec = jacobian_spectrum(fn, h, jax.random.fold_in(key, 2), method=spectrum.method,
+                                 num_steps=spectrum.num_steps, num_probes=spectrum.num_probes)
+        return profile, spec
 
     return jax.vmap(one)(keys)
 
 
+def make_metrics_fn(net: Network, num_tangents: int, spectrum: SpectrumConfig | None = None):
+    """Jitted ``fn(keys[S], x, scalars) -> (NLCResult, JacobianSpectrum | None)``, ``[S]``-leading leaves."""
+    return functools.partial(_metrics_over_seeds, init=net.init, apply=net.apply, calibrate=net.calibrate,
+                             segment=net.segment, num_tangents=num_tangents, spectrum=spectrum)
+
+
 def make_profile_fn(net: Network, num_tangents: int):
     """Jitted ``fn(keys[S], x, scalars) -> NLCResult`` with ``[S]``-leading leaves per layer."""
-    return functools.partial(_profile_over_seeds, init=net.init, apply=net.apply,
-                             calibrate=net.calibrate, num_tangents=num_tangents)
+    metrics = make_metrics_fn(net, num_tangents)
+    return functools.partial(_first, metrics)
+
+
+def _first(fn, *args):
+    return fn(*args)[0]
 
 
 def seed_keys(seed: int, seeds: int) -> jax.Array:
@@ -103,6 +156,7 @@ class ScoreReport:
     options: ScoreOptions
     seconds: float
     extra: dict = field(default_factory=dict)
+    density: tuple[np.ndarray, np.ndarray] | None = None  # σ² nodes and weights, pooled (for plots)
 
     def to_json(self) -> dict:
         """The stable machine-readable document (keys documented in the README)."""
@@ -129,14 +183,19 @@ def score_architecture(arch: Architecture, options: ScoreOptions = ScoreOptions(
     with non-finite values is recorded in ``diverged``; an output that is constant
     across the batch gives ``None`` with a reason. Never raises on numerics.
     """
-    start = time.perf_counter()
+    t0 = time.perf_counter()
     net = build(arch)
     x = load_inputs(arch.input, options.batch, seed=options.data_seed, base_dir=arch.base_dir,
                     source=arch.source)
     x = jnp.asarray(x, dtype=jnp.result_type(float) if arch.input.dtype == "float32" else x.dtype)
-    fn = make_profile_fn(net, options.tangents)
-    result = jax.device_get(fn(seed_keys(options.seed, options.seeds), x, net.scalars))
     names = list(net.layer_names)
+    spectrum_cfg = between = None
+    if options.spectrum:
+        start, stop, between = resolve_between(arch, names, options.between, has_segment=net.segment is not None)
+        spectrum_cfg = SpectrumConfig(start, stop, options.spectrum_method, options.spectrum_steps,
+                                      options.spectrum_probes, min(options.spectrum_samples, x.shape[0]))
+    fn = make_metrics_fn(net, options.tangents, spectrum_cfg)
+    result, spec = jax.device_get(fn(seed_keys(options.seed, options.seeds), x, net.scalars))
     out = names[-1]
 
     diverged: dict[int, str] = {}
@@ -161,8 +220,157 @@ def score_architecture(arch: Architecture, options: ScoreOptions = ScoreOptions(
     if diverged and len(diverged) < options.seeds:
         items.append(("warning", f"{len(diverged)} of {options.seeds} initializations diverge "
                                  f"(first non-finite layer: {diverged[min(diverged)]})"))
+    extra: dict = {}
+    density = None
+    if spectrum_cfg is not None:
+        d_in, d_out = _segment_dims(net, x, spectrum_cfg)
+        method = resolve_method(spectrum_cfg.method, d_in, d_out)
+        extra["spectrum"] = summarize_spectrum(spec, sorted(diverged), between, method, spectrum_cfg.samples)
+        extra["spectrum"]["affine_layers"] = sum(
+            1 for n in names[spectrum_cfg.start:spectrum_cfg.stop] if n.split(".", 1)[1] in _AFFINE_KINDS)
+        items.extend(spectrum_verdict(extra["spectrum"]))
+        density = spectrum_density(spec, sorted(diverged))
     return ScoreReport(
         name=arch.name, params=param_count(net), nlc_per_seed=per_seed, nlc_mean=mean, nlc_std=std,
         nlc_reason=reason, profile=profile, diverged=diverged, verdict=combine(items), options=options,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - t0, extra=extra, density=density,
     )
+
+
+# --------------------------------------------------------------------------- Jacobian spectrum
+
+_AFFINE_KINDS = ("dense", "conv")
+
+
+def _index(point: str, names: list[str], *, end: bool) -> int:
+    """Top-level layer index (``-1`` = input, ``len`` - 1 = output) of a layer name or index."""
+    if point == "input":
+        return -1
+    if point == "output":
+        return len(names) - 1
+    if point in names:
+        return names.index(point)
+    try:
+        index = int(point)
+    except ValueError:
+        index = None
+    if index is None or not -len(names) <= index < len(names):
+        raise SpecError(f"--between: expected 'input', 'output', a layer index 0..{len(names) - 1} or a layer "
+                        f"name ({', '.join(names[:6])}{', …' if len(names) > 6 else ''}); got {point!r}")
+    return index % len(names)
+
+
+def resolve_between(arch: Architecture, names: list[str], between: tuple[str, str] | None, *,
+                    has_segment: bool = True) -> tuple[int, int, tuple[str, str]]:
+    """(start, stop, labels) of the Jacobian's segment: layers ``start .. stop-1``.
+
+    Default: from the output of the first dense/conv layer to the output of the
+    layer before the last dense/conv layer (the hidden, square-ish part), or the
+    whole network when that part is empty or the network cannot be cut.
+    """
+    n = len(names)
+    if not has_segment:
+        if between not in (None, ("input", "output")):
+            raise SpecError(f"{arch.name}: --between needs an architecture file's layers; a flax module "
+                            "gives input → output only")
+        return 0, n, ("input", "output")
+    if between is None:
+        kinds = [name.split(".", 1)[1] for name in names]
+        affine = [i for i, kind in enumerate(kinds) if kind in _AFFINE_KINDS]
+        if len(affine) >= 2 and affine[-1] - 1 > affine[0]:
+            a, b = affine[0], affine[-1] - 1
+        else:
+            a, b = -1, n - 1
+    else:
+        a, b = _index(between[0], names, end=False), _index(between[1], names, end=True)
+        if b <= a:
+            raise SpecError(f"--between: the first point ({between[0]}) must come before the second "
+                            f"({between[1]})")
+    label_a = "input" if a < 0 else names[a]
+    return a + 1, b + 1, (label_a, names[b])
+
+
+def _segment_dims(net: Network, x, cfg: SpectrumConfig) -> tuple[int, int]:
+    variables = jax.eval_shape(net.init, jax.random.key(0), net.scalars)
+    _, outs = jax.eval_shape(net.apply, variables, net.scalars, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+    shapes = [math.prod(v.shape[1:]) for v in outs.values()]
+    d_in = math.prod(x.shape[1:]) if cfg.start == 0 or net.segment is None else shapes[cfg.start - 1]
+    return d_in, shapes[cfg.stop - 1] if net.segment is not None else shapes[-1]
+
+
+SPECTRUM_KEYS = ("sigma2_mean", "sigma2_var", "sigma2_ratio", "sigma_max", "sigma_min", "condition",
+                 "isometry_share")
+
+
+def summarize_spectrum(spec: JacobianSpectrum, skip: list[int], between, method: str, samples: int) -> dict:
+    """Per-seed means over samples, then mean and spread (std over seeds) of each summary."""
+    out: dict[str, Any] = {"between": list(between), "method": method, "samples": samples}
+    std: dict[str, float | None] = {}
+    for key in SPECTRUM_KEYS:
+        values = np.asarray(getattr(spec, key), dtype=np.float64)  # [S, samples]
+        per_seed = [_num(np.mean(values[s])) for s in range(values.shape[0]) if s not in skip]
+        out[key], std[key] = _stats(per_seed)
+    out["std"] = std
+    if all(out[k] is None for k in SPECTRUM_KEYS):
+        out["reason"] = "every initialization diverged"
+    elif out["condition"] is None:
+        out["condition_reason"] = "infinite: the Jacobian is singular (σ_min = 0) at some input"
+    return out
+
+
+def spectrum_density(spec: JacobianSpectrum, skip: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    keep = [s for s in range(np.shape(spec.sigma_max)[0]) if s not in skip]
+    if not keep:
+        return None
+    nodes = np.asarray(spec.density.nodes)[keep].reshape(-1)
+    weights = np.asarray(spec.density.weights)[keep].reshape(-1)
+    ok = np.isfinite(nodes) & np.isfinite(weights)
+    return nodes[ok], weights[ok] / max(weights[ok].sum(), 1e-300)
+
+
+#: Mean σ² outside [1/SCALE_BAND, SCALE_BAND]: signals vanish or explode across the segment.
+SCALE_BAND = 1e2
+#: var(σ²)/mean(σ²)² above this: far from dynamical isometry.
+SPREAD_MAX = 10.0
+#: Share of singular values within a factor 2 of 1 above which a map is called nearly isometric.
+ISOMETRIC_SHARE = 0.8
+
+
+def spectrum_verdict(summary: dict) -> list[tuple[str, str]]:
+    """(status, reason) items from the Jacobian spectrum (SPEC §2, §8 point 1)."""
+    mean, ratio = summary.get("sigma2_mean"), summary.get("sigma2_ratio")
+    a, b = summary["between"]
+    items = []
+    if mean is None:
+        return items
+    if mean < 1 / SCALE_BAND or mean > SCALE_BAND:
+        word = "vanish" if mean < 1 else "explode"
+        status = "bad" if (mean < 1 / SCALE_BAND**2 or mean > SCALE_BAND**2) else "warning"
+        items.append((status, f"signals and gradients {word} between {a} and {b}: mean σ² = {mean:.3g} "
+                              "(1 is isometric; adjust weight_std towards the edge of chaos)"))
+    elif ratio is not None and ratio > SPREAD_MAX:
+        items.append(("warning", f"the Jacobian between {a} and {b} is far from isometric: var(σ²)/mean(σ²)² = "
+                                 f"{ratio:.3g}"))
+    else:
+        share = summary.get("isometry_share") or 0.0
+        quality = "close to dynamical isometry" if share >= ISOMETRIC_SHARE else "acceptably scaled"
+        items.append(("good", f"the Jacobian between {a} and {b} is {quality}: mean σ² = {mean:.3g}, "
+                              f"var/mean² = {ratio:.3g}, {100 * share:.0f}% of singular values within a "
+                              "factor 2 of 1"))
+    return items
+
+
+def plot_score_spectrum(report: ScoreReport, path) -> str:
+    """Writes the σ² density of ``report`` to a PNG, with the Fuss–Catalan curve of a linear
+    Gaussian network with as many layers as the segment has dense/conv layers."""
+    from zsad.plotting import plot_spectrum_density
+    from zsad.spectrum import fuss_catalan_density
+
+    if report.density is None:
+        raise NumericsError("no spectrum to plot: every initialization diverged")
+    spec = report.extra["spectrum"]
+    depth = max(1, spec.get("affine_layers") or 1)
+    return str(plot_spectrum_density(
+        path, *report.density, reference=lambda x: fuss_catalan_density(x, depth),
+        reference_label=f"linear Gaussian, {depth} layer{'s' if depth > 1 else ''} (Fuss–Catalan)",
+        title=f"{report.name}: Jacobian {spec['between'][0]} → {spec['between'][1]}"))

@@ -200,13 +200,15 @@ class _Net(nn.Module):
     layers: tuple[Layer, ...]
 
     @nn.compact
-    def __call__(self, x, scalars, calibrate: bool = False):
+    def __call__(self, x, scalars, calibrate: bool = False, start: int = 0, stop: int | None = None):
         outs: dict[str, jax.Array] = {}
-        y = self._run(self.layers, "", x, scalars, calibrate, outs)
+        y = self._run(self.layers, "", x, scalars, calibrate, outs, start, stop)
         return y, outs
 
-    def _run(self, layers, prefix, x, scalars, calibrate, outs):
-        for name, layer in named_layers(layers, prefix):
+    def _run(self, layers, prefix, x, scalars, calibrate, outs, start=0, stop=None):
+        for i, (name, layer) in enumerate(named_layers(layers, prefix)):
+            if i < start or (stop is not None and i >= stop):
+                continue
             x = self._layer(name, layer, x, scalars, calibrate)
             if not prefix:
                 outs[name] = x
@@ -326,16 +328,19 @@ def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...]):
         _, updates = net.apply(variables, x, scalars, calibrate=True, mutable=["batch_stats"])
         return {**variables, **updates}
 
-    return init, apply, calibrate
+    def segment(variables, scalars, h, start, stop):
+        return net.apply(variables, h, scalars, start=start, stop=stop)[0]
+
+    return init, apply, calibrate, segment
 
 
 def build(arch: Architecture) -> Network:
     """Builds the network of ``arch`` (an architecture file's layers or a flax entry point)."""
     if arch.module is not None:
         return build_module(arch)
-    init, apply, calibrate = _functions(structure(arch.layers), tuple(arch.input.shape))
+    init, apply, calibrate, segment = _functions(structure(arch.layers), tuple(arch.input.shape))
     names = tuple(name for name, _ in named_layers(arch.layers))
-    return Network(init, apply, calibrate, scalars_of(arch), names, tuple(arch.input.shape))
+    return Network(init, apply, calibrate, scalars_of(arch), names, tuple(arch.input.shape), segment)
 
 
 # --------------------------------------------------------------------------- flax entry points

@@ -1,0 +1,96 @@
+"""The Jacobian spectrum inside `zsad score` (SPEC §2): segment choice, values, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import zsad
+from zsad.score import ScoreOptions, resolve_between, score_architecture
+from zsad_cli.main import cli
+from tests.helpers import arch_from, mlp
+
+
+def linear(dist: str, depth: int = 4, width: int = 24) -> dict:
+    return {"input": {"shape": [width]}, "init": {"dist": dist, "weight_std": 1.0},
+            "layers": [{"type": "dense", "features": width, "use_bias": False}] * depth}
+
+
+def test_orthogonal_linear_network_is_exactly_isometric(x64):
+    report = score_architecture(arch_from(linear("orthogonal")),
+                                ScoreOptions(seeds=2, batch=8, between=("input", "output")))
+    spec = report.to_json()["spectrum"]
+    assert spec["method"] == "exact" and spec["between"] == ["input", "3.dense"]
+    for key in ("sigma2_mean", "sigma_max", "sigma_min", "condition", "isometry_share"):
+        assert spec[key] == pytest.approx(1.0, abs=1e-10), key
+    assert spec["sigma2_var"] == pytest.approx(0.0, abs=1e-10)
+
+
+def test_gaussian_linear_network_mean_one_spread_grows(x64):
+    spreads = []
+    for depth in (1, 4):
+        arch = arch_from(linear("normal", depth=depth, width=128))
+        spec = score_architecture(arch, ScoreOptions(seeds=2, batch=4, between=("input", "output"))).extra["spectrum"]
+        assert spec["sigma2_mean"] == pytest.approx(1.0, abs=0.15)
+        spreads.append(spec["sigma2_var"])
+    # var(σ²) ≈ depth for a product of Gaussian layers (SPEC §2); 128-wide: within 25%.
+    assert spreads[0] == pytest.approx(1.0, rel=0.25)
+    assert spreads[1] == pytest.approx(4.0, rel=0.25)
+
+
+def test_matrix_free_path_agrees_with_exact():
+    arch = arch_from(mlp("tanh", depth=3, width=48, d_in=48, weight_std=1.2))
+    exact = score_architecture(arch, ScoreOptions(seeds=1, batch=16, spectrum_method="exact")).extra["spectrum"]
+    free = score_architecture(arch, ScoreOptions(seeds=1, batch=16, spectrum_method="lanczos",
+                                                 spectrum_steps=48)).extra["spectrum"]
+    assert free["method"] == "lanczos"
+    # 48 Lanczos steps on a 48x48 Gram matrix span the whole space: extreme values match.
+    assert free["sigma_max"] == pytest.approx(exact["sigma_max"], rel=0.01)
+    # The matrix-free mean is Hutchinson's estimate: 4 Rademacher probes x 8 inputs give a relative
+    # standard error of about 5% here (var/mean² ≈ 2.5 over 48 directions); allow 3 standard errors.
+    assert free["sigma2_mean"] == pytest.approx(exact["sigma2_mean"], rel=0.15)
+
+
+def test_default_segment_is_the_hidden_part():
+    arch = arch_from(mlp("relu", depth=3))
+    names = list(zsad.build(arch).layer_names)
+    start, stop, labels = resolve_between(arch, names, None)
+    assert labels == ("0.dense", "5.relu") and (start, stop) == (1, 6)
+    assert resolve_between(arch, names, ("input", "output"))[:2] == (0, len(names))
+    assert resolve_between(arch, names, ("1.relu", "4"))[:2] == (2, 5)
+    with pytest.raises(zsad.SpecError, match="--between: expected 'input', 'output'"):
+        resolve_between(arch, names, ("1.relu", "nope"))
+    with pytest.raises(zsad.SpecError, match="must come before"):
+        resolve_between(arch, names, ("4", "2"))
+
+
+def test_relu_spread_exceeds_tanh_at_edge_of_chaos():
+    tanh = arch_from(mlp("tanh", depth=4, width=64, d_in=64, dist="orthogonal", weight_std=1.0,
+                         bias_std=0.0, std=0.05))
+    relu = arch_from(mlp("relu", depth=4, width=64, d_in=64, dist="orthogonal", weight_std=1.414))
+    opts = ScoreOptions(seeds=1, batch=8)
+    t = score_architecture(tanh, opts).extra["spectrum"]
+    r = score_architecture(relu, opts).extra["spectrum"]
+    assert r["sigma2_ratio"] > 10 * t["sigma2_ratio"]
+    assert t["isometry_share"] > 0.9
+
+
+def test_cli_spectrum_json_and_plot(tmp_path, monkeypatch):
+    import jax
+
+    monkeypatch.setenv("ZSAD_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "a.yaml"
+    path.write_text("input: {shape: [16]}\nlayers:\n  - {type: dense, features: 16}\n  - {type: activation, fn: tanh}\n"
+                    "  - {type: dense, features: 16}\n  - {type: activation, fn: tanh}\n  - {type: dense, features: 4}\n")
+    png = tmp_path / "s.png"
+    previous = jax.config.jax_enable_x64
+    result = CliRunner().invoke(cli, ["score", str(path), "--seeds", "2", "--batch", "16", "--json", "--plot", str(png)])
+    jax.config.update("jax_enable_x64", previous)
+    assert result.exit_code == 0, result.output
+    spec = json.loads(result.stdout)["spectrum"]
+    assert {"sigma2_mean", "sigma2_var", "sigma_max", "sigma_min", "condition"} <= set(spec)
+    assert spec["between"] == ["0.dense", "3.tanh"]
+    assert png.stat().st_size > 1000 and spec["plot"] == str(png)
+    bad = CliRunner().invoke(cli, ["score", str(path), "--between", "0", "99"])
+    assert bad.exit_code == 2 and "--between" in bad.stderr
