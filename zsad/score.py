@@ -227,7 +227,7 @@ def score_architecture(arch: Architecture, options: ScoreOptions = ScoreOptions(
         method = resolve_method(spectrum_cfg.method, d_in, d_out)
         extra["spectrum"] = summarize_spectrum(spec, sorted(diverged), between, method, spectrum_cfg.samples)
         extra["spectrum"]["affine_layers"] = sum(
-            1 for n in names[spectrum_cfg.start:spectrum_cfg.stop] if n.split(".", 1)[1] in _AFFINE_KINDS)
+            1 for n in names[spectrum_cfg.start:spectrum_cfg.stop] if _kind(n) in _AFFINE_KINDS)
         items.extend(spectrum_verdict(extra["spectrum"]))
         density = spectrum_density(spec, sorted(diverged))
     return ScoreReport(
@@ -240,6 +240,11 @@ def score_architecture(arch: Architecture, options: ScoreOptions = ScoreOptions(
 # --------------------------------------------------------------------------- Jacobian spectrum
 
 _AFFINE_KINDS = ("dense", "conv")
+
+
+def _kind(name: str) -> str:
+    """The type part of a layer name ``"{index}.{type}"`` (foreign modules' names are returned whole)."""
+    return name.split(".", 1)[-1]
 
 
 def _index(point: str, names: list[str], *, end: bool) -> int:
@@ -275,7 +280,7 @@ def resolve_between(arch: Architecture, names: list[str], between: tuple[str, st
                             "gives input → output only")
         return 0, n, ("input", "output")
     if between is None:
-        kinds = [name.split(".", 1)[1] for name in names]
+        kinds = [_kind(name) for name in names]
         affine = [i for i, kind in enumerate(kinds) if kind in _AFFINE_KINDS]
         if len(affine) >= 2 and affine[-1] - 1 > affine[0]:
             a, b = affine[0], affine[-1] - 1
