@@ -259,7 +259,10 @@ def jacobian_singular_values(fn: PerSampleFn, x: jax.Array) -> jax.Array:
         \quad r = \min(d_{in}, d_{out}).
 
     ``J`` is built column by column with ``jacfwd`` when ``d_in <= d_out`` and
-    row by row with ``jacrev`` otherwise (the number of passes is ``r``).
+    row by row with ``jacrev`` otherwise (the number of passes is ``r``); the
+    singular values are the square roots of the eigenvalues of the ``r x r``
+    Gram matrix (``JᵀJ`` or ``JJᵀ``), so small ones are resolved to about
+    ``sqrt(eps) * sigma_max``.
 
     Args:
       fn: per-sample map ``x -> y`` (arrays of any shape).
@@ -281,7 +284,11 @@ def jacobian_singular_values(fn: PerSampleFn, x: jax.Array) -> jax.Array:
     flat, x_flat = _flatten_fn(fn, x)
     d_in, d_out = _dims(fn, jnp.shape(x), jnp.result_type(x))
     jac = jax.jacfwd(flat)(x_flat) if d_in <= d_out else jax.jacrev(flat)(x_flat)
-    return jnp.linalg.svd(jac, compute_uv=False)
+    # Eigenvalues of the r x r Gram matrix rather than an SVD of the d_out x d_in matrix: LAPACK's
+    # SVD of a very wide Jacobian allocates workspace of the larger side squared.
+    gram = jac.T @ jac if d_in <= d_out else jac @ jac.T
+    sigma2 = jnp.clip(jnp.linalg.eigvalsh(gram), 0.0, None)
+    return jnp.sqrt(sigma2)[::-1]
 
 
 # --------------------------------------------------------------------------- #

@@ -1,0 +1,342 @@
+"""Ranking a search space: metrics, statuses, ranking, resumable results files, and the ``rank`` command.
+
+Every space here has one network structure (choices over scalars only), so the
+whole file compiles few programs; runs in one process share them.
+"""
+
+import csv
+import json
+import math
+import os
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from zsad import nasbench201 as nb
+from zsad import rank as rank_mod
+from zsad._errors import SpecError
+from zsad.rank import (
+    DIRECTION, METRICS, RankInterrupted, RankOptions, band_distance, columns, meta_path, rank_space, score_rows,
+)
+from zsad.space import load_space
+from zsad_cli.main import cli
+
+BASE = """\
+name: relu
+input: {shape: [8]}
+init: {weight_std: 1.41}
+layers:
+  - {type: dense, features: 16}
+  - {type: activation, fn: relu}
+  - {type: dense, features: 16}
+  - {type: activation, fn: relu}
+  - {type: dense, features: 4}
+"""
+# One structure: ok (1.0, 1.41), constant output (0.0), overflow in float32 (1e15 over three layers).
+SPACE = "base: base.yaml\nchoices:\n  init.weight_std: [1.0, 1.41, 0.0, 1.0e+15]\n"
+SMALL = "base: base.yaml\nchoices:\n  init.weight_std: [0.5, 1.0, 1.41, 2.0]\n"
+FAST = RankOptions(seeds=2, batch=8, metrics=("nlc", "params"))
+
+DEGENERATE = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|"
+MIXED = "|skip_connect~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+@pytest.fixture
+def space_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZSAD_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    (tmp_path / "small.yaml").write_text(SMALL)
+    return tmp_path
+
+
+def by_arch(rows):
+    return {r["arch"]: r for r in rows}
+
+
+# --------------------------------------------------------------------------- metrics and statuses
+
+def test_every_proxy_column_and_statuses(space_dir):
+    options = RankOptions(seeds=2, batch=8)
+    result = rank_space(load_space(space_dir / "space.yaml"), options, out=space_dir / "r.csv")
+    assert result.columns == ["arch", "status", "reason", "nlc", "nlc_std", "params", "flops", "naswot", "synflow",
+                              "grad_norm", "snip", "jacob_cov", "score", "rank"]
+    ok, std1, constant, overflow = result.rows  # the space's order
+    assert [ok["arch"], std1["arch"], constant["arch"]] == [
+        "relu[init.weight_std=1.0]", "relu[init.weight_std=1.41]", "relu[init.weight_std=0.0]"]
+    for row in (ok, std1):
+        assert row["status"] == "ok"
+        for column in ("nlc", "nlc_std", "params", "flops", "synflow", "grad_norm", "snip", "jacob_cov"):
+            assert row[column] is not None and math.isfinite(row[column]), column
+        assert row["naswot"] is not None or "naswot: undefined" in row["reason"]
+    assert ok["params"] == 8 * 16 + 16 + 16 * 16 + 16 + 16 * 4 + 4
+    assert ok["nlc"] == pytest.approx(std1["nlc"], rel=1e-5)  # ReLU: NLC independent of the scale
+    assert std1["synflow"] > ok["synflow"]  # synflow grows with the weights' scale
+    assert constant["status"] == "degenerate" and "constant" in constant["reason"]
+    assert overflow["status"] == "diverged" and "non-finite" in overflow["reason"]
+    for row in (constant, overflow):
+        assert all(row[c] is None for c in ("nlc", "naswot", "synflow", "grad_norm", "snip", "jacob_cov", "score"))
+        assert row["params"] == ok["params"]
+        assert row["rank"] in (3, 4)  # ranked last
+    # one compiled program for the four architectures (they differ only in weight_std)
+    programs = [p for k, p in rank_mod._PROGRAM_CACHE.items() if k[1] == options.metrics and k[3] == 8]
+    assert len(programs) == 1 and programs[0].fn._cache_size() == 1
+    # directions documented in the metadata
+    meta = json.loads(meta_path(space_dir / "r.csv").read_text())
+    assert meta["complete"] is True
+    assert {c: meta["columns"][c]["direction"] for c in ("nlc", "nlc_std", "params", "naswot", "synflow")} == {
+        "nlc": "band", "nlc_std": "lower", "params": "higher", "naswot": "higher", "synflow": "higher"}
+    assert "provisional" in meta["score"]["formula"].lower()
+
+
+def test_failed_architecture_gets_a_row(tmp_path):
+    (tmp_path / "s.yaml").write_text(textwrap.dedent("""\
+        archs:
+          - {name: good, input: {shape: [4]}, layers: [{type: dense, features: 2}]}
+          - {name: missing, input: {shape: [4]}, module: "no_such_pkg.models:make"}
+        """))
+    result = rank_space(load_space(tmp_path / "s.yaml"), RankOptions(batch=4, metrics=("params",)), by="params")
+    rows = by_arch(result.rows)
+    assert rows["good"]["status"] == "ok" and rows["good"]["params"] == 10 and rows["good"]["rank"] == 1
+    assert rows["missing"]["status"] == "failed" and "cannot import 'no_such_pkg.models'" in rows["missing"]["reason"]
+    assert rows["missing"]["rank"] == 2
+
+
+def test_nb201_counts_and_degenerate_without_compiling(tmp_path):
+    (tmp_path / "n.yaml").write_text(f"space: nas-bench-201\narchs: ['{MIXED}', '{DEGENERATE}']\n")
+    result = rank_space(load_space(tmp_path / "n.yaml"), RankOptions(batch=4, metrics=("params", "flops")),
+                        by="params,flops")
+    rows = by_arch(result.rows)
+    assert rows[MIXED]["params"] == nb.param_count(MIXED) and rows[MIXED]["flops"] == nb.flops(MIXED)
+    assert rows[DEGENERATE]["status"] == "degenerate" and "unreachable" in rows[DEGENERATE]["reason"]
+    assert rows[DEGENERATE]["score"] is None and rows[DEGENERATE]["rank"] == 2
+
+
+def test_stream_groups_by_structure_and_keeps_the_space_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(rank_mod, "_CHUNK", 3)
+    archs = "".join(f"  - {{name: a{i}, input: {{shape: [4]}}, layers: [{{type: dense, features: {2 + i % 2}}}]}}\n"
+                    for i in range(5))
+    (tmp_path / "s.yaml").write_text("archs:\n" + archs)
+    computed = []
+    result = rank_space(load_space(tmp_path / "s.yaml"), RankOptions(batch=4, metrics=("params",)), by="params",
+                        on_row=lambda r: computed.append(r["arch"]))
+    assert computed == ["a0", "a2", "a1", "a3", "a4"]  # chunks of 3, grouped by structure within
+    assert [r["arch"] for r in result.rows] == ["a0", "a1", "a2", "a3", "a4"]
+    assert [r["rank"] for r in result.rows] == [3, 1, 4, 2, 5]
+
+
+@pytest.mark.skipif(not os.environ.get("ZSAD_SLOW_TESTS"), reason="compiles the NAS-Bench-201 program (~1 min on CPU)")
+def test_nb201_nlc_with_the_masked_program(tmp_path):
+    all_3x3 = nb.format_arch(("nor_conv_3x3",) * 6)
+    (tmp_path / "n.yaml").write_text(f"space: nas-bench-201\narchs: ['{MIXED}', '{DEGENERATE}', '{all_3x3}']\n")
+    result = rank_space(load_space(tmp_path / "n.yaml"), RankOptions(seeds=1, batch=4, metrics=("nlc", "params")))
+    rows = result.rows
+    assert rows[0]["status"] == rows[2]["status"] == "ok" and rows[0]["nlc"] > 1.0
+    assert rows[1]["status"] == "degenerate" and rows[1]["rank"] == 3
+    assert len([p for k, p in rank_mod._PROGRAM_CACHE.items() if k[0] == ("nb201",)]) == 1
+
+
+# --------------------------------------------------------------------------- ranking
+
+def test_band_distance():
+    assert band_distance(1.2) == band_distance(3.0) == band_distance(5.0) == 0.0
+    assert band_distance(10.0) == pytest.approx(math.log(2))
+    assert band_distance(0.6) == pytest.approx(math.log(2))
+
+
+def test_score_rows_default_single_and_aggregate():
+    rows = [
+        {"arch": "a", "status": "ok", "nlc": 3.0, "params": 100, "naswot": 1.0},
+        {"arch": "b", "status": "ok", "nlc": 3.0, "params": 1000, "naswot": 3.0},
+        {"arch": "c", "status": "ok", "nlc": 20.0, "params": 10**6, "naswot": 2.0},
+        {"arch": "d", "status": "degenerate", "nlc": None, "params": 10**7, "naswot": None},
+        {"arch": "e", "status": "ok", "nlc": 1.0, "params": 100, "naswot": None},
+    ]
+    out = score_rows(rows, ("score",))
+    assert [r["rank"] for r in out] == [2, 1, 4, 5, 3]
+    assert out[1]["score"] == pytest.approx(0.01 * 3)
+    assert out[2]["score"] == pytest.approx(-math.log(4) + 0.06)
+    assert out[3]["score"] is None
+    out = score_rows(rows, ("naswot",))
+    assert [r["rank"] for r in out] == [3, 1, 2, 4, 5]  # nulls last, in the space's order
+    out = score_rows(rows, ("params", "nlc"))
+    # params ranks (ok rows a,b,c,e): c=1, b=2, a=e=3.5; nlc (band): a=b=1.5, e=3, c=4
+    assert [r["score"] for r in out] == [-2.5, -1.75, -2.5, None, -3.25]
+    assert [r["rank"] for r in out] == [2, 1, 3, 5, 4]  # a and c tie: the space's order
+
+
+def test_directions_cover_every_column_and_cli_help():
+    from zsad_cli.rank import METRICS_HELP
+
+    for column in columns(METRICS)[3:-1]:
+        assert DIRECTION[column] in ("higher", "lower", "band")
+    for metric in METRICS:
+        assert f"{metric} ({DIRECTION[metric]}" in METRICS_HELP.replace("band:", "band")
+
+
+def test_bad_by_and_metrics(space_dir):
+    space = load_space(space_dir / "small.yaml")
+    with pytest.raises(SpecError, match="--by: expected score or computed metrics .*got 'naswot'"):
+        rank_space(space, FAST, by="naswot")
+    with pytest.raises(SpecError, match="the default score needs nlc"):
+        rank_space(space, RankOptions(metrics=("params",)))
+    with pytest.raises(SpecError, match="metrics: expected names among .*got 'nlcc'; did you mean 'nlc'"):
+        RankOptions(metrics=("nlcc",))
+
+
+# --------------------------------------------------------------------------- results files and resume
+
+def interrupt_after(k):
+    seen = []
+
+    def on_row(row):
+        seen.append(row["arch"])
+        if len(seen) == k:
+            raise KeyboardInterrupt
+
+    return on_row, seen
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl"])
+def test_resume_after_interrupt_is_byte_identical(space_dir, ext):
+    space = load_space(space_dir / "small.yaml")
+    straight = space_dir / f"straight.{ext}"
+    rank_space(space, FAST, out=straight)
+    out = space_dir / f"r.{ext}"
+    on_row, seen = interrupt_after(2)
+    with pytest.raises(RankInterrupted) as stop:
+        rank_space(space, FAST, out=out, on_row=on_row)
+    assert stop.value.done == 2 and stop.value.total == 4
+    text = out.read_text()
+    lines = text.splitlines()
+    assert len(lines) == 2 + (ext == "csv") and text.endswith("\n")  # a valid file with the finished rows
+    assert json.loads(meta_path(out).read_text())["complete"] is False
+    computed = []
+    result = rank_space(space, FAST, out=out, resume=True, on_row=lambda r: computed.append(r["arch"]))
+    assert result.resumed == 2 and result.computed == 2
+    assert sorted(computed + seen) == sorted(i.id for i in space)  # nothing recomputed, nothing skipped
+    assert out.read_bytes() == straight.read_bytes()
+    assert meta_path(out).read_bytes() == meta_path(straight).read_bytes()
+    # resuming a finished file computes nothing and changes nothing
+    again = rank_space(space, FAST, out=out, resume=True)
+    assert again.computed == 0 and out.read_bytes() == straight.read_bytes()
+
+
+def test_resume_after_truncation(space_dir):
+    space = load_space(space_dir / "small.yaml")
+    out = space_dir / "r.csv"
+    first = rank_space(space, FAST, out=out)
+    full = out.read_bytes()
+    lines = full.decode().splitlines(keepends=True)
+    out.write_text("".join(lines[:3]) + lines[3][:10])  # header, two rows, a torn third row
+    result = rank_space(space, FAST, out=out, resume=True)
+    assert result.resumed == 2 and result.computed == 2
+    assert out.read_bytes() == full
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4 and len({r["arch"] for r in rows}) == 4
+    assert [int(r["rank"]) for r in rows] == [r["rank"] for r in first.rows]
+
+
+def test_resume_refuses_another_space_or_options(space_dir):
+    out = space_dir / "r.csv"
+    rank_space(load_space(space_dir / "small.yaml"), FAST, out=out)
+    before = out.read_bytes(), meta_path(out).read_bytes()
+    (space_dir / "other.yaml").write_text(SMALL.replace("2.0]", "3.0]"))
+    with pytest.raises(SpecError, match="r.csv: --resume: the file holds results of a different search space"):
+        rank_space(load_space(space_dir / "other.yaml"), FAST, out=out, resume=True)
+    with pytest.raises(SpecError, match=r"--resume: the file was computed with other options \(seeds = 2, now 3\)"):
+        rank_space(load_space(space_dir / "small.yaml"), RankOptions(seeds=3, batch=8, metrics=("nlc", "params")),
+                   out=out, resume=True)
+    with pytest.raises(SpecError, match="the results file exists; pass --resume"):
+        rank_space(load_space(space_dir / "small.yaml"), FAST, out=out)
+    assert (out.read_bytes(), meta_path(out).read_bytes()) == before  # nothing lost
+
+
+def test_unsupported_outputs(space_dir):
+    space = load_space(space_dir / "small.yaml")
+    with pytest.raises(SpecError, match=r"expected a results file ending in \.csv, \.jsonl or \.parquet"):
+        rank_space(space, FAST, out=space_dir / "r.txt")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        with pytest.raises(SpecError, match="r.parquet: writing Parquet needs pyarrow"):
+            rank_space(space, FAST, out=space_dir / "r.parquet")
+        assert not (space_dir / "r.parquet").exists()
+
+
+# --------------------------------------------------------------------------- the command
+
+def run(*args):
+    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
+
+
+def test_cli_rank_table_json_and_file(space_dir):
+    out = space_dir / "r.jsonl"
+    args = ("rank", space_dir / "small.yaml", "--seeds", 2, "--batch", 8, "--metrics", "nlc,params")
+    result = run(*args, "--out", out, "--top", 3)
+    assert result.exit_code == 0, result.output
+    assert "top 3 of 4" in result.stdout and "relu[init.weight_std=0.5]" in result.stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [list(r) for r in rows[:1]] == [["arch", "status", "reason", "nlc", "nlc_std", "params", "score", "rank"]]
+    result = run(*args, "--by", "nlc_std", "--top", 2, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert len(doc["rows"]) == 2 and doc["rows"][0]["rank"] == 1 and doc["meta"]["score"]["by"] == ["nlc_std"]
+    assert doc["rows"][0]["nlc_std"] <= doc["rows"][1]["nlc_std"]
+
+
+def test_cli_interrupt_prints_how_to_resume(space_dir, monkeypatch):
+    original = rank_mod._Engine.row
+    calls = []
+
+    def row(self, item):
+        calls.append(item.id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, item)
+
+    monkeypatch.setattr(rank_mod._Engine, "row", row)
+    out = space_dir / "r.csv"
+    result = run("rank", space_dir / "small.yaml", "--batch", 8, "--metrics", "nlc,params", "--out", out)
+    assert result.exit_code == 130
+    assert "interrupted after 1 architecture(s)" in result.stderr and "--resume" in result.stderr
+    assert len(out.read_text().splitlines()) == 2
+
+
+BAD = {
+    "unknown-op": ("space: nas-bench-201\narchs: ['|conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|']\n",
+                   "archs.0: architecture"),
+    "malformed-arch": ("space: nas-bench-201\narchs: ['|none~0|+|none~0|']\n", "expected 3 nodes"),
+    "missing-field": ("base: base.yaml\nchoices:\n  layers.1.fnn: [relu]\n", "choices.layers.1.fnn: expected a field"),
+    "sample-too-large": ("base: base.yaml\nchoices:\n  layers.1.fn: [relu, tanh]\nsample: 5\n",
+                         "sample: expected at most 2"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_cli_bad_input_one_line_exit_2(space_dir, case):
+    text, expected = BAD[case]
+    path = space_dir / "bad.yaml"
+    path.write_text(text)
+    result = run("rank", path, "--out", space_dir / "r.csv")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+    assert "Traceback" not in result.output and not (space_dir / "r.csv").exists()
+
+
+def test_cli_resume_of_another_space_keeps_the_file(space_dir):
+    out = space_dir / "r.csv"
+    out.write_text("arch,status\n")
+    meta_path(out).write_text(json.dumps({"space": {"fingerprint": "0" * 64, "name": "other"}, "options": {}}))
+    before = out.read_bytes()
+    result = run("rank", space_dir / "small.yaml", "--metrics", "params", "--by", "params", "--out", out, "--resume")
+    assert result.exit_code == 2 and "different search space" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and out.read_bytes() == before
+    result = run("rank", space_dir / "small.yaml", "--out", space_dir / "r.parquet")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        assert result.exit_code == 2 and "needs pyarrow" in result.stderr

@@ -1,0 +1,865 @@
+"""Ranking a search space: many architectures, one compiled program per structure, resumable results.
+
+:func:`rank_space` scores every architecture of a :class:`zsad.space.Space`
+and ranks them. Per architecture it measures the NLC (mean and standard
+deviation over ``seeds`` initializations) and the baseline proxies of SPEC §7
+(:mod:`zsad.proxies`), all in one jitted program per network *structure*:
+architectures that differ only in scalars (weight/bias scales, residual and
+shaping scalars, activation parameters) share it, and the whole NAS-Bench-201
+space shares one (the masked network of :mod:`zsad.nasbench201`, operation
+choice as data). The space is streamed in chunks; within a chunk, architectures
+are grouped by structure so that each program is compiled once (a small LRU
+keeps recent programs across chunks). Memory does not grow with the size of
+the space beyond one small row per architecture.
+
+Results (``out``): CSV, JSONL or Parquet by extension, one row per
+architecture with the columns of :func:`columns`. Rows are appended and flushed
+as they are computed; at the end the file is rewritten atomically, in the
+space's order, with ``score`` and ``rank`` filled. A sidecar ``FILE.meta.json``
+records the space's fingerprint, the options, every column's direction and
+description and the score formula; ``resume=True`` reads it back, refuses a
+file from another space or other options, and computes only the architectures
+not yet in the file. Same space, seed and options give a byte-identical file.
+
+Degenerate architectures (constant output, e.g. NAS-Bench-201 cells whose
+output node is unreachable), diverged ones (non-finite activations in every
+initialization) and failed ones (invalid, or an error while building or
+computing) get ``null`` metrics with ``status`` and ``reason``, and rank last.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import functools
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zsad import nasbench201 as nb201
+from zsad import proxies
+from zsad._errors import DataError, SpecError, ZsadError
+from zsad._types import Network
+from zsad.arch.build import build, structure
+from zsad.arch.spec import Activation, Architecture, Input, named_layers
+from zsad.data import load_inputs
+from zsad.nlc import nlc_profile
+from zsad.space import Space, SpaceItem
+from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
+
+#: Metrics that ``--metrics`` selects from, in column order (``nlc`` gives ``nlc`` and ``nlc_std``).
+METRICS: tuple[str, ...] = ("nlc", "params", "flops", "naswot", "synflow", "grad_norm", "snip", "jacob_cov")
+STATUSES = ("ok", "degenerate", "diverged", "failed")
+
+#: Weight of capacity in the default score: one decade of parameters is worth a
+#: log-distance of 0.01 of the NLC from its band (about 1% in NLC).
+CAPACITY_WEIGHT = 0.01
+
+#: Direction of each metric column: ``higher`` or ``lower`` is better, or
+#: ``band``: best inside ``[LINEAR_MAX, HEALTHY_MAX]``, worse with the
+#: log-distance from it.
+DIRECTION: dict[str, str] = {"nlc": "band", "nlc_std": "lower", **proxies.DIRECTION, "score": "higher"}
+
+DESCRIPTION: dict[str, str] = {
+    "arch": "architecture name (NAS-Bench-201: its architecture string)",
+    "status": "ok, degenerate (constant output), diverged (non-finite activations) or failed",
+    "reason": "why metrics are null or partial; empty when every metric is defined",
+    "nlc": f"nonlinearity coefficient of the output, mean over seeds; best inside the band "
+           f"[{LINEAR_MAX}, {HEALTHY_MAX}] (zsad.verdict)",
+    "nlc_std": "standard deviation of the NLC over seeds (sample, ddof=1); lower is more reliable",
+    "params": "trainable parameters (exact count); higher taken as better (zero-cost NAS convention)",
+    "flops": "FLOPs of one sample's forward pass. Architecture files: XLA's count (a multiply-add counts 2); "
+             "NAS-Bench-201: the benchmark's convention (a multiply-add counts 1, as flops_m, "
+             "zsad.nasbench201.flops)",
+    "naswot": "NASWOT, log|det K_H| of the Hamming kernel of activation codes (Mellor et al. 2021), "
+              "mean over seeds; higher is better",
+    "synflow": "log of synflow (Tanaka et al. 2020), float64, batch norm bypassed, mean over seeds; higher is better",
+    "grad_norm": "log of the summed per-layer gradient norms of the cross-entropy (Abdelfattah et al. 2021), "
+                 "mean over seeds; higher is better",
+    "snip": "log of the summed |theta * dL/dtheta| (Lee et al. 2019), mean over seeds; higher is better",
+    "jacob_cov": "jacob_cov score of the input-gradient correlations (Mellor et al. v1), mean over seeds; "
+                 "higher is better",
+    "score": "ranking score (see score.formula), higher is better; null ranks last",
+    "rank": "1 = best; ties keep the space's order",
+}
+
+SCORE_FORMULA = (
+    "score = -d(nlc) + 0.01 * log10(params), d(nlc) = max(0, ln(1.2 / nlc), ln(nlc / 5)): the log-distance of "
+    "the NLC from the band [LINEAR_MAX, HEALTHY_MAX] = [1.2, 5] of zsad.verdict (SPEC §8: a wrong-sized "
+    "nonlinearity), with capacity (log params) as a tie-breaker; degenerate, diverged and failed "
+    "architectures have no score and rank last. Provisional until the ground-truth study sets it."
+)
+
+_CHUNK = 256  # architectures read from the space at a time (grouped by structure within)
+_PROGRAMS = 8  # compiled programs kept (LRU), shared by every run in the process
+_PROGRAM_CACHE: "collections.OrderedDict[Any, _Program]" = collections.OrderedDict()
+
+
+# --------------------------------------------------------------------------- options and columns
+
+@dataclass(frozen=True)
+class RankOptions:
+    """How to score each architecture.
+
+    Attributes:
+      seeds: initializations per architecture (metrics are means over them; NLC also its spread).
+      batch: samples in the scoring batch (NASWOT and jacob_cov are n x n in it).
+      tangents: permutations per sample in the NLC estimator.
+      seed: base seed; initialization ``i`` uses ``fold_in(key(seed), i)``.
+      data_seed: seed of the Gaussian inputs (or of the subset of a data file) and of the labels
+        of grad_norm and snip (uniform over the output units).
+      metrics: metrics to compute, a subset of :data:`METRICS`.
+    """
+
+    seeds: int = 2
+    batch: int = 64
+    tangents: int = 2
+    seed: int = 0
+    data_seed: int = 0
+    metrics: tuple[str, ...] = METRICS
+
+    def __post_init__(self):
+        bad = [m for m in self.metrics if m not in METRICS]
+        if bad:
+            from zsad.activations import closest
+
+            raise SpecError(f"metrics: expected names among {', '.join(METRICS)}; got {bad[0]!r}"
+                            f"{closest(bad[0], METRICS)}")
+        if not self.metrics:
+            raise SpecError(f"metrics: expected at least one of {', '.join(METRICS)}; got none")
+        object.__setattr__(self, "metrics", tuple(m for m in METRICS if m in self.metrics))
+        if self.batch < 2:
+            raise DataError(f"batch: expected at least 2 samples; got {self.batch}")
+        if self.seeds < 1 or self.tangents < 1:
+            raise DataError(f"seeds, tangents: expected integers >= 1; got {self.seeds}, {self.tangents}")
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "metrics": list(self.metrics), "dtype": str(jnp.result_type(float))}
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """``"all"`` or a comma-separated list of metric names -> a tuple (validated by :class:`RankOptions`)."""
+    text = text.strip()
+    if text in ("", "all"):
+        return METRICS
+    return tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+
+
+def metric_columns(metrics: Sequence[str]) -> list[str]:
+    out = []
+    for m in metrics:
+        out += ["nlc", "nlc_std"] if m == "nlc" else [m]
+    return out
+
+
+def columns(metrics: Sequence[str]) -> list[str]:
+    """Columns of the results file: arch, status, reason, the metric columns, score, rank."""
+    return ["arch", "status", "reason", *metric_columns(metrics), "score", "rank"]
+
+
+# --------------------------------------------------------------------------- scores
+
+def band_distance(nlc: float) -> float:
+    """Log-distance of ``nlc`` from the band ``[LINEAR_MAX, HEALTHY_MAX]`` (0 inside it).
+
+    Examples:
+      >>> band_distance(2.0), round(band_distance(10.0), 4)
+      (0.0, 0.6931)
+    """
+    return max(0.0, math.log(LINEAR_MAX / nlc), math.log(nlc / HEALTHY_MAX))
+
+
+def oriented(column: str, value: float | None) -> float | None:
+    """``value`` mapped so that higher is better (``band``: minus :func:`band_distance`)."""
+    if value is None:
+        return None
+    direction = DIRECTION[column]
+    if direction == "higher":
+        return float(value)
+    if direction == "lower":
+        return -float(value)
+    return -band_distance(float(value))
+
+
+def default_score(row: dict) -> float | None:
+    """The default score (:data:`SCORE_FORMULA`); None for rows that are not ``ok``."""
+    if row.get("status") != "ok" or row.get("nlc") is None:
+        return None
+    score = -band_distance(row["nlc"])
+    if row.get("params"):
+        score += CAPACITY_WEIGHT * math.log10(row["params"])
+    return score
+
+
+def parse_by(by: str, metrics: Sequence[str]) -> tuple[str, ...]:
+    """``"score"`` or a comma-separated list of metric columns, checked against ``metrics``."""
+    names = tuple(dict.fromkeys(b.strip() for b in by.split(",") if b.strip()))
+    available = metric_columns(metrics)
+    if names in ((), ("score",)):
+        missing = [m for m in ("nlc", "params") if m not in metrics]
+        if missing:
+            raise SpecError(f"--by score: the default score needs {' and '.join(missing)}; add "
+                            f"{'them' if len(missing) > 1 else 'it'} to --metrics or rank --by a computed metric")
+        return ("score",)
+    for name in names:
+        if name not in available:
+            from zsad.activations import closest
+
+            raise SpecError(f"--by: expected score or computed metrics ({', '.join(available)}); got {name!r}"
+                            f"{closest(name, available)}")
+    return names
+
+
+def _average_ranks(values: list[float | None]) -> list[float]:
+    """Ranks (1 = best, higher value better), ties averaged; None shares the bottom positions."""
+    n = len(values)
+    order = sorted((i for i, v in enumerate(values) if v is not None), key=lambda i: -values[i])
+    ranks = [0.0] * n
+    pos = 0
+    while pos < len(order):
+        end = pos
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[pos]]:
+            end += 1
+        for k in range(pos, end + 1):
+            ranks[order[k]] = (pos + end) / 2 + 1
+        pos = end + 1
+    bottom = (len(order) + 1 + n) / 2
+    for i, v in enumerate(values):
+        if v is None:
+            ranks[i] = bottom
+    return ranks
+
+
+def _tidy(x: float) -> float:
+    return float(f"{x:.12g}") + 0.0  # + 0.0: no negative zero
+
+
+def score_rows(rows: list[dict], by: Sequence[str]) -> list[dict]:
+    """Fills ``score`` and ``rank`` (rows in the space's order; ties keep it).
+
+    ``by == ("score",)``: :func:`default_score`. One metric: its value oriented
+    so that higher is better. Several: minus the mean of the per-metric ranks
+    (each with its direction, ties averaged). Rows whose status is not ``ok``
+    have no score and rank last.
+    """
+    ok = [r.get("status") == "ok" for r in rows]
+    if tuple(by) == ("score",):
+        scores = [default_score(r) for r in rows]
+    elif len(by) == 1:
+        scores = [oriented(by[0], r.get(by[0])) if good else None for r, good in zip(rows, ok)]
+    else:
+        idx = [i for i, good in enumerate(ok) if good]
+        per_metric = [_average_ranks([oriented(m, rows[i].get(m)) for i in idx]) for m in by]
+        scores = [None] * len(rows)
+        for j, i in enumerate(idx):
+            scores[i] = -sum(r[j] for r in per_metric) / len(by)
+    order = sorted(range(len(rows)), key=lambda i: (scores[i] is None, -(scores[i] or 0.0), i))
+    out = [dict(r) for r in rows]
+    for i, s in enumerate(scores):
+        out[i]["score"] = None if s is None else _tidy(s)
+    for rank, i in enumerate(order, start=1):
+        out[i]["rank"] = rank
+    return out
+
+
+# --------------------------------------------------------------------------- the compiled program
+
+def _is_kernel(path: tuple, leaf: Any) -> bool:
+    """Kernels of dense and convolution layers (leaf named ``kernel``/``*_kernel``), as Abdelfattah et al."""
+    del leaf
+    last = path[-1] if path else None
+    name = getattr(last, "key", getattr(last, "name", None))
+    return isinstance(name, str) and name.endswith("kernel")
+
+
+def _flat(y: jax.Array) -> jax.Array:
+    return y.reshape(y.shape[0], -1)
+
+
+def _constant(y: jax.Array) -> jax.Array:
+    """Whether ``y`` is constant across the batch up to rounding (the NLC's criterion, zsad.nlc)."""
+    f = _flat(y)
+    eps = jnp.finfo(f.dtype).eps
+    var = jnp.sum(jnp.var(f, axis=0))
+    scale = jnp.sum(jnp.mean(jnp.square(f), axis=0))
+    return var <= jnp.square(1000 * eps) * scale
+
+
+def _measure(keys, x, labels, scalars, *, init, apply, calibrate, metrics, tangents, code_layers, input_shape):
+    """All metrics of one architecture for every seed (vmapped over ``keys``)."""
+
+    def one(key):
+        k_init, k_tangent = jax.random.split(key)
+        v0 = init(k_init, scalars)
+        v = calibrate(v0, scalars, x)
+        y, outs = apply(v, scalars, x)
+        res = {"finite": jnp.stack([jnp.all(jnp.isfinite(o)) for o in outs.values()]), "constant": _constant(y)}
+        if "nlc" in metrics:
+            r = nlc_profile(lambda z: apply(v, scalars, z)[0], x, k_tangent, num_tangents=tangents)
+            res["nlc"], res["nlc_finite"] = r.nlc, r.finite
+        if "naswot" in metrics and code_layers:
+            codes = proxies.relu_codes([x if name is None else outs[name] for name in code_layers])
+            s = proxies.naswot(codes)
+            res["naswot"], res["naswot_valid"] = s.value, s.valid
+        with_params = lambda base: lambda p, z: apply({**base, "params": p}, scalars, z)[0]  # noqa: E731
+        if "synflow" in metrics:  # batch norm bypassed: uncalibrated statistics (0, 1) are the identity
+            s = proxies.synflow(with_params(v0), v0["params"], input_shape, where=_is_kernel)
+            res["synflow"], res["synflow_valid"] = s.value, s.valid
+        loss = proxies.cross_entropy_loss(lambda p, z: _flat(with_params(v)(p, z)))
+        for name, fn in (("grad_norm", proxies.grad_norm), ("snip", proxies.snip)):
+            if name in metrics:
+                s = fn(loss, v["params"], x, labels, where=_is_kernel)
+                res[name], res[f"{name}_valid"] = s.value, s.valid
+        if "jacob_cov" in metrics:
+            s = proxies.jacob_cov(with_params(v), v["params"], x)
+            res["jacob_cov"], res["jacob_cov_valid"] = s.value, s.valid
+        return res
+
+    return jax.vmap(one)(keys)
+
+
+@dataclass
+class _Program:
+    """One structure's compiled program and what does not depend on scalars."""
+
+    fn: Callable
+    layer_names: tuple[str, ...]
+    code_layers: tuple | None
+    params: int | None
+    flops: int | None
+    labels: np.ndarray | None
+
+
+def _make_program(net: Network, options: RankOptions, code_layers: tuple | None, *, params: int | None,
+                  flops: int | None, dtype) -> _Program:
+    metrics = tuple(m for m in options.metrics if m not in ("params", "flops"))
+    fn = jax.jit(functools.partial(
+        _measure, init=net.init, apply=net.apply, calibrate=net.calibrate, metrics=metrics,
+        tangents=options.tangents, code_layers=code_layers, input_shape=tuple(net.input_shape)))
+    labels = None
+    if "grad_norm" in metrics or "snip" in metrics:
+        variables = jax.eval_shape(net.init, jax.random.key(0), net.scalars)
+        x = jax.ShapeDtypeStruct((options.batch, *net.input_shape), dtype)
+        y, _ = jax.eval_shape(net.apply, variables, net.scalars, x)
+        classes = max(1, math.prod(y.shape[1:]))
+        labels = np.random.default_rng(options.data_seed + 1).integers(0, classes, options.batch).astype(np.int32)
+    return _Program(fn, tuple(net.layer_names), code_layers, params, flops, labels)
+
+
+def _xla_flops(net: Network, dtype) -> int:
+    variables = jax.eval_shape(net.init, jax.random.key(0), net.scalars)
+    scalars = net.scalars
+    value = proxies.flops(lambda v, x: net.apply(v, scalars, x)[0], variables,
+                          jax.ShapeDtypeStruct((1, *net.input_shape), dtype))
+    return int(round(value))
+
+
+def _code_layers(arch: Architecture) -> tuple | None:
+    """Pre-activations of the top-level activation layers: the previous layer's output (None: the input)."""
+    named = named_layers(arch.layers)
+    out = []
+    for i, (_, layer) in enumerate(named):
+        if isinstance(layer, Activation):
+            out.append(named[i - 1][0] if i > 0 else None)
+    return tuple(out) or None
+
+
+# --------------------------------------------------------------------------- scoring rows
+
+def _short(value: float) -> float:
+    """Rounds to the shortest decimal that identifies the value in the computation's dtype."""
+    if jnp.result_type(float) == jnp.float32:
+        return float(str(np.float32(value)))
+    return float(value)
+
+
+_UNDEFINED = {
+    "naswot": "singular activation-code kernel: inputs share a code pattern",
+    "synflow": "zero or overflowing synaptic flow",
+    "grad_norm": "zero or non-finite gradient",
+    "snip": "zero or non-finite gradient",
+    "jacob_cov": "constant or non-finite input gradients",
+}
+
+
+class _Engine:
+    """Turns space items into rows; keeps an LRU of compiled programs and of input batches."""
+
+    def __init__(self, space: Space, options: RankOptions):
+        self.space, self.options = space, options
+        self.inputs: collections.OrderedDict[Any, jax.Array] = collections.OrderedDict()
+        self.keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(options.seed), i))(
+            jnp.arange(options.seeds))
+
+    # ---- grouping
+
+    def group_key(self, item: SpaceItem) -> Any:
+        arch = item.arch
+        if item.error is not None:
+            return ("error",)
+        if item.is_nb201:
+            return ("nb201",)
+        if arch.module is not None:
+            return ("module", arch.module, str(arch.base_dir), tuple(arch.input.shape), arch.input.dtype)
+        return ("layers", structure(arch.layers), tuple(arch.input.shape), arch.input.dtype)
+
+    # ---- inputs and programs
+
+    def _dtype(self, inp: Input):
+        return jnp.result_type(float) if inp.dtype == "float32" else jnp.dtype(inp.dtype)
+
+    def _x(self, inp: Input, base_dir: Path, source: str | None) -> jax.Array:
+        key = (inp, str(base_dir))
+        if key not in self.inputs:
+            x = load_inputs(inp, self.options.batch, seed=self.options.data_seed, base_dir=base_dir, source=source)
+            self.inputs[key] = jnp.asarray(x, dtype=self._dtype(inp))
+            while len(self.inputs) > 4:
+                self.inputs.popitem(last=False)
+        return self.inputs[key]
+
+    def _program(self, key: Any, make: Callable[[], _Program]) -> _Program:
+        """The compiled program of one structure (LRU across runs: same options, same program)."""
+        opts = self.options
+        key = (key, opts.metrics, opts.tangents, opts.batch, opts.data_seed, str(jnp.result_type(float)))
+        cache = _PROGRAM_CACHE
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        program = make()
+        cache[key] = program
+        while len(cache) > _PROGRAMS:
+            cache.popitem(last=False)
+        return program
+
+    # ---- rows
+
+    def row(self, item: SpaceItem) -> dict:
+        row: dict[str, Any] = {"arch": item.id, "status": "ok", "reason": None}
+        for c in metric_columns(self.options.metrics):
+            row[c] = None
+        if item.error is not None:
+            return {**row, "status": "failed", "reason": item.error}
+        try:
+            if item.is_nb201:
+                return self._nb201_row(item, row)
+            return self._arch_row(item, row)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as err:  # one architecture's failure must not stop the run
+            message = str(err).splitlines()[0] if str(err) else ""
+            kind = "" if isinstance(err, ZsadError) else f"{type(err).__name__}: "
+            return {**row, "status": "failed", "reason": f"{kind}{message}"}
+
+    def _arch_row(self, item: SpaceItem, row: dict) -> dict:
+        arch: Architecture = item.arch
+        metrics = self.options.metrics
+        net = build(arch)
+        dtype = self._dtype(arch.input)
+
+        def make() -> _Program:
+            from zsad.score import param_count
+
+            return _make_program(
+                net, self.options, _code_layers(arch) if arch.module is None else None,
+                params=param_count(net) if "params" in metrics else None,
+                flops=_xla_flops(net, dtype) if "flops" in metrics else None, dtype=dtype)
+
+        program = self._program(self.group_key(item), make)
+        x = self._x(arch.input, arch.base_dir, arch.source)
+        return self._fill(row, program, x, net.scalars, module=arch.module is not None)
+
+    def _nb201_row(self, item: SpaceItem, row: dict) -> dict:
+        ops = item.arch
+        if "params" in self.options.metrics:
+            row["params"] = nb201.param_count(ops)
+        if "flops" in self.options.metrics:
+            row["flops"] = nb201.flops(ops)
+        if nb201.is_degenerate(ops):
+            return {**row, "status": "degenerate",
+                    "reason": "the cell's output node is unreachable from its input (every path has a 'none' "
+                              "edge): the network output is constant"}
+        inp = self.space.input
+        program = self._program(("nb201",), lambda: _make_program(
+            nb201.build_masked_network(), self.options, tuple(n for n in nb201.LAYER_NAMES if n != "head"),
+            params=None, flops=None, dtype=self._dtype(inp)))
+        x = self._x(inp, self.space.base_dir, self.space.source)
+        return self._fill(row, program, x, nb201.default_scalars(ops), module=False, static=True)
+
+    def _fill(self, row: dict, program: _Program, x, scalars, *, module: bool, static: bool = False) -> dict:
+        opts = self.options
+        metrics = opts.metrics
+        if not static:
+            if "params" in metrics:
+                row["params"] = program.params
+            if "flops" in metrics:
+                row["flops"] = program.flops
+        if all(m in ("params", "flops") for m in metrics):
+            return row
+        labels = program.labels if program.labels is not None else np.zeros((opts.batch,), np.int32)
+        res = jax.device_get(program.fn(self.keys, x, jnp.asarray(labels), scalars))
+        names = program.layer_names
+        seeds = range(opts.seeds)
+        diverged = {}
+        for s in seeds:
+            finite = np.asarray(res["finite"][s])
+            if not finite.all():
+                diverged[s] = names[int(np.argmin(finite))]
+            elif "nlc" in metrics and not bool(res["nlc_finite"][s]):
+                diverged[s] = names[-1]
+        reasons: list[str] = []
+        if len(diverged) == opts.seeds:
+            return {**row, "status": "diverged",
+                    "reason": f"non-finite activations from layer {diverged[min(diverged)]} in every initialization"}
+        good = [s for s in seeds if s not in diverged and not bool(res["constant"][s])]
+        if not good:
+            return {**row, "status": "degenerate", "reason": "the output is constant across the batch"}
+        if diverged:
+            reasons.append(f"{len(diverged)} of {opts.seeds} initializations diverge (first non-finite layer: "
+                           f"{diverged[min(diverged)]}); metrics over the others")
+        if len(good) + len(diverged) < opts.seeds:
+            reasons.append(f"{opts.seeds - len(good) - len(diverged)} of {opts.seeds} initializations give a "
+                           "constant output; metrics over the others")
+        if "nlc" in metrics:
+            values = [float(res["nlc"][s]) for s in good]
+            if all(math.isfinite(v) for v in values):
+                row["nlc"] = _short(np.mean(values))
+                row["nlc_std"] = _short(np.std(values, ddof=1)) if len(values) > 1 else None
+            else:
+                reasons.append("nlc: undefined (constant output in some initialization)")
+        for m in ("naswot", "synflow", "grad_norm", "snip", "jacob_cov"):
+            if m not in metrics:
+                continue
+            if m == "naswot" and m not in res:
+                reasons.append("naswot: needs activation layers of an architecture file" if module
+                               else "naswot: the network has no activation layer")
+                continue
+            valid = [bool(res[f"{m}_valid"][s]) for s in good]
+            if all(valid):
+                row[m] = _short(np.mean([float(res[m][s]) for s in good]))
+            else:
+                reasons.append(f"{m}: undefined in {valid.count(False)} of {len(good)} initializations "
+                               f"({_UNDEFINED[m]})")
+        row["reason"] = "; ".join(reasons) or None
+        return row
+
+
+# --------------------------------------------------------------------------- results files
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def meta_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".meta.json")
+
+
+def _fmt_csv(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _parse_value(column: str, text: str) -> Any:
+    if text == "" or text is None:
+        return None
+    if column in ("arch", "status", "reason"):
+        return text
+    if column in ("params", "flops", "rank"):
+        return int(text)
+    return float(text)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class ResultsFile:
+    """A results file (CSV, JSONL or Parquet by extension) with its ``.meta.json`` sidecar.
+
+    CSV and JSONL rows are appended and flushed one at a time; Parquet, which
+    cannot be appended to, collects rows in ``FILE.partial.jsonl`` until
+    :meth:`finish` writes the Parquet file (needs ``pyarrow``).
+    """
+
+    def __init__(self, path: str | Path, columns_: Sequence[str], meta: dict):
+        self.path = Path(path)
+        self.columns = list(columns_)
+        self.meta = meta
+        fmt = FORMATS.get(self.path.suffix.lower())
+        if fmt is None:
+            raise SpecError(f"{self.path}: expected a results file ending in .csv, .jsonl or .parquet; "
+                            f"got {self.path.suffix or 'no extension'!r}")
+        if fmt == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise SpecError(f"{self.path}: writing Parquet needs pyarrow, which is not installed "
+                                "(pip install pyarrow), or use .csv or .jsonl") from None
+        self.format = fmt
+        self.journal = self.path.with_name(self.path.name + ".partial.jsonl") if fmt == "parquet" else self.path
+        self._fh: io.TextIOBase | None = None
+
+    # ---- reading
+
+    def exists(self) -> bool:
+        return self.path.exists() or (self.format == "parquet" and self.journal.exists())
+
+    def check_resumable(self) -> None:
+        """Raises a one-line SpecError if the existing file does not belong to this space and these options."""
+        mpath = meta_path(self.path)
+        try:
+            meta = json.loads(mpath.read_text())
+        except FileNotFoundError:
+            raise SpecError(f"{self.path}: --resume: no metadata {mpath.name} beside it, so it cannot be checked "
+                            "against this space; use another --out, or --overwrite to replace it") from None
+        except (OSError, ValueError) as err:
+            raise SpecError(f"{mpath}: --resume: unreadable metadata ({err})") from None
+        space, theirs = self.meta["space"], meta.get("space", {})
+        if theirs.get("fingerprint") != space["fingerprint"]:
+            theirs_name = theirs.get("file") or theirs.get("name")
+            raise SpecError(f"{self.path}: --resume: the file holds results of a different search space "
+                            f"({theirs_name!r}, not {space.get('file') or space['name']!r}); "
+                            "use another --out, or --overwrite to replace it")
+        mine, old = self.meta["options"], meta.get("options", {})
+        diff = [k for k in mine if mine.get(k) != old.get(k)]
+        if diff:
+            k = diff[0]
+            raise SpecError(f"{self.path}: --resume: the file was computed with other options ({k} = "
+                            f"{old.get(k)!r}, now {mine[k]!r}); rerun with the same options, or use another --out")
+
+    def read_rows(self) -> list[dict]:
+        """Complete rows already in the file (a torn last line is dropped)."""
+        if self.format == "parquet" and not self.journal.exists():
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(self.path)
+            return [{c: r.get(c) for c in self.columns} for r in table.to_pylist()]
+        text = self.journal.read_text()
+        if text and not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]
+        rows = []
+        if self.format == "csv":
+            lines = list(csv.reader(io.StringIO(text)))
+            if not lines:
+                return []
+            header = lines[0]
+            if header != self.columns:
+                raise SpecError(f"{self.path}: --resume: expected the columns {','.join(self.columns)}; "
+                                f"got {','.join(header)}")
+            for rec in lines[1:]:
+                if len(rec) != len(header):
+                    continue
+                try:
+                    rows.append({c: _parse_value(c, v) for c, v in zip(header, rec)})
+                except ValueError:
+                    continue
+        else:
+            for line in text.splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and "arch" in rec:
+                    rows.append({c: rec.get(c) for c in self.columns})
+        return rows
+
+    # ---- writing
+
+    def _text(self, rows: Iterable[dict], *, header: bool) -> str:
+        buf = io.StringIO()
+        if self.format == "csv":
+            writer = csv.writer(buf, lineterminator="\n")
+            if header:
+                writer.writerow(self.columns)
+            for row in rows:
+                writer.writerow([_fmt_csv(row.get(c)) for c in self.columns])
+        else:
+            for row in rows:
+                buf.write(json.dumps({c: row.get(c) for c in self.columns}, allow_nan=False) + "\n")
+        return buf.getvalue()
+
+    def _write_meta(self, complete: bool) -> None:
+        _atomic_write(meta_path(self.path), json.dumps({**self.meta, "complete": complete}, indent=2) + "\n")
+
+    def start(self, rows: list[dict]) -> None:
+        """Writes the header and ``rows`` (atomically), then opens the file for appending."""
+        self._write_meta(False)
+        _atomic_write(self.journal, self._text(rows, header=True))
+        self._fh = open(self.journal, "a", newline="")
+
+    def append(self, row: dict) -> None:
+        self._fh.write(self._text([row], header=False))
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def finish(self, rows: list[dict]) -> None:
+        """Rewrites the file atomically with the final rows (score and rank filled)."""
+        self.close()
+        if self.format == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows])
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            pq.write_table(table, tmp)
+            os.replace(tmp, self.path)
+            self.journal.unlink(missing_ok=True)
+        else:
+            _atomic_write(self.path, self._text(rows, header=True))
+        self._write_meta(True)
+
+
+# --------------------------------------------------------------------------- the driver
+
+@dataclass
+class RankResult:
+    """Rows in the space's order with ``score`` and ``rank``; how many were computed vs resumed."""
+
+    rows: list[dict]
+    columns: list[str]
+    by: tuple[str, ...]
+    computed: int
+    resumed: int
+    meta: dict
+
+    def top(self, k: int | None = None) -> list[dict]:
+        ranked = sorted(self.rows, key=lambda r: r["rank"])
+        return ranked if k is None else ranked[:k]
+
+
+class RankInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`rank_space`; the results file holds every row computed so far."""
+
+    def __init__(self, done: int, total: int | None, out: str | None):
+        super().__init__(f"interrupted after {done} architectures")
+        self.done, self.total, self.out = done, total, out
+
+
+def make_meta(space: Space, options: RankOptions, by: Sequence[str]) -> dict:
+    cols = columns(options.metrics)
+    return {
+        "format": "zsad-rank-results/1",
+        "space": {"name": space.name, "form": space.form, "file": space.source, "size": space.size,
+                  "fingerprint": space.fingerprint},
+        "options": options.to_json(),
+        "columns": {c: {"direction": DIRECTION.get(c), "description": DESCRIPTION[c]} for c in cols},
+        "score": {"by": list(by), "formula": SCORE_FORMULA if tuple(by) == ("score",) else
+                  (f"oriented {by[0]} (higher is better)" if len(by) == 1 else
+                   "minus the mean of the per-metric ranks (1 = best, each with its direction, ties averaged)"),
+                  "provisional": True},
+    }
+
+
+def _chunks(items: Iterator[SpaceItem], size: int) -> Iterator[list[SpaceItem]]:
+    chunk: list[SpaceItem] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str | Path | None = None,
+               resume: bool = False, overwrite: bool = False, by: str = "score",
+               on_row: Callable[[dict], None] | None = None,
+               on_progress: Callable[[int, int | None], None] | None = None) -> RankResult:
+    """Scores and ranks every architecture of ``space``.
+
+    Args:
+      space: from :func:`zsad.space.load_space`.
+      options: what to compute.
+      out: results file (.csv, .jsonl, .parquet); None keeps results in memory only.
+      resume: continue ``out``: architectures already in it are not recomputed.
+      overwrite: replace an existing ``out`` (without it, an existing file is refused unless ``resume``).
+      by: ``"score"`` (the default formula), one metric column, or several comma-separated
+        (mean of per-metric ranks).
+      on_row: called with each newly computed row after it is written.
+      on_progress: called with ``(done, total)`` (total None when unknown) after each architecture.
+
+    Returns:
+      :class:`RankResult`.
+
+    Raises:
+      SpecError: bad ``by``/``metrics``, an unwritable or mismatched ``out``, a bad generator.
+      RankInterrupted: on Ctrl-C; ``out`` then holds every row computed so far.
+    """
+    by_cols = parse_by(by, options.metrics)
+    cols = columns(options.metrics)
+    meta = make_meta(space, options, by_cols)
+    results = ResultsFile(out, cols, meta) if out is not None else None
+    done_rows: dict[str, dict] = {}
+    if results is not None and results.exists():
+        if resume:
+            results.check_resumable()
+            for r in results.read_rows():
+                done_rows.setdefault(r["arch"], r)
+        elif not overwrite:
+            raise SpecError(f"{results.path}: the results file exists; pass --resume to continue it or "
+                            "--overwrite to replace it")
+    engine = _Engine(space, options)
+    order: list[str] = []
+    computed = resumed = 0
+    if results is not None:
+        results.start(list(done_rows.values()))
+    try:
+        done = 0
+        for chunk in _chunks(iter(space), _CHUNK):
+            todo = []
+            for item in chunk:
+                order.append(item.id)
+                if item.id in done_rows:
+                    resumed += 1
+                    done += 1
+                else:
+                    todo.append(item)
+            if on_progress:
+                on_progress(done, space.size)
+            groups: dict[Any, list[SpaceItem]] = {}
+            for item in todo:
+                groups.setdefault(engine.group_key(item), []).append(item)
+            for group in groups.values():
+                for item in group:
+                    row = engine.row(item)
+                    done_rows[item.id] = row
+                    computed += 1
+                    done += 1
+                    if results is not None:
+                        results.append(row)
+                    if on_row:
+                        on_row(row)
+                    if on_progress:
+                        on_progress(done, space.size)
+    except KeyboardInterrupt:
+        if results is not None:
+            results.close()
+        raise RankInterrupted(computed + resumed, space.size, str(out) if out is not None else None) from None
+    except BaseException:
+        if results is not None:
+            results.close()
+        raise
+    rows = score_rows([done_rows[a] for a in order], by_cols)
+    if results is not None:
+        results.finish(rows)
+    return RankResult(rows, cols, by_cols, computed, resumed, {**meta, "complete": True})
