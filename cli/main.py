@@ -1,6 +1,8 @@
 """Entry point of the ``zsad`` command: imports each command module so it registers itself."""
 
 from zsad_cli import score as _score  # noqa: F401
+from zsad_cli import rank as _rank  # noqa: F401
+from zsad_cli import normalize as _normalize  # noqa: F401
 from zsad_cli.app import cli
 
 
