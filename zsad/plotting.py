@@ -136,3 +136,117 @@ def plot_spectrum_density(
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
     return out
+
+
+def plot_phase_diagram(
+    path: str | os.PathLike,
+    weight_vars,
+    bias_vars,
+    chi1,
+    *,
+    edge: tuple[np.ndarray, np.ndarray] | None = None,
+    point: dict | None = None,
+    activation: str = "",
+    title: str | None = None,
+    dpi: int = 120,
+) -> pathlib.Path:
+    r"""Order/chaos phase diagram in the :math:`(\sigma_w^2, \sigma_b^2)` plane.
+
+    The colour is :math:`\log_{10}\chi_1` (diverging map centred on
+    :math:`\chi_1 = 1`, clipped symmetrically at the 90th percentile of
+    :math:`|\log_{10}\chi_1|`, between 0.25 and 1.5 decades); the black
+    :math:`\chi_1 = 1` contour is the edge of chaos, with the ordered
+    (:math:`\chi_1 < 1`) and chaotic (:math:`\chi_1 > 1`) regions labelled.
+
+    Args:
+      path: output PNG file (parent directories are created).
+      weight_vars: the :math:`\sigma_w^2` axis, shape ``[W]``.
+      bias_vars: the :math:`\sigma_b^2` axis, shape ``[B]``.
+      chi1: :math:`\chi_1(q^*)` on the grid, shape ``[B, W]`` (non-finite cells are blank).
+      edge: optional ``(bias_vars, critical_weight_vars)`` computed precisely
+        (e.g. by bisection), drawn as markers on the contour.
+      point: optional network to mark: ``{"weight_var", "bias_var", "label"}``
+        (and optionally ``"phase"``).
+      activation: activation name for the title.
+      title: figure title (default from ``activation``).
+      dpi: resolution of the PNG.
+
+    Returns:
+      The path written, as a ``pathlib.Path``.
+
+    References:
+      Poole et al., NeurIPS 2016, fig. 2; Schoenholz et al., ICLR 2017, fig. 1.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    w = np.asarray(weight_vars, dtype=np.float64)
+    b = np.asarray(bias_vars, dtype=np.float64)
+    chi = np.asarray(chi1, dtype=np.float64)
+    if w.ndim != 1 or b.ndim != 1 or chi.shape != (b.size, w.size):
+        raise DataError(f"chi1: expected shape [{b.size}, {w.size}] (bias_vars x weight_vars), got {list(chi.shape)}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_chi = np.where(np.isfinite(chi) & (chi > 0), np.log10(chi), np.nan)
+    if not np.any(np.isfinite(log_chi)):
+        raise DataError("chi1: expected at least one finite positive value")
+    limit = float(np.clip(np.nanpercentile(np.abs(log_chi), 90), 0.25, 1.5))
+    shown = np.clip(log_chi, -limit, limit)
+
+    fig = Figure(figsize=(6.4, 4.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    mesh = ax.pcolormesh(w, b, shown, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -limit, limit), shading="auto")
+    cbar = fig.colorbar(mesh, ax=ax)
+    cbar.set_label(r"$\log_{10}\chi_1$")
+    handles = []
+    finite = np.isfinite(log_chi)
+    if np.nanmin(log_chi) < 0.0 < np.nanmax(log_chi) and b.size > 1 and w.size > 1:
+        ax.contour(w, b, np.where(finite, log_chi, 0.0), levels=[0.0], colors="black", linewidths=1.6)
+        handles.append(Line2D([], [], color="black", lw=1.6, label=r"edge of chaos ($\chi_1 = 1$)"))
+    if edge is not None:
+        eb, ew = (np.asarray(a, dtype=np.float64) for a in edge)
+        keep = np.isfinite(eb) & np.isfinite(ew)
+        ax.plot(ew[keep], eb[keep], "o", ms=3.5, color="black", mfc="white", zorder=3)
+        handles.append(Line2D([], [], marker="o", ls="", ms=3.5, color="black", mfc="white",
+                              label=r"critical $\sigma_w^2$ (bisection)"))
+    ww, bb = np.meshgrid(w, b)
+    for mask, text in ((log_chi < 0.0, "ordered\n" + r"$\chi_1 < 1$"), (log_chi > 0.0, "chaotic\n" + r"$\chi_1 > 1$")):
+        mask = mask & finite
+        if mask.sum() >= 4:
+            # the cell of the region farthest (in grid units) from the other region's centroid
+            other = finite & ~mask
+            wc, bc = (float(np.mean(ww[other])), float(np.mean(bb[other]))) if other.any() else (w.mean(), b.mean())
+            span_w, span_b = np.ptp(w) or 1.0, np.ptp(b) or 1.0
+            dist = ((ww - wc) / span_w) ** 2 + ((bb - bc) / span_b) ** 2
+            dist = np.where(mask, dist, -1.0)
+            i, j = np.unravel_index(np.argmax(dist), dist.shape)
+            x_text = np.clip(ww[i, j], w.min() + 0.12 * span_w, w.max() - 0.12 * span_w)
+            y_text = np.clip(bb[i, j], b.min() + 0.1 * span_b, b.max() - 0.1 * span_b)
+            ax.text(x_text, y_text, text, ha="center", va="center", fontsize=10, fontweight="bold",
+                    color="black", bbox={"boxstyle": "round", "fc": "white", "alpha": 0.7, "lw": 0})
+    if point is not None:
+        label = point.get("label", "network")
+        if point.get("phase"):
+            label = f"{label} ({point['phase']})"
+        ax.plot([point["weight_var"]], [point["bias_var"]], marker="*", ms=15, color="gold", mec="black",
+                ls="", zorder=4)
+        handles.append(Line2D([], [], marker="*", ms=12, color="gold", mec="black", ls="", label=label))
+    ax.set_xlabel(r"$\sigma_w^2$ (weight variance $\times$ fan-in)")
+    ax.set_ylabel(r"$\sigma_b^2$ (bias variance)")
+    ax.set_xlim(w.min(), w.max())
+    ax.set_ylim(b.min(), b.max())
+    ax.set_title(title or (f"mean-field phase diagram: {activation}" if activation else "mean-field phase diagram"))
+    if handles:
+        ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3,
+                  frameon=False)
+    fig.tight_layout()
+
+    out = pathlib.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    return out
+
+
+__all__ += ["plot_phase_diagram"]
