@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import importlib
 import json
 import math
 import sys
@@ -43,6 +42,7 @@ from typing import Any, Callable, Iterator, Union
 
 import numpy as np
 
+from zsad._entry import import_callable
 from zsad import nasbench201 as nb201
 from zsad._errors import SpecError, ZsadError, locate
 from zsad.arch.spec import (
@@ -456,7 +456,7 @@ def _generator_space(node, ctx, name, file, base_dir) -> Space:
         raise gctx.error("'package.module:function'", entry)
     module_name, attr = entry.split(":")
     where = f"{_loc(gctx)}: generator"
-    fn = _import(module_name, attr, base_dir, where)
+    fn = import_callable(module_name, attr, base_dir, where)
 
     def items() -> Iterator[SpaceItem]:
         base = str(base_dir)
@@ -487,22 +487,7 @@ def _generator_space(node, ctx, name, file, base_dir) -> Space:
     return Space("generator", name, file, None, fp, items=items)
 
 
-def _import(module_name: str, attr: str, base_dir: Path, where: str):
-    base = str(base_dir)
-    added = base not in sys.path
-    if added:
-        sys.path.insert(0, base)
-    try:
-        mod = importlib.import_module(module_name)
-    except Exception as err:  # any import-time failure is the user's module's
-        raise SpecError(f"{where}: cannot import {module_name!r}: {type(err).__name__}: {err}") from None
-    finally:
-        if added:
-            sys.path.remove(base)
-    fn = getattr(mod, attr, None)
-    if not callable(fn):
-        raise SpecError(f"{where}: {module_name!r} has no callable {attr!r}")
-    return fn
+
 
 
 def _generated(item: Any, i: int, attr: str, entry: str, seen: set[str]) -> SpaceItem:

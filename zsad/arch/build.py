@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
-import sys
 from typing import Any
 
 import flax.linen as nn
@@ -25,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zsad._entry import import_callable
 from zsad._errors import SpecError, locate
 from zsad._types import Network
 from zsad.activations import get_activation, shaped
@@ -349,20 +348,7 @@ def load_factory(arch: Architecture):
     """Imports ``package.module:factory`` (the architecture file's folder is importable)."""
     module_name, _, attr = arch.module.partition(":")
     where = f"{locate(arch.source)}: module"
-    base = str(arch.base_dir)
-    added = base not in sys.path
-    if added:
-        sys.path.insert(0, base)
-    try:
-        mod = importlib.import_module(module_name)
-    except Exception as err:  # any import-time failure is the user's module's
-        raise SpecError(f"{where}: cannot import {module_name!r}: {type(err).__name__}: {err}") from None
-    finally:
-        if added:
-            sys.path.remove(base)
-    factory = getattr(mod, attr, None)
-    if not callable(factory):
-        raise SpecError(f"{where}: {module_name!r} has no callable {attr!r}")
+    factory = import_callable(module_name, attr, arch.base_dir, where)
     try:
         module = factory()
     except Exception as err:
