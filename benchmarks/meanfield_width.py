@@ -1,7 +1,7 @@
 """Predicted (infinite-width mean field) vs measured NLC of MLPs as the width shrinks.
 
 For each activation, depth and width: an MLP ``d_in -> [dense(width) -> phi] x depth -> dense(10)``
-on i.i.d. Gaussian inputs; the prediction is ``zsad.meanfield_arch.meanfield_summary`` (which does
+on i.i.d. Gaussian inputs; the prediction is the ``meanfield`` section of ``zsad.score_architecture`` (which does
 not depend on the width), the measurement ``zsad.score_architecture`` over several initializations.
 Prints a Markdown table with the relative deviation ``measured / predicted - 1``.
 
@@ -37,7 +37,6 @@ def main() -> None:
         jax.config.update("jax_enable_x64", True)
     import zsad
     from zsad.arch.spec import parse_architecture
-    from zsad.meanfield_arch import meanfield_summary
 
     print(f"inputs: N(0, 1) in {args.d_in} dims, batch {args.batch}; {args.seeds} seeds x {args.tangents} tangents; "
           f"{jax.numpy.result_type(float)} on {jax.devices()[0].platform}\n")
@@ -55,10 +54,9 @@ def main() -> None:
                     "init": {"weight_std": math.sqrt(wv), "bias_std": math.sqrt(bv)}, "layers": layers})
                 options = zsad.ScoreOptions(seeds=args.seeds, batch=args.batch, tangents=args.tangents,
                                             spectrum=False)
-                x = zsad.load_inputs(arch.input, args.batch, seed=options.data_seed)
                 t0 = time.perf_counter()
-                predicted = meanfield_summary(arch, x)["nlc_predicted"]
                 report = zsad.score_architecture(arch, options)
+                predicted = report.extra["meanfield"]["nlc_predicted"]
                 dev = report.nlc_mean / predicted - 1.0
                 print(f"| {fn} ({wv:g}, {bv:g}) | {depth} | {width} | {predicted:.4f} | "
                       f"{report.nlc_mean:.4f} ± {report.nlc_std:.4f} | {100 * dev:+.1f}% |"

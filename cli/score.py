@@ -26,17 +26,19 @@ from zsad_cli.render import render_score
 @click.option("--spectrum-samples", default=8, show_default=True, type=click.IntRange(1),
               help="Inputs at which the Jacobian is evaluated.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the singular-value density to this PNG.")
+@click.option("--meanfield/--no-meanfield", default=True, show_default=True,
+              help="Mean-field section: fixed point, chi1, phase, depth scales, NLC predicted at infinite width.")
 @x64_option
 @handle_errors
 def score(arch_file, seeds, batch, tangents, seed, as_json, out, spectrum, between, spectrum_method,
-          spectrum_samples, plot):
+          spectrum_samples, plot, meanfield):
     """All metrics of the architecture in ARCH_FILE, with a plain-language verdict."""
     import zsad
 
     arch = zsad.load_architecture(arch_file)
     options = zsad.ScoreOptions(seeds=seeds, batch=batch, tangents=tangents, seed=seed, spectrum=spectrum or bool(plot),
                                 between=tuple(between) if between else None, spectrum_method=spectrum_method,
-                                spectrum_samples=spectrum_samples)
+                                spectrum_samples=spectrum_samples, meanfield=meanfield)
     with err_console.status(f"scoring {arch.name} over {seeds} initializations…"):
         report = zsad.score_architecture(arch, options)
     doc = report.to_json()

@@ -363,3 +363,12 @@ def test_maps_match_wide_random_layer(x64, phi):
     for key, predicted in {"q": q2, "cov": c2 * q2}.items():
         se = terms[key].std() / math.sqrt(n)
         assert abs(terms[key].mean() - predicted) < 5 * se, key
+
+
+def test_leaky_relu_edge_of_chaos_at_vanishing_signal():
+    # Homogeneous with a kink at 0: below the edge q* = 0, and chi1 must be the q -> 0+ limit
+    # sigma_w^2 (1 + a^2) / 2 (not phi'(0)^2 = 1), so the critical sigma_w^2 is 2 / (1 + a^2).
+    a = 0.01
+    assert float(mf.chi1("leaky_relu", 0.0, 1.0)) == pytest.approx((1 + a * a) / 2, rel=1e-6)
+    assert float(mf.critical_weight_var("leaky_relu", 0.0)) == pytest.approx(2 / (1 + a * a), rel=1e-5)
+    assert float(mf.chi1("tanh", 0.0, 1.3)) == pytest.approx(1.3, rel=1e-6)  # smooth: phi'(0)^2 = 1

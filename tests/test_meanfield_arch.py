@@ -26,8 +26,9 @@ def _batch(arch, n=256, seed=0):
 def test_predicted_nlc_matches_measured_wide_mlp(fn, weight_var, bias_var):
     arch = arch_from(mlp(fn, depth=5, width=2048, d_in=256, weight_std=math.sqrt(weight_var),
                          bias_std=math.sqrt(bias_var)))
-    summary = meanfield_summary(arch, _batch(arch))
     report = zsad.score_architecture(arch, zsad.ScoreOptions(seeds=2, batch=256, spectrum=False))
+    summary = json.loads(json.dumps(report.to_json()))["meanfield"]  # the section of `zsad score --json`
+    assert summary["nlc_predicted"] == meanfield_summary(arch, _batch(arch))["nlc_predicted"]
     assert summary["nlc_predicted"] == pytest.approx(report.nlc_mean, rel=0.05)
     assert summary["nlc_predicted"] > 1.5  # a nonlinear regime, not a trivial agreement at NLC ~ 1
     assert summary["hidden"]["activation"] == fn and summary["hidden"]["count"] == 5
@@ -150,3 +151,36 @@ def test_input_statistics_and_bad_input():
     arch = arch_from(mlp("tanh", depth=1, width=8, d_in=16))
     with pytest.raises(zsad.DataError, match="shape"):
         meanfield_summary(arch, np.zeros((8, 15)))
+
+
+def test_score_warns_when_depth_exceeds_correlation_depth_scales():
+    # tanh at sigma_w^2 = 0.5, no bias, is deep in the ordered phase: q* = 0, chi1 = 0.5, so the
+    # gradient shrinks by 0.5^12 over 12 layers (8.3 depth scales); ReLU at the edge of chaos does not.
+    options = zsad.ScoreOptions(seeds=1, batch=32, spectrum=False)
+    ordered = zsad.score_architecture(arch_from(mlp("tanh", depth=12, width=32, weight_std=math.sqrt(0.5))), options)
+    mf = ordered.to_json()["meanfield"]
+    assert mf["phase"] == "ordered" and mf["hidden"]["count"] == 12
+    assert mf["q_star"] == 0.0 and mf["chi1"] == pytest.approx(0.5, rel=1e-5) and mf["xi_c"] is None
+    assert ordered.verdict.status in ("warning", "bad")
+    assert any("gradients vanish" in r for r in ordered.verdict.reasons)
+    relu = zsad.score_architecture(arch_from(mlp("relu", depth=12, width=32, weight_std=math.sqrt(2.0))), options)
+    assert relu.to_json()["meanfield"]["phase"] == "critical"
+    assert not any("mean field" in r for r in relu.verdict.reasons)
+    no_mf = zsad.score_architecture(arch_from(mlp("relu", depth=2, width=8)),
+                                    zsad.ScoreOptions(seeds=1, batch=16, spectrum=False, meanfield=False))
+    assert "meanfield" not in no_mf.to_json()
+
+
+def test_meanfield_verdict_depth_scales():
+    from zsad.verdict import DEPTH_SCALES_MAX, meanfield_verdict
+
+    hidden = {"count": 20}
+    chaotic = {"phase": "chaotic", "chi1": 1.05, "xi_c": 2.0, "hidden": hidden}  # 10 correlation scales
+    (status, reason), = meanfield_verdict(chaotic)
+    assert status == "warning" and "decorrelate" in reason and "10.0 correlation depth scales" in reason
+    exploding = {"phase": "chaotic", "chi1": 2.0, "xi_c": None, "hidden": hidden}  # 20 ln 2 = 13.9 scales
+    assert "gradients explode" in meanfield_verdict(exploding)[0][1]
+    shallow = {"phase": "ordered", "chi1": 0.9, "xi_c": 5.0, "hidden": {"count": 3}}
+    assert 3 * abs(math.log(0.9)) < DEPTH_SCALES_MAX and meanfield_verdict(shallow) == []
+    assert meanfield_verdict({"phase": "critical", "chi1": 1.0, "xi_c": None, "hidden": hidden}) == []
+    assert meanfield_verdict(None) == [] and meanfield_verdict({"phase": None, "reason": "module"}) == []

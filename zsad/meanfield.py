@@ -292,6 +292,10 @@ def chi1(phi: ActivationLike, q, weight_var, *, order: int = ORDER_1D) -> jax.Ar
       Poole et al. (2016), eq. (7); Schoenholz et al. (2017), eq. (5).
     """
     dphi = derivative(phi)
+    q = _f(q)
+    # The limit q -> 0+ (a vanishing signal, q* = 0): phi'(0)^2 alone would be wrong for kinks at 0
+    # (leaky ReLU's slopes 1 and a average to (1 + a^2)/2, not 1).
+    q = jnp.maximum(q, jnp.square(jnp.finfo(q.dtype).eps))
     return _f(weight_var) * expect(lambda x: dphi(x) ** 2, q, order)
 
 

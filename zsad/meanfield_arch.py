@@ -431,7 +431,10 @@ def _fixed_point_dict(hidden: _Hidden) -> tuple[dict, dict]:
         v = float(value)
         out[key] = v if math.isfinite(v) and not (key == "xi_q" and q_reason == _DIVERGES) else None
         if out[key] is None:
-            if key == "xi_c":
+            if key == "xi_c" and q_star == 0.0:
+                reasons["xi_c_reason"] = ("infinite: at q* = 0 the layers act linearly and keep correlations; "
+                                          "the signal itself shrinks instead (see chi1 and xi_q)")
+            elif key == "xi_c":
                 reasons["xi_c_reason"] = "infinite at the edge of chaos (the correlation map is marginal at c*)"
             elif q_reason == _DIVERGES:
                 reasons["xi_q_reason"] = "undefined: the length map has no finite fixed point"

@@ -26,7 +26,8 @@ from zsad.data import load_inputs
 from zsad.nlc import NLCResult, nlc_profile
 from zsad.spectrum import JacobianSpectrum, jacobian_spectrum
 from zsad.spectrum import _resolve_method as resolve_method
-from zsad.verdict import Verdict, combine, nlc_verdict
+from zsad.meanfield_arch import meanfield_summary
+from zsad.verdict import Verdict, combine, meanfield_verdict, nlc_verdict
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class ScoreOptions:
       spectrum_method: ``auto``, ``exact`` or ``lanczos`` (see ``zsad.spectrum``).
       spectrum_samples: inputs at which the Jacobian is evaluated.
       spectrum_steps, spectrum_probes: Lanczos steps and probe vectors (matrix-free path).
+      meanfield: whether to add the mean-field summary (SPEC §3, infinite width, from
+        the scoring batch's statistics; no weights sampled).
     """
 
     seeds: int = 3
@@ -60,6 +63,7 @@ class ScoreOptions:
     spectrum_samples: int = 8
     spectrum_steps: int = 64
     spectrum_probes: int = 4
+    meanfield: bool = True
 
 
 class SpectrumConfig(NamedTuple):
@@ -230,6 +234,9 @@ def score_architecture(arch: Architecture, options: ScoreOptions = ScoreOptions(
             1 for n in names[spectrum_cfg.start:spectrum_cfg.stop] if _kind(n) in _AFFINE_KINDS)
         items.extend(spectrum_verdict(extra["spectrum"]))
         density = spectrum_density(spec, sorted(diverged))
+    if options.meanfield:
+        extra["meanfield"] = meanfield_summary(arch, np.asarray(x))
+        items.extend(meanfield_verdict(extra["meanfield"]))
     return ScoreReport(
         name=arch.name, params=param_count(net), nlc_per_seed=per_seed, nlc_mean=mean, nlc_std=std,
         nlc_reason=reason, profile=profile, diverged=diverged, verdict=combine(items), options=options,

@@ -9,6 +9,7 @@ set them from data; each edge's provenance is stated in the README.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 #: NLC below this: the network behaves like a linear model (Philipp 2021, §4).
@@ -17,6 +18,11 @@ LINEAR_MAX = 1.2
 HEALTHY_MAX = 5.0
 #: NLC above this: far outside the trainable band.
 CHAOTIC_MIN = 20.0
+
+#: Depth in units of the correlation depth scale xi_c beyond which signal propagation
+#: no longer carries the input's geometry (Schoenholz et al. 2017: networks train
+#: up to about 6 xi_c layers).
+DEPTH_SCALES_MAX = 6.0
 
 STATUSES = ("good", "warning", "bad")
 
@@ -55,6 +61,37 @@ def nlc_verdict(mean: float | None, std: float | None, *, diverged_at: str | Non
                            "high test error; `zsad normalize` can lower it")
     return "bad", (f"{value} is far above {HEALTHY_MAX}: the network is chaotic at initialization and "
                    "unlikely to train; `zsad normalize` can lower it")
+
+
+def meanfield_verdict(mf: dict | None) -> list[tuple[str, str]]:
+    """(status, reason) items from a mean-field summary (:func:`zsad.meanfield_arch.meanfield_summary`).
+
+    Two depth scales of the repeated hidden layer: the gradient's, :math:`1/|\\ln\\chi_1|`
+    (backpropagated signals scale by :math:`\\chi_1` per layer), and the
+    correlation depth scale :math:`\\xi_c`. A warning when the network stacks more
+    than ``DEPTH_SCALES_MAX`` of either; nothing when the summary is missing,
+    critical, or the network shallow enough.
+    """
+    if not mf or mf.get("phase") in (None, "critical") or mf.get("chi1") is None or not mf.get("hidden"):
+        return []
+    depth, chi1 = mf["hidden"].get("count") or 0, mf["chi1"]
+    if depth == 0 or chi1 <= 0.0:
+        return []
+    gradient = depth * abs(math.log(chi1))
+    correlation = depth / mf["xi_c"] if mf.get("xi_c") else 0.0
+    if max(gradient, correlation) <= DEPTH_SCALES_MAX:
+        return []
+    if gradient >= correlation:
+        what = "vanish" if chi1 < 1 else "explode"
+        detail = (f"gradients {what} by chi1^depth = {chi1 ** depth:.2g} ({depth} layers, "
+                  f"{gradient:.1f} depth scales 1/|ln chi1|)")
+    else:
+        what = ("converge: inputs become indistinguishable" if mf["phase"] == "ordered"
+                else "decorrelate: nearby inputs map to unrelated outputs")
+        detail = f"{depth} layers are {correlation:.1f} correlation depth scales (xi_c = {mf['xi_c']:.3g}), signals {what}"
+    return [("warning", f"mean field: {mf['phase']} phase (chi1 = {chi1:.3g}); {detail}; beyond about "
+                        f"{DEPTH_SCALES_MAX:g} depth scales training stalls: move weight_std toward the edge of "
+                        "chaos (`zsad phase`)")]
 
 
 def combine(items: Sequence[tuple[str, str]]) -> Verdict:
