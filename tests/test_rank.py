@@ -288,7 +288,7 @@ def test_cli_rank_table_json_and_file(space_dir):
 
 
 def test_cli_interrupt_prints_how_to_resume(space_dir, monkeypatch):
-    original = rank_mod._Engine.row
+    original = rank_mod.Scorer.row
     calls = []
 
     def row(self, item):
@@ -297,7 +297,7 @@ def test_cli_interrupt_prints_how_to_resume(space_dir, monkeypatch):
             raise KeyboardInterrupt
         return original(self, item)
 
-    monkeypatch.setattr(rank_mod._Engine, "row", row)
+    monkeypatch.setattr(rank_mod.Scorer, "row", row)
     out = space_dir / "r.csv"
     result = run("rank", space_dir / "small.yaml", "--batch", 8, "--metrics", "nlc,params", "--out", out)
     assert result.exit_code == 130

@@ -464,15 +464,15 @@ def _op_name(e: int, op: str) -> str:
 
 
 class _Cell(nn.Module):
-    """One cell (scanned over a stage). ``ops`` given: that architecture only; ``None``: masked by ``onehot``."""
+    """One cell (scanned over a stage). ``ops`` given: that architecture only; ``None``: chosen by ``codes``."""
 
     channels: int
     ops: tuple[str, ...] | None = None
     calibrate: bool = False
 
     @nn.compact
-    def __call__(self, x, onehot):
-        y = self._direct(x) if self.ops is not None else self._masked(x, onehot)
+    def __call__(self, x, codes):
+        y = self._direct(x) if self.ops is not None else self._masked(x, codes)
         return y, y
 
     def _conv_op(self, e, op):
@@ -498,15 +498,34 @@ class _Cell(nn.Module):
                 nodes[tgt] = out if nodes[tgt] is None else nodes[tgt] + out
         return jnp.zeros_like(x) if nodes[3] is None else nodes[3]
 
-    def _masked(self, x, onehot):
+    def _masked(self, x, codes):
+        """Each edge's operation chosen by ``codes[e]`` with ``lax.switch``: only the chosen one runs.
+
+        Under ``vmap`` over architectures the switch becomes a select over all five
+        (every candidate computed, batched: right for accelerators); unbatched, as
+        on CPU, the other branches are never executed.
+        """
         nodes = [x, None, None, None]
         for e, (src, tgt) in enumerate(EDGES):
-            h, m = nodes[src], onehot[e]
-            out = m[_OP_CODE["skip_connect"]] * h + m[_OP_CODE["avg_pool_3x3"]] * _avg_pool_3x3(h)
-            for op in ("nor_conv_1x1", "nor_conv_3x3"):
-                out = out + m[_OP_CODE[op]] * self._conv_op(e, op)(h)
+            branches = [_branch(e, op, self.channels, self.calibrate) for op in OPS]
+            if self.is_initializing():  # declare every branch's variables before the switch reads them
+                for branch in branches:
+                    branch(self, nodes[src])
+            out = nn.switch(codes[e], branches, self, nodes[src])
             nodes[tgt] = out if nodes[tgt] is None else nodes[tgt] + out
         return nodes[3]
+
+
+def _branch(e: int, op: str, channels: int, calibrate: bool):
+    """The operation ``op`` on edge ``e`` as an ``nn.switch`` branch ``(module, h) -> out``."""
+    if op == "none":
+        return lambda mdl, h: jnp.zeros_like(h)
+    if op == "skip_connect":
+        return lambda mdl, h: h
+    if op == "avg_pool_3x3":
+        return lambda mdl, h: _avg_pool_3x3(h)
+    k = _CONV_KERNEL[op]
+    return lambda mdl, h: _ReLUConvBN(channels, k, 1, calibrate, name=_op_name(e, op), parent=mdl)(h)
 
 
 _ScanCells = nn.scan(_Cell, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
@@ -539,7 +558,7 @@ class _NB201(nn.Module):
         if x.ndim != 4 or tuple(x.shape[1:]) != INPUT_SHAPE:
             raise DataError(f"NAS-Bench-201 input: expected shape [N, {', '.join(map(str, INPUT_SHAPE))}], "
                              f"got {list(x.shape)}")
-        onehot = None if self.ops is not None else jax.nn.one_hot(scalars["ops"], len(OPS), dtype=x.dtype)
+        codes = None if self.ops is not None else scalars["ops"]
         outs: dict[str, jax.Array] = {}
         y = _Conv(CHANNELS[0], 3, name="stem_conv")(x)
         y = _BatchNorm(cal, name="stem_bn")(y)
@@ -548,7 +567,7 @@ class _NB201(nn.Module):
             if s > 0:
                 y = _Reduction(c, cal, name=f"reduction{s}")(y)
                 outs[f"reduction{s}"] = y
-            y, stacked = _ScanCells(c, self.ops, cal, name=f"stage{s + 1}")(y, onehot)
+            y, stacked = _ScanCells(c, self.ops, cal, name=f"stage{s + 1}")(y, codes)
             for i in range(CELLS_PER_STAGE):
                 outs[f"cell{s * CELLS_PER_STAGE + i}"] = stacked[i]
         y = jax.nn.relu(_BatchNorm(cal, name="head_bn")(y))
@@ -700,16 +719,16 @@ def build_network(arch: Arch) -> Network:
 def build_masked_network() -> Network:
     """One program for the whole space: the operation choice is data, ``scalars["ops"]`` (int ``[6]``, codes 0..4).
 
-    Every edge holds all candidate operations; the outputs of the unchosen ones
-    are multiplied by zero (one-hot mask), so for every encoding the outputs
+    Every edge holds all candidate operations and ``lax.switch`` runs the chosen
+    one (``nn.switch``), so for every encoding the outputs
     equal those of :func:`build_network` with the variables of
     :func:`masked_to_direct` (which are also what ``build_network(...).init``
     draws from the same key). ``init``, ``calibrate`` and ``apply`` may be
     ``vmap``-ed over keys and encodings (a chunk of architectures, each with
-    its own initialization). On CPU, ``vmap`` over per-architecture kernels
-    turns every convolution into a grouped convolution, which XLA:CPU runs
-    several times slower than the same architectures one by one (compiled
-    once, called per architecture); prefer that on CPU.
+    its own initialization); under ``vmap`` the switch computes every candidate
+    and selects, which suits accelerators. On CPU, call it per architecture (or
+    ``lax.map`` over a chunk): unbatched, the switch computes only the chosen
+    operations, and no grouped convolutions arise.
 
     Returns:
       A :class:`zsad.Network` whose default scalars encode the all-``nor_conv_3x3`` cell.

@@ -329,22 +329,24 @@ def _measure(keys, x, labels, scalars, *, init, apply, calibrate, metrics, tange
 
 @dataclass
 class _Program:
-    """One structure's compiled program and what does not depend on scalars."""
+    """One structure's compiled program(s) and what does not depend on scalars."""
 
-    fn: Callable
+    measure: Callable  # (keys, x, labels, scalars) -> per-seed results of one architecture (unjitted)
+    fn: Callable  # jit(measure)
     layer_names: tuple[str, ...]
     code_layers: tuple | None
     params: int | None
     flops: int | None
     labels: np.ndarray | None
+    chunked: dict = dataclasses.field(default_factory=dict)  # per-device length -> program of a chunk
 
 
 def _make_program(net: Network, options: RankOptions, code_layers: tuple | None, *, params: int | None,
                   flops: int | None, dtype) -> _Program:
     metrics = tuple(m for m in options.metrics if m not in ("params", "flops"))
-    fn = jax.jit(functools.partial(
+    measure = functools.partial(
         _measure, init=net.init, apply=net.apply, calibrate=net.calibrate, metrics=metrics,
-        tangents=options.tangents, code_layers=code_layers, input_shape=tuple(net.input_shape)))
+        tangents=options.tangents, code_layers=code_layers, input_shape=tuple(net.input_shape))
     labels = None
     if "grad_norm" in metrics or "snip" in metrics:
         variables = jax.eval_shape(net.init, jax.random.key(0), net.scalars)
@@ -352,7 +354,32 @@ def _make_program(net: Network, options: RankOptions, code_layers: tuple | None,
         y, _ = jax.eval_shape(net.apply, variables, net.scalars, x)
         classes = max(1, math.prod(y.shape[1:]))
         labels = np.random.default_rng(options.data_seed + 1).integers(0, classes, options.batch).astype(np.int32)
-    return _Program(fn, tuple(net.layer_names), code_layers, params, flops, labels)
+    return _Program(measure, jax.jit(measure), tuple(net.layer_names), code_layers, params, flops, labels)
+
+
+def _chunk_program(measure: Callable, devices: Sequence, batched: bool) -> Callable:
+    """``measure`` over a chunk of architectures (scalars with a leading architecture axis).
+
+    The architecture axis is split over ``devices`` (``shard_map``, one program
+    for all of them). On each device the architectures run ``vmap``-ed when
+    ``batched`` (accelerators) or one after another with ``lax.map`` (CPU:
+    nothing to gain from batching, and unbatched ``lax.switch`` computes only the
+    chosen NAS-Bench-201 operations).
+    """
+
+    def local(keys, x, labels, scalars):
+        one = lambda s: measure(keys, x, labels, s)  # noqa: E731
+        return jax.vmap(one)(scalars) if batched else jax.lax.map(one, scalars)
+
+    if len(devices) == 1:
+        return jax.jit(local)
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    mesh = Mesh(np.asarray(devices), ("arch",))
+    # check_vma=False: with the check on, jax 0.10.2 returns one shard's jacob_cov (its float64
+    # section, jax.enable_x64 inside the body) for every shard; tests/test_cluster.py compares rows.
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(), P("arch")), out_specs=P("arch"),
+                                 check_vma=False))
 
 
 def _xla_flops(net: Network, dtype) -> int:
@@ -375,6 +402,11 @@ def _code_layers(arch: Architecture) -> tuple | None:
 
 # --------------------------------------------------------------------------- scoring rows
 
+def _failure(err: Exception) -> str:
+    message = str(err).splitlines()[0] if str(err) else ""
+    return message if isinstance(err, ZsadError) else f"{type(err).__name__}: {message}"
+
+
 def _short(value: float) -> float:
     """Rounds to the shortest decimal that identifies the value in the computation's dtype."""
     if jnp.result_type(float) == jnp.float32:
@@ -391,11 +423,54 @@ _UNDEFINED = {
 }
 
 
-class _Engine:
-    """Turns space items into rows; keeps an LRU of compiled programs and of input batches."""
+@dataclass(frozen=True)
+class SpaceContext:
+    """What scoring needs of a space besides its items: picklable, so cluster workers get it whole."""
 
-    def __init__(self, space: Space, options: RankOptions):
-        self.space, self.options = space, options
+    input: Input | None
+    base_dir: Path
+    source: str | None
+
+    @classmethod
+    def of(cls, space: Space) -> "SpaceContext":
+        return cls(space.input, space.base_dir, space.source)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+class Scorer:
+    """Turns space items into result rows.
+
+    Items are grouped by structure; each structure's program is compiled once
+    (an LRU keeps recent ones across calls and runs). With one CPU device each
+    architecture is one call of its structure's program. With several devices,
+    or on an accelerator, a group runs in chunks: the architectures' scalars are
+    stacked on a leading axis that is split over every device (``shard_map``),
+    ``vmap``-ed on accelerators and ``lax.map``-ped on CPU. A chunk holds a power
+    of two architectures per device (at most ``per_device``; the last is padded
+    by repeating an architecture), which bounds the compiled variants per
+    structure to a handful. Results do not depend on the devices or the chunking:
+    every architecture uses the same initialization keys.
+
+    Args:
+      context: :meth:`SpaceContext.of` the space.
+      options: what to compute.
+      devices: devices to use (default: every device of JAX's default backend).
+      per_device: the most architectures per device in one call (default: 8 on
+        CPU, 16 on accelerators).
+    """
+
+    def __init__(self, context: SpaceContext, options: RankOptions, *, devices: Sequence | None = None,
+                 per_device: int | None = None):
+        self.context, self.options = context, options
+        self.devices = tuple(jax.devices() if devices is None else devices)
+        if not self.devices:
+            raise SpecError("devices: expected at least one device; got none")
+        self.batched = self.devices[0].platform != "cpu"
+        self.chunked = self.batched or len(self.devices) > 1
+        self.per_device = per_device or (16 if self.batched else 8)
         self.inputs: collections.OrderedDict[Any, jax.Array] = collections.OrderedDict()
         self.keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(options.seed), i))(
             jnp.arange(options.seeds))
@@ -442,26 +517,111 @@ class _Engine:
 
     # ---- rows
 
-    def row(self, item: SpaceItem) -> dict:
+    def rows(self, items: Sequence[SpaceItem]) -> Iterator[dict]:
+        """One row per item, yielded as computed (grouped by structure, so not in ``items``' order)."""
+        groups: dict[Any, list[SpaceItem]] = {}
+        for item in items:
+            groups.setdefault(self.group_key(item), []).append(item)
+        for key, group in groups.items():
+            if key == ("error",):
+                for item in group:
+                    yield {**self._blank(item), "status": "failed", "reason": item.error}
+            elif self.chunked:
+                yield from self._chunked_rows(group)
+            else:
+                for item in group:
+                    yield self.row(item)
+
+    def _blank(self, item: SpaceItem) -> dict:
         row: dict[str, Any] = {"arch": item.id, "status": "ok", "reason": None}
         for c in metric_columns(self.options.metrics):
             row[c] = None
+        return row
+
+    def row(self, item: SpaceItem) -> dict:
+        """The row of one architecture (never raises for the architecture's own failures)."""
+        row = self._blank(item)
         if item.error is not None:
             return {**row, "status": "failed", "reason": item.error}
         try:
-            if item.is_nb201:
-                return self._nb201_row(item, row)
-            return self._arch_row(item, row)
+            prepared = self._prepare(item, row)
+            if isinstance(prepared, dict):
+                return prepared
+            program, x, scalars, module = prepared
+            if self._static_only():
+                return row
+            res = jax.device_get(program.fn(self.keys, x, jnp.asarray(self._labels(program)), scalars))
+            return self._finish(row, program, res, module=module)
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as err:  # one architecture's failure must not stop the run
-            message = str(err).splitlines()[0] if str(err) else ""
-            kind = "" if isinstance(err, ZsadError) else f"{type(err).__name__}: "
-            return {**row, "status": "failed", "reason": f"{kind}{message}"}
+            return {**row, "status": "failed", "reason": _failure(err)}
 
-    def _arch_row(self, item: SpaceItem, row: dict) -> dict:
-        arch: Architecture = item.arch
+    def _chunked_rows(self, group: list[SpaceItem]) -> Iterator[dict]:
+        ready: list[tuple[dict, _Program, jax.Array, Any, bool]] = []
+        for item in group:
+            row = self._blank(item)
+            try:
+                prepared = self._prepare(item, row)
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except Exception as err:
+                yield {**row, "status": "failed", "reason": _failure(err)}
+                continue
+            if isinstance(prepared, dict) or self._static_only():
+                yield prepared if isinstance(prepared, dict) else row
+            else:
+                ready.append((row, *prepared))
+        ndev, pos = len(self.devices), 0
+        while pos < len(ready):
+            per = min(self.per_device, _pow2(-(-(len(ready) - pos) // ndev)))
+            part = ready[pos:pos + per * ndev]
+            pos += len(part)
+            yield from self._run_chunk(part, per * ndev)
+
+    def _run_chunk(self, part: list, size: int) -> Iterator[dict]:
+        program, x = part[0][1], part[0][2]
+        padded = part + [part[-1]] * (size - len(part))
+        scalars = jax.tree.map(lambda *v: np.stack([np.asarray(a) for a in v]), *[p[3] for p in padded])
+        per = size // len(self.devices)
+        try:
+            if per not in program.chunked:
+                program.chunked[per] = _chunk_program(program.measure, self.devices, self.batched)
+            res = jax.device_get(program.chunked[per](self.keys, x, jnp.asarray(self._labels(program)), scalars))
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as err:
+            for row, *_ in part:
+                yield {**row, "status": "failed", "reason": _failure(err)}
+            return
+        for i, (row, program, _, _, module) in enumerate(part):
+            yield self._finish(row, program, jax.tree.map(lambda a: a[i], res), module=module)
+
+    def _static_only(self) -> bool:
+        return all(m in ("params", "flops") for m in self.options.metrics)
+
+    def _labels(self, program: _Program) -> np.ndarray:
+        return program.labels if program.labels is not None else np.zeros((self.options.batch,), np.int32)
+
+    def _prepare(self, item: SpaceItem, row: dict):
+        """Static columns into ``row``; returns ``(program, x, scalars, module)``, or a finished row."""
         metrics = self.options.metrics
+        if item.is_nb201:
+            ops = item.arch
+            if "params" in metrics:
+                row["params"] = nb201.param_count(ops)
+            if "flops" in metrics:
+                row["flops"] = nb201.flops(ops)
+            if nb201.is_degenerate(ops):
+                return {**row, "status": "degenerate",
+                        "reason": "the cell's output node is unreachable from its input (every path has a "
+                                  "'none' edge): the network output is constant"}
+            inp = self.context.input
+            program = self._program(("nb201",), lambda: _make_program(
+                nb201.build_masked_network(), self.options, tuple(n for n in nb201.LAYER_NAMES if n != "head"),
+                params=None, flops=None, dtype=self._dtype(inp)))
+            return program, self._x(inp, self.context.base_dir, self.context.source), nb201.default_scalars(ops), False
+        arch: Architecture = item.arch
         net = build(arch)
         dtype = self._dtype(arch.input)
 
@@ -474,38 +634,16 @@ class _Engine:
                 flops=_xla_flops(net, dtype) if "flops" in metrics else None, dtype=dtype)
 
         program = self._program(self.group_key(item), make)
-        x = self._x(arch.input, arch.base_dir, arch.source)
-        return self._fill(row, program, x, net.scalars, module=arch.module is not None)
+        if "params" in metrics:
+            row["params"] = program.params
+        if "flops" in metrics:
+            row["flops"] = program.flops
+        return program, self._x(arch.input, arch.base_dir, arch.source), net.scalars, arch.module is not None
 
-    def _nb201_row(self, item: SpaceItem, row: dict) -> dict:
-        ops = item.arch
-        if "params" in self.options.metrics:
-            row["params"] = nb201.param_count(ops)
-        if "flops" in self.options.metrics:
-            row["flops"] = nb201.flops(ops)
-        if nb201.is_degenerate(ops):
-            return {**row, "status": "degenerate",
-                    "reason": "the cell's output node is unreachable from its input (every path has a 'none' "
-                              "edge): the network output is constant"}
-        inp = self.space.input
-        program = self._program(("nb201",), lambda: _make_program(
-            nb201.build_masked_network(), self.options, tuple(n for n in nb201.LAYER_NAMES if n != "head"),
-            params=None, flops=None, dtype=self._dtype(inp)))
-        x = self._x(inp, self.space.base_dir, self.space.source)
-        return self._fill(row, program, x, nb201.default_scalars(ops), module=False, static=True)
-
-    def _fill(self, row: dict, program: _Program, x, scalars, *, module: bool, static: bool = False) -> dict:
+    def _finish(self, row: dict, program: _Program, res: dict, *, module: bool) -> dict:
+        """Row from one architecture's per-seed results (leading axis: seeds)."""
         opts = self.options
         metrics = opts.metrics
-        if not static:
-            if "params" in metrics:
-                row["params"] = program.params
-            if "flops" in metrics:
-                row["flops"] = program.flops
-        if all(m in ("params", "flops") for m in metrics):
-            return row
-        labels = program.labels if program.labels is not None else np.zeros((opts.batch,), np.int32)
-        res = jax.device_get(program.fn(self.keys, x, jnp.asarray(labels), scalars))
         names = program.layer_names
         seeds = range(opts.seeds)
         diverged = {}
@@ -781,10 +919,16 @@ def _chunks(items: Iterator[SpaceItem], size: int) -> Iterator[list[SpaceItem]]:
         yield chunk
 
 
+#: ``runner(chunks, context, options)``: scores the chunks of items it pulls from ``chunks`` and yields
+#: their rows, in any order (see :mod:`zsad.cluster`); the default scores them here with a :class:`Scorer`.
+Runner = Callable[[Iterator[list[SpaceItem]], SpaceContext, RankOptions], Iterator[dict]]
+
+
 def rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str | Path | None = None,
                resume: bool = False, overwrite: bool = False, by: str = "score",
                on_row: Callable[[dict], None] | None = None,
-               on_progress: Callable[[int, int | None], None] | None = None) -> RankResult:
+               on_progress: Callable[[int, int | None], None] | None = None,
+               devices: Sequence | None = None, runner: Runner | None = None) -> RankResult:
     """Scores and ranks every architecture of ``space``.
 
     Args:
@@ -797,6 +941,10 @@ def rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str |
         (mean of per-metric ranks).
       on_row: called with each newly computed row after it is written.
       on_progress: called with ``(done, total)`` (total None when unknown) after each architecture.
+      devices: local devices to spread chunks of architectures over (default: all of JAX's
+        default backend; see :class:`Scorer`). Results do not depend on it.
+      runner: where to score (default: this process); e.g. :func:`zsad.cluster.ray_runner`.
+        A row that arrives twice (a retried chunk) is written once.
 
     Returns:
       :class:`RankResult`.
@@ -818,48 +966,61 @@ def rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str |
         elif not overwrite:
             raise SpecError(f"{results.path}: the results file exists; pass --resume to continue it or "
                             "--overwrite to replace it")
-    engine = _Engine(space, options)
+    context = SpaceContext.of(space)
+    if runner is None:
+        scorer = Scorer(context, options, devices=devices)
+        runner = lambda chunks, _context, _options: (row for c in chunks for row in scorer.rows(c))  # noqa: E731
     order: list[str] = []
-    computed = resumed = 0
-    if results is not None:
-        results.start(list(done_rows.values()))
-    try:
-        done = 0
+    counts = {"computed": 0, "resumed": 0}
+
+    def progress() -> None:
+        if on_progress:
+            on_progress(counts["computed"] + counts["resumed"], space.size)
+
+    def todo() -> Iterator[list[SpaceItem]]:
         for chunk in _chunks(iter(space), _CHUNK):
-            todo = []
+            pending = []
             for item in chunk:
                 order.append(item.id)
                 if item.id in done_rows:
-                    resumed += 1
-                    done += 1
+                    counts["resumed"] += 1
                 else:
-                    todo.append(item)
-            if on_progress:
-                on_progress(done, space.size)
-            groups: dict[Any, list[SpaceItem]] = {}
-            for item in todo:
-                groups.setdefault(engine.group_key(item), []).append(item)
-            for group in groups.values():
-                for item in group:
-                    row = engine.row(item)
-                    done_rows[item.id] = row
-                    computed += 1
-                    done += 1
-                    if results is not None:
-                        results.append(row)
-                    if on_row:
-                        on_row(row)
-                    if on_progress:
-                        on_progress(done, space.size)
+                    pending.append(item)
+            progress()
+            if pending:
+                yield pending
+
+    if results is not None:
+        results.start(list(done_rows.values()))
+    fresh: set[str] = set()
+    try:
+        progress()
+        for row in runner(todo(), context, options):
+            if row["arch"] in fresh or row["arch"] in done_rows:
+                continue  # a retried chunk's row that already arrived
+            fresh.add(row["arch"])
+            done_rows[row["arch"]] = row
+            counts["computed"] += 1
+            if results is not None:
+                results.append(row)
+            if on_row:
+                on_row(row)
+            progress()
     except KeyboardInterrupt:
         if results is not None:
             results.close()
-        raise RankInterrupted(computed + resumed, space.size, str(out) if out is not None else None) from None
+        raise RankInterrupted(counts["computed"] + counts["resumed"], space.size,
+                              str(out) if out is not None else None) from None
     except BaseException:
         if results is not None:
             results.close()
         raise
+    missing = [a for a in order if a not in done_rows]
+    if missing:
+        raise ZsadError(f"{len(missing)} architecture(s) came back without a row (first: {missing[0]}); "
+                        f"every finished row is in {out}: rerun with --resume" if out else
+                        f"{len(missing)} architecture(s) came back without a row (first: {missing[0]})")
     rows = score_rows([done_rows[a] for a in order], by_cols)
     if results is not None:
         results.finish(rows)
-    return RankResult(rows, cols, by_cols, computed, resumed, {**meta, "complete": True})
+    return RankResult(rows, cols, by_cols, counts["computed"], counts["resumed"], {**meta, "complete": True})
