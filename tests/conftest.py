@@ -15,3 +15,13 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    """For tests that run the ``zsad`` command in-process: a private compilation cache,
+    and ``--x64`` (a process-wide switch) undone afterwards."""
+    monkeypatch.setenv("ZSAD_CACHE_DIR", str(tmp_path / "cache"))
+    previous = jax.config.jax_enable_x64
+    yield tmp_path
+    jax.config.update("jax_enable_x64", previous)

@@ -7,6 +7,15 @@ import copy
 from zsad.arch.spec import Architecture, parse_architecture
 
 
+def run_cli(*args):
+    """Runs ``zsad ARGS...`` in-process (click's runner); use with the ``cli_env`` fixture."""
+    from click.testing import CliRunner
+
+    from zsad_cli.main import cli
+
+    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
+
+
 def arch_from(mapping: dict, name: str = "test") -> Architecture:
     return parse_architecture(copy.deepcopy(mapping), default_name=name)
 

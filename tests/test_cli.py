@@ -5,28 +5,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from zsad_cli.main import cli
+from helpers import run_cli
 
 DATA = Path(__file__).resolve().parent / "data"
 TINY = "name: tiny\ninput: {shape: [8]}\nlayers:\n  - {type: dense, features: 16}\n  - {type: activation, fn: tanh}\n  - {type: dense, features: 3}\n"
 
 
-def run(*args):
-    result = CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
-    return result
+run = run_cli
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """A private compilation cache, and --x64 (a process-wide switch) undone after each test."""
-    import jax
-
-    monkeypatch.setenv("ZSAD_CACHE_DIR", str(tmp_path / "cache"))
-    previous = jax.config.jax_enable_x64
-    yield
-    jax.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def test_score_json_contract(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import zsad
 from zsad.nlc import derangement_tangents
 from zsad.score import ScoreOptions, _metrics_over_seeds, make_profile_fn, score_architecture, seed_keys
-from tests.helpers import arch_from, mlp
+from helpers import arch_from, mlp
 
 # SPEC §1 reference table: NLC of one activation on x ~ N(0, s²), exact quadrature.
 REFERENCE = {

@@ -3,9 +3,8 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from zsad_cli.main import cli
+from helpers import run_cli
 
 MLP = """name: my-tanh
 input: {shape: [16]}
@@ -20,17 +19,10 @@ layers:
 
 
 def run(*args):
-    return CliRunner().invoke(cli, ["phase", *map(str, args)], catch_exceptions=False)
+    return run_cli("phase", *args)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    import jax
-
-    monkeypatch.setenv("ZSAD_CACHE_DIR", str(tmp_path / "cache"))
-    previous = jax.config.jax_enable_x64
-    yield
-    jax.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def test_table():

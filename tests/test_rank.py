@@ -11,7 +11,6 @@ import os
 import textwrap
 
 import pytest
-from click.testing import CliRunner
 
 from zsad import nasbench201 as nb
 from zsad import rank as rank_mod
@@ -20,7 +19,8 @@ from zsad.rank import (
     DIRECTION, METRICS, RankInterrupted, RankOptions, band_distance, columns, meta_path, rank_space, score_rows,
 )
 from zsad.space import load_space
-from zsad_cli.main import cli
+
+from helpers import run_cli
 
 BASE = """\
 name: relu
@@ -43,8 +43,7 @@ MIXED = "|skip_connect~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1
 
 
 @pytest.fixture
-def space_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("ZSAD_CACHE_DIR", str(tmp_path / "cache"))
+def space_dir(tmp_path, cli_env):
     (tmp_path / "base.yaml").write_text(BASE)
     (tmp_path / "space.yaml").write_text(SPACE)
     (tmp_path / "small.yaml").write_text(SMALL)
@@ -268,8 +267,7 @@ def test_unsupported_outputs(space_dir):
 
 # --------------------------------------------------------------------------- the command
 
-def run(*args):
-    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
+run = run_cli
 
 
 def test_cli_rank_table_json_and_file(space_dir):

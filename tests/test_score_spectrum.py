@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import zsad
 from zsad.score import ScoreOptions, resolve_between, score_architecture
-from zsad_cli.main import cli
-from tests.helpers import arch_from, mlp
+
+from helpers import arch_from, mlp, run_cli
 
 
 def linear(dist: str, depth: int = 4, width: int = 24) -> dict:
@@ -76,21 +75,16 @@ def test_relu_spread_exceeds_tanh_at_edge_of_chaos():
     assert t["isometry_share"] > 0.9
 
 
-def test_cli_spectrum_json_and_plot(tmp_path, monkeypatch):
-    import jax
-
-    monkeypatch.setenv("ZSAD_CACHE_DIR", str(tmp_path / "cache"))
+def test_cli_spectrum_json_and_plot(tmp_path, cli_env):
     path = tmp_path / "a.yaml"
     path.write_text("input: {shape: [16]}\nlayers:\n  - {type: dense, features: 16}\n  - {type: activation, fn: tanh}\n"
                     "  - {type: dense, features: 16}\n  - {type: activation, fn: tanh}\n  - {type: dense, features: 4}\n")
     png = tmp_path / "s.png"
-    previous = jax.config.jax_enable_x64
-    result = CliRunner().invoke(cli, ["score", str(path), "--seeds", "2", "--batch", "16", "--json", "--plot", str(png)])
-    jax.config.update("jax_enable_x64", previous)
+    result = run_cli("score", path, "--seeds", 2, "--batch", 16, "--json", "--plot", png)
     assert result.exit_code == 0, result.output
     spec = json.loads(result.stdout)["spectrum"]
     assert {"sigma2_mean", "sigma2_var", "sigma_max", "sigma_min", "condition"} <= set(spec)
     assert spec["between"] == ["0.dense", "3.tanh"]
     assert png.stat().st_size > 1000 and spec["plot"] == str(png)
-    bad = CliRunner().invoke(cli, ["score", str(path), "--between", "0", "99"])
+    bad = run_cli("score", path, "--between", 0, 99)
     assert bad.exit_code == 2 and "--between" in bad.stderr
