@@ -517,17 +517,9 @@ def grad_norm(
     References:
       Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR 2021, §3.
     """
-    _check_batch(x, y)
-    grads = jax.grad(loss_fn)(params, x, y)
-    pairs = _pairs(params, grads, where)
-    out = _default_float()
-    ceiling = _log_ceiling(jnp.result_type(*[g for _, g in pairs]))
-    with jax.enable_x64(True):
-        log_norms = jnp.stack(
-            [0.5 * jnp.log(jnp.sum(jnp.square(jnp.asarray(g, jnp.float64)))) for _, g in pairs]
-        )
-        score = _finite(_log_sum(log_norms), ceiling)
-        return ProxyScore(score.value.astype(out), score.valid)
+    return _log_gradient_score(
+        loss_fn, params, x, y, where,
+        lambda p, g: 0.5 * jnp.log(jnp.sum(jnp.square(g)))[None])
 
 
 def snip(
@@ -562,17 +554,20 @@ def snip(
     References:
       Lee et al., SNIP, ICLR 2019, eq. (6); Abdelfattah et al., ICLR 2021, §3.
     """
+    return _log_gradient_score(loss_fn, params, x, y, where, lambda p, g: jnp.log(jnp.abs(p * g)).ravel())
+
+
+def _log_gradient_score(loss_fn, params, x, y, where, log_terms) -> ProxyScore:
+    """``log sum exp`` of ``log_terms(param, grad)`` (float64 arrays) over the kept leaves, in float64."""
     _check_batch(x, y)
     grads = jax.grad(loss_fn)(params, x, y)
     pairs = _pairs(params, grads, where)
     out = _default_float()
     ceiling = _log_ceiling(jnp.result_type(*[g for _, g in pairs]))
     with jax.enable_x64(True):
-        log_terms = jnp.concatenate(
-            [jnp.log(jnp.abs(jnp.asarray(p, jnp.float64) * jnp.asarray(g, jnp.float64))).ravel()
-             for p, g in pairs]
-        )
-        score = _finite(_log_sum(log_terms), ceiling)
+        terms = jnp.concatenate([log_terms(jnp.asarray(p, jnp.float64), jnp.asarray(g, jnp.float64))
+                                 for p, g in pairs])
+        score = _finite(_log_sum(terms), ceiling)
         return ProxyScore(score.value.astype(out), score.valid)
 
 
