@@ -7,14 +7,19 @@ existing shaping, if any):
 * ``interp`` (any activation, ReLU included) -- interpolation with the identity,
 
   .. math:: \\phi_{l,a}(s) = g_l\\,\\bigl(a_l\\,\\phi_l(s) + (1 - a_l)\\,s\\bigr),
-     \\qquad a_l \\in [0, a_l^{\\max}],\\ a_l^{\\max} \\le 4.
+     \\qquad a_l \\in [0, a_l^{\\rm peak}].
 
   :math:`a = 0` is linear, :math:`a = 1` the activation itself; :math:`a > 1`
-  subtracts part of the linear component and *raises* the nonlinearity (for
-  ReLU, :math:`a = 2` is :math:`|s|`). The single-layer NLC is not monotone in
-  :math:`a` beyond its peak, so :math:`a_l^{\\max}` is the most nonlinear
-  :math:`a \\in [1, 4]` at the layer's input variance (2 for ReLU, 2.5 for tanh at
-  :math:`q = 1`).
+  subtracts part of the linear component and *raises* the nonlinearity. The
+  single-layer NLC is not monotone in :math:`a`: it peaks at
+  :math:`a^{\\rm peak}` and falls again beyond (ReLU: :math:`a = 2` is
+  :math:`|s|`, the most nonlinear; :math:`a \\to \\infty` tends to
+  :math:`\\mathrm{relu}(-s)`, as nonlinear as ReLU). The search therefore stays
+  on the monotone branch :math:`[0, a_l^{\\rm peak}]`, with
+  :math:`a_l^{\\rm peak}` the most nonlinear :math:`a \\ge 1` at the layer's input
+  variance, found on a grid up to :data:`ALPHA_RANGE` (2 for ReLU and GELU, 2.5
+  for tanh at :math:`q = 1`, about :math:`1/q` for tanh at small :math:`q`, where
+  :math:`\\phi_a \\approx s - a s^3/3`).
 * ``scale`` (smooth, non-homogeneous activations) -- input scaling,
 
   .. math:: \\phi_{l,b}(s) = g_l\\,\\phi_l(b_l s)/b_l, \\qquad b_l \\in [10^{-3}, 10^{3}],
@@ -30,31 +35,73 @@ variance :math:`q_l`: :math:`\\mathbb E\\,\\phi_{l,\\cdot}(\\sqrt{q_l} z)^2 =
 scale. :math:`q_l` is the **mean-field** pre-activation second moment of the
 original network, propagated from the measured second moment of the scoring
 batch (:mod:`zsad.meanfield`; convolutions as dense layers, pooling and
-flattening leave it unchanged, batch norm rescales it to 1). Because every
+flattening leave it unchanged, layer and batch norm set it to 1). Because every
 shaped layer preserves :math:`q`, the :math:`q_l` of the shaped network are the
 same, so the gains are consistent (the mean of the activation output may change,
-which the mean field ignores only for what follows a layer norm or a residual sum).
+which matters only for what follows a normalization or a residual sum).
 
 Distribution over layers: layer :math:`l` has native single-layer NLC
 :math:`\\tau_l = \\mathrm{NLC}_{\\phi_l}(\\sqrt{q_l})` (SPEC §1). One global parameter
-:math:`u` sets every layer's target single-layer log-NLC (clipped to what the
-method reaches): :math:`u\\ln\\tau_l` for :math:`u \\le 1` (every layer moved towards
-linear in proportion: :math:`u = 0` is the linear network, :math:`u = 1` the
-unchanged one) and :math:`\\ln\\tau_l + (u - 1)\\,\\delta` for :math:`u \\ge 1`, with
-:math:`\\delta` the mean :math:`\\ln\\tau_l` (every layer contributes the same factor of the
-added nonlinearity, :math:`\\approx (T/\\mathrm{NLC})^{1/L}`). The per-layer scalar is
-found by inverting the single-layer NLC curve (closed form in :math:`a`, a
-tabulated quadrature in :math:`b`) on its increasing part.
+:math:`u \\in [0, u_{\\max}]` sets every layer's target single-layer log-NLC (clipped
+to the layer's peak): :math:`u\\ln\\tau_l` for :math:`u \\le 1` (every layer moved
+towards linear in proportion: :math:`u = 0` is the linear network, :math:`u = 1`
+the unchanged one) and :math:`\\ln\\tau_l + (u - 1)\\,\\delta` for :math:`u \\ge 1`, with
+:math:`\\delta` the mean :math:`\\ln\\tau_l` (every layer contributes the same factor of
+the added nonlinearity, :math:`\\approx (T/\\mathrm{NLC})^{1/L}`); at :math:`u_{\\max}`
+every layer is at its peak. The per-layer scalar is found by inverting the
+single-layer NLC curve (closed form in :math:`a`, a tabulated quadrature in
+:math:`b`) on its monotone branch, so every layer's nonlinearity grows with
+:math:`u`.
 
 Solve: (1) mean field: :math:`u_0` solves
 :math:`\\mathrm{NLC}_{\\rm mf}(u) = T^{1/\\kappa}` (Brent), with
 :math:`\\kappa = \\ln\\mathrm{NLC}_{\\rm meas}(1)/\\ln\\mathrm{NLC}_{\\rm mf}(1)` the
-finite-width correction of the log-NLC, measured on the unchanged network;
-(2) measurement: a safeguarded secant (regula falsi once bracketed) on
-:math:`\\ln\\mathrm{NLC}_{\\rm meas}(u) - \\ln T` until the mean over seeds is within
-the relative tolerance. Every measurement is one call of the same compiled
-program (:func:`zsad.score.make_profile_fn`) with new scalars: the search never
+finite-width correction of the log-NLC, measured on the unchanged network
+(batch norm centres each feature over the batch here, which is what makes
+networks with batch norm chaotic; see :func:`_batch_norm`);
+(2) measurement: a bracketing secant on
+:math:`\\ln\\mathrm{NLC}_{\\rm meas}(u) - \\ln T` over :math:`[0, u_{\\max}]` (regula
+falsi inside the sign change next to the best point, bisection when it stalls,
+secant steps towards the target side until there is one) until the mean over
+seeds is within the relative tolerance. Typically 1 to 3 measurements after the
+unchanged one. Every measurement is one call of the same compiled program
+(:func:`zsad.score.make_profile_fn`) with new scalars: the search never
 recompiles (:attr:`NormalizeResult.compilations` counts it).
+
+Reachable range. When the solve measures an end of :math:`[0, u_{\\max}]` and the
+target lies beyond it, :class:`NormalizeError` gives the measured range (both
+ends measured). Its bottom, :math:`u = 0`, is exactly 1 when every other layer is
+affine with the batch statistics frozen (dense, conv, average pooling, batch
+norm); layer norm (a division by each sample's norm) and max pooling are
+nonlinear themselves and raise it (1.10 after six layer norms over 64 features,
+1.38 over 16 channels). Its top, every layer at its peak, depends on the
+activation and the depth:
+
+* ReLU under ``interp`` is :math:`c_1 s + c_2 |s|`. With the gain, each layer's
+  correlation map is :math:`C(c) = w c + (1 - w)\\,k(c)` with
+  :math:`k(c) = \\tfrac2\\pi(\\sqrt{1 - c^2} + c \\arcsin c)` the map of :math:`|s|` and
+  :math:`w = c_1^2/(c_1^2 + c_2^2)`: :math:`C'(1) = 1` for every :math:`a`, so a plain
+  network stays at the edge of chaos, and its NLC is largest with :math:`|s|` in
+  every layer, :math:`\\approx (1 - k^L(\\bar c))^{-1/2}` for :math:`L` activation layers
+  (SPEC §3): 1.66, 2.85, 4.24, 6.86, 11.9 for :math:`L` = 1, 4, 8, 16, 32 at
+  infinite width, about 0.3 more per layer, and less at finite width (measured:
+  2.72 for a width-64 MLP with 4 layers; 4.1 to 5.9 at 32 layers, width 64; 5.8
+  to 6.9 at width 256). No scalar of this family gets a plain ReLU network to an
+  NLC of 10 at a practical depth. What holds it back is the mean of
+  :math:`|s|`, shared by all inputs: a normalization after the activation that
+  removes it (batch norm, or layer norm over the features) leaves the centred
+  map, whose slope at 1 is :math:`1/(1 - 2/\\pi) = 2.75` per layer, and the NLC
+  grows geometrically (dense, relu, batch norm, six times at width 64: up to
+  about 20; the same with 3x3 convolutions of 16 channels: about 18).
+* GELU under ``interp`` peaks at :math:`a = 2`, :math:`s\\,\\mathrm{erf}(s/\\sqrt2)`, an
+  even function between :math:`s^2` (small :math:`q`) and :math:`|s|` (large
+  :math:`q`): the same picture (a plain width-64 MLP with 4 layers reaches 2.1;
+  with batch norm after each of 6 activations, :math:`\\sigma_w = 2`: about 14, 12
+  for the convolutional version). ``scale`` tends to ReLU as :math:`b \\to \\infty`
+  and reaches less.
+* Saturating activations (tanh, erf, sigmoid): ``scale`` makes every layer a
+  near step function (:data:`SIGMA_MAX`), far beyond any practical target;
+  ``interp`` also reaches well above 10 from a few layers on.
 
 References:
   G. Philipp, The nonlinearity coefficient -- a practical guide to neural
@@ -63,6 +110,7 @@ References:
   connections or normalization layers using Deep Kernel Shaping, arXiv:2110.01765, 2021.
   G. Zhang, A. Botev, J. Martens, Deep learning without shortcuts: shaping the
   kernel with tailored rectified linear units, ICLR 2022.
+  G. Yang et al., A mean field theory of batch normalization, ICLR 2019.
 """
 
 from __future__ import annotations
@@ -93,15 +141,21 @@ from zsad.score import _metrics_over_seeds, make_profile_fn, seed_keys
 
 METHODS = ("interp", "scale")
 #: Search range of the interpolation scalar ``a`` (capped further at the layer's most nonlinear ``a``).
-ALPHA_RANGE = (0.0, 4.0)
+ALPHA_RANGE = (0.0, 1024.0)
 #: Search range of the input scale ``b`` (relative to the layer's current ``beta``).
 BETA_RANGE = (1e-3, 1e3)
 #: Largest input scale (in standard deviations of the pre-activation) ``scale`` gives an activation:
 #: beyond it a saturating activation is a step function at the resolution of a finite batch (its
 #: derivative vanishes at almost every sample) and the measured NLC collapses instead of growing.
 SIGMA_MAX = 20.0
-_ALPHA_GRID = np.linspace(*ALPHA_RANGE, 801)  # contains 1.0 exactly (index 200)
-_BETA_GRID = np.logspace(-3.0, 3.0, 241)  # contains 1.0 exactly (index 120)
+#: Linear steps of 0.005 up to 4, then geometric (2% steps) up to ALPHA_RANGE[1]: at small input
+#: variance q the most nonlinear ``a`` of a smooth activation grows like 1/q (tanh: phi_a ~ s - a s^3/3).
+_ALPHA_GRID = np.concatenate([np.linspace(0.0, 4.0, 801), np.geomspace(4.0, ALPHA_RANGE[1], 281)[1:]])
+_ALPHA_ONE = 200  # index of a = 1 (the unchanged activation)
+_BETA_GRID = np.logspace(-3.0, 3.0, 241)
+_BETA_ONE = 120  # index of b = 1
+#: Activations that saturate (bounded): input scaling makes them as nonlinear as wanted.
+SATURATING = frozenset({"tanh", "sigmoid", "erf"})
 _FLAT = 1e-10  # a layer whose native log-NLC is below this is (numerically) linear: left alone
 _MF_PAIRS = 64  # input pairs whose correlations the mean-field prediction tracks
 
@@ -212,56 +266,67 @@ class _Layer:
         sh = spec.shaping
         self.base = (sh.alpha, sh.beta, sh.gain)
         if method == "interp":
-            m1, m2, ms, d1, d2 = self._moments(np.array([math.sqrt(q)]))
-            self.moments = (m1[0], m2[0], ms[0], d1[0], d2[0])
-            grid = _ALPHA_GRID
+            # Moments of psi = phi - s (phi the current activation): phi_a = s + a psi.
+            x, w = _graded_rule(math.sqrt(q))
+            v, d = self._values(x)
+            psi, dpsi = v - x, d - 1.0
+            self.moments = tuple(float(np.sum(w * t)) for t in (psi, psi * psi, x * psi, dpsi, dpsi * dpsi))
+            self.m2_native = float(np.sum(w * v * v))
+            grid, native = _ALPHA_GRID, _ALPHA_ONE
             nlc = self._interp_nlc(grid)
-            self.m2_native = self.moments[1]
         else:
             sigma = _BETA_GRID * math.sqrt(q)
-            m1, m2, _, _, d2 = self._moments(sigma)
+            m1, m2, d2 = self._scale_moments(sigma)
             var = m2 - m1 * m1
             with np.errstate(divide="ignore", invalid="ignore"):
                 nlc = np.sqrt(sigma * sigma * d2 / var)
             self.m2_table = m2 / (_BETA_GRID * _BETA_GRID)  # E[phi(b s)^2 / b^2] at s ~ N(0, q)
-            self.m2_native = float(m2[120])
+            self.m2_native = float(m2[_BETA_ONE])
             self.table_nlc = np.maximum(nlc, 1.0)
-            grid = _BETA_GRID
+            grid, native = _BETA_GRID, _BETA_ONE
         if not np.all(np.isfinite(nlc)):
             raise NumericsError(f"layer {name}: the single-layer NLC of {spec.fn} is undefined at some "
                                 f"shaping (input second moment q = {q:.3g})")
         nlc = np.maximum(nlc, 1.0)
-        self.native = float(nlc[200] if method == "interp" else nlc[120])
-        # Invert the monotone envelope: the records of the running maximum over increasing parameter.
+        self.native = float(nlc[native])
+        # The monotone branch: from the linear end up to the most nonlinear parameter (at least the
+        # current one); beyond it the single-layer NLC falls again (interp: a -> infinity tends to
+        # phi - s, e.g. relu(-s) for relu), so the search never goes there.
         if method == "interp":
-            top = 200 + int(np.argmax(nlc[200:]))
+            top = native + int(np.argmax(nlc[native:]))
         else:  # input scales up to SIGMA_MAX standard deviations (and at least the current one)
-            limit = max(int(np.sum(self.base[1] * _BETA_GRID * math.sqrt(q) <= SIGMA_MAX)), 121)
+            limit = max(int(np.sum(self.base[1] * _BETA_GRID * math.sqrt(q) <= SIGMA_MAX)), native + 1)
             top = int(np.argmax(nlc[:limit]))
+        # Invert the monotone envelope: the records of the running maximum over increasing parameter.
         keep = [0]
         for i in range(1, top + 1):
             if nlc[i] > nlc[keep[-1]]:
                 keep.append(i)
         self.grid, self.curve = grid[keep], nlc[keep]
+        self.peak = float(grid[top])
         self.tau_max = float(self.curve[-1])
         self.log_native = math.log(self.native)
 
-    def _moments(self, sigma: np.ndarray):
-        """E phi, E phi^2, E s phi, E phi', E phi'^2 of the current activation at s ~ N(0, sigma^2)."""
+    def _values(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The current activation (with its existing shaping) and its derivative at ``x`` (float64)."""
         a0, b0, g0 = self.base
-        xs, ws = zip(*(_graded_rule(float(s)) for s in sigma))
-        x, w = np.stack(xs), np.stack(ws)
         evaluate = _value_and_slope(self.spec.fn, tuple(self.spec.params))
         with jax.enable_x64(True):
             v, d = (np.asarray(t, dtype=np.float64) for t in evaluate(jnp.asarray(b0 * x, dtype=jnp.float64)))
-        v = g0 * (a0 * v / b0 + (1.0 - a0) * x)
-        d = g0 * (a0 * d + (1.0 - a0))
-        return tuple(np.sum(w * t, axis=-1) for t in (v, v * v, x * v, d, d * d))
+        return g0 * (a0 * v / b0 + (1.0 - a0) * x), g0 * (a0 * d + (1.0 - a0))
+
+    def _scale_moments(self, sigma: np.ndarray):
+        """E phi, E phi^2, E phi'^2 of the current activation at s ~ N(0, sigma^2), for every sigma."""
+        xs, ws = zip(*(_graded_rule(float(s)) for s in sigma))
+        x, w = np.stack(xs), np.stack(ws)
+        v, d = self._values(x)
+        return tuple(np.sum(w * t, axis=-1) for t in (v, v * v, d * d))
 
     def _interp_second(self, a):
+        """``(E phi_a^2, Var phi_a, E phi_a'^2)`` at s ~ N(0, q), with phi_a = s + a (phi - s)."""
         m1, m2, ms, d1, d2 = self.moments
-        second = a * a * m2 + 2.0 * a * (1.0 - a) * ms + (1.0 - a) ** 2 * self.q
-        return second, second - (a * m1) ** 2, a * a * d2 + 2.0 * a * (1.0 - a) * d1 + (1.0 - a) ** 2
+        second = self.q + 2.0 * a * ms + a * a * m2
+        return second, second - (a * m1) ** 2, 1.0 + 2.0 * a * d1 + a * a * d2
 
     def _interp_nlc(self, a):
         _, var, grad2 = self._interp_second(a)
@@ -311,12 +376,30 @@ def _input_state(x: np.ndarray) -> tuple[mf.KernelState, jax.Array]:
     return mf.input_state(q_in, c, float(np.mean(flat))), c
 
 
+def _batch_norm(state: mf.KernelState, n: int) -> mf.KernelState:
+    """Batch norm with the scoring batch's statistics frozen: centre each feature over the batch, then
+    scale it to unit variance (mean per-feature variance).
+
+    With all off-diagonal correlations replaced by their mean :math:`\\bar c` where the batch mean is
+    taken, the batch mean of a feature removes :math:`1/n + (1 - 1/n)\\bar c` of every kernel entry:
+    :math:`c' = (c - 1/n - (1 - 1/n)\\bar c) / ((1 - 1/n)(1 - \\bar c))`, and the frozen scale divides
+    tangents by the batch standard deviation, so :math:`\\ln C'(1)` gains
+    :math:`-\\ln((1 - 1/n)(1 - \\bar c))`. This is what makes ReLU networks with batch norm chaotic.
+    """
+    shared = 1.0 / n + (1.0 - 1.0 / n) * jnp.mean(state.c)
+    var = 1.0 - shared
+    return mf.KernelState(jnp.ones_like(state.q), jnp.clip((state.c - shared) / var, -1.0, 1.0),
+                          jnp.zeros_like(state.mean), state.log_slope - jnp.log(var))
+
+
 def _walk(layers: tuple[Layer, ...], prefix: str, state: mf.KernelState, shapes: dict[str, Shaping],
-          record: dict[str, float] | None) -> mf.KernelState:
-    """Mean-field state after ``layers``; records each activation's input ``q`` by scalar name."""
+          record: dict[str, float] | None, n: int) -> mf.KernelState:
+    """Mean-field state after ``layers`` for a batch of ``n`` samples; records each activation's input
+    ``q`` by scalar name."""
     for name, layer in named_layers(layers, prefix):
         if isinstance(layer, (Dense, Conv)):
-            state = mf.dense(state, layer.init.weight_std ** 2, layer.init.bias_std ** 2)
+            bias_var = layer.init.bias_std ** 2 if layer.use_bias else 0.0
+            state = mf.dense(state, layer.init.weight_std ** 2, bias_var)
         elif isinstance(layer, Activation):
             if record is not None:
                 record[name] = float(state.q)
@@ -326,10 +409,10 @@ def _walk(layers: tuple[Layer, ...], prefix: str, state: mf.KernelState, shapes:
         elif isinstance(layer, LayerNorm):
             state = mf.layer_norm(state)
         elif isinstance(layer, BatchNorm):
-            state = mf.rescale(state, 1.0)
+            state = _batch_norm(state, n)
         elif isinstance(layer, Residual):
-            short = _walk(layer.shortcut, _sub_prefix(name, "shortcut"), state, shapes, record)
-            branch = _walk(layer.branch, _sub_prefix(name, "branch"), state, shapes, record)
+            short = _walk(layer.shortcut, _sub_prefix(name, "shortcut"), state, shapes, record, n)
+            branch = _walk(layer.branch, _sub_prefix(name, "branch"), state, shapes, record, n)
             state = mf.residual(short, branch, layer.branch_scale, layer.shortcut_scale)
         elif not isinstance(layer, (AvgPool, MaxPool, GlobalAvgPool, Flatten)):
             raise TypeError(f"unsupported layer {type(layer).__name__}")
@@ -478,6 +561,7 @@ def _stats(values: np.ndarray) -> tuple[float, float | None]:
 def normalize(
     arch: Architecture, target: float, *, method: str = "interp", seeds: int = 3, batch: int = 256,
     tol: float = 0.02, max_iter: int = 20, tangents: int = 2, seed: int = 0, data_seed: int = 0,
+    summaries: bool = True,
 ) -> NormalizeResult:
     """Shapes the activations of ``arch`` so that its measured NLC equals ``target``.
 
@@ -498,6 +582,8 @@ def normalize(
       max_iter: most measured evaluations after the first.
       tangents: tangents per sample in the NLC estimator.
       seed, data_seed: seeds of the initializations and of the inputs.
+      summaries: whether to add the mean-field summaries of the network before and
+        after (``NormalizeResult.meanfield``; about a second each on a CPU).
 
     Returns:
       :class:`NormalizeResult` (``converged`` False if ``max_iter`` ran out).
@@ -569,9 +655,9 @@ def normalize(
     nb = float(np.mean(before))
 
     # Per-layer curves at the mean-field input moments of the unchanged network.
-    state0, c_in = _input_state(np.asarray(x))
+    state0, _ = _input_state(np.asarray(x))
     record: dict[str, float] = {}
-    out0 = _walk(arch.layers, "", state0, {}, record)
+    _walk(arch.layers, "", state0, {}, record, int(x.shape[0]))
     layers_ = [_Layer(name, layer, record[name], method) for name, layer in acts]
     step = max(float(np.mean([l.log_native for l in layers_])), 1e-2)
     u_max = max(l.u_max(step) for l in layers_)
@@ -591,87 +677,184 @@ def normalize(
         return NormalizeResult(
             new, float(target), method, _stats(before), _stats(after), before.tolist(), after.tolist(), rows,
             u, u_mf, len(history) - 1, time.perf_counter() - t0, history, converged,
-            _metrics_over_seeds._cache_size() - cache0, _meanfield_summaries(arch, new, np.asarray(x)))
+            _metrics_over_seeds._cache_size() - cache0,
+            _meanfield_summaries(arch, new, np.asarray(x)) if summaries else {"reason": "not requested"})
 
     if abs(nb / target - 1.0) <= tol:
         return finish(1.0, before, None, True)
 
-    def mf_nlc(u: float) -> float:
-        return float(mf.predicted_nlc(_walk(arch.layers, "", state0, shapes_at(u), None), c_in))
-
-    # (1) mean-field first guess, the log-NLC corrected by the measured/predicted ratio at u = 1.
-    mf1 = float(mf.predicted_nlc(out0, c_in))
-    kappa = math.log(nb) / math.log(mf1) if math.isfinite(mf1) and math.log(mf1) > 1e-6 else 1.0
-    goal = math.exp(math.log(target) / kappa) if kappa > 0 else target
-    u_mf: float | None
-    try:
-        top = mf_nlc(u_max)
-        if not math.isfinite(top):
-            raise FloatingPointError
-        u_mf = u_max if top <= goal else brentq(lambda u: math.log(mf_nlc(u)) - math.log(goal), 0.0, u_max,
-                                                 xtol=1e-4, rtol=1e-6, maxiter=60)
-    except (FloatingPointError, ValueError, ZeroDivisionError):
-        u_mf = None  # mean field undefined here: fall back to the log-linear guess
+    # (1) mean-field first guess, its log-NLC corrected by the measured/predicted ratio at u = 1.
+    predict = _Predictor(arch, np.asarray(x), shapes_at)
+    u_mf = _meanfield_guess(predict, nb, target, u_max)
     if u_mf is not None:
         u = u_mf
     elif target < nb:
         u = math.log(target) / math.log(nb)
     else:
         u = min(1.0 + (math.log(target) - math.log(nb)) / (len(layers_) * step), u_max)
+    if abs(u - 1.0) < 1e-6:  # the unchanged network is measured already: a step towards the target
+        u = min(1.0 + 0.05 * (u_max - 1.0), u_max) if target > nb else 0.95
 
-    # (2) measured correction: safeguarded secant on F(u) = ln NLC(u) - ln T.
-    points = [(1.0, math.log(nb) - math.log(target))]
-    best = (abs(points[0][1]), 1.0, before)
+    # (2) measured correction: bracketing secant on F(u) = ln NLC(u) - ln T over [0, u_max].
+    points = [(1.0, math.log(nb) - math.log(target), before)]
     for _ in range(max_iter):
         values = measure(shapes_at(u), u)
         mean = float(np.mean(values))
-        f = math.log(mean) - math.log(target)
         if abs(mean / target - 1.0) <= tol:
             return finish(u, values, u_mf, True)
-        best = min(best, (abs(f), u, values), key=lambda b: b[0])
-        points.append((u, f))
-        if f < 0 and u >= u_max:
+        points.append((u, math.log(mean) - math.log(target), values))
+        nxt = _next_u([(p[0], p[1]) for p in points], u_max)
+        if nxt is None:  # an end of [0, u_max] is measured and the target lies beyond it
+            lo, hi = _reach(points, u_max, lambda v: measure(shapes_at(v), v))
             raise NormalizeError(
                 f"{arch.name}: target {target:g} is out of reach of method '{method}': reachable NLC range "
-                f"[1, {mean:.4g}] (measured at the most nonlinear shaping, {_reach(method)}){_hint(method, acts)}")
-        u = _next_u(points, u_max)
-    return finish(best[1], best[2], u_mf, False)
+                f"[{lo:.4g}, {hi:.4g}] (measured, {_reach_text(method)})"
+                f"{_hint(method, acts, 'above' if target > hi else 'below', arch)}")
+        if any(abs(nxt - p[0]) <= 1e-9 * max(1.0, u_max) for p in points):
+            break  # no new point left between the measured ones: the closest is returned
+        u = nxt
+    best = min(points, key=lambda p: abs(p[1]))
+    return finish(best[0], best[2], u_mf, False)
 
 
-def _hint(method: str, acts: list[tuple[str, Activation]]) -> str:
+class _Predictor:
+    """Mean-field NLC of the network at global parameter ``u`` (infinite width, no weights sampled)."""
+
+    def __init__(self, arch: Architecture, x: np.ndarray, shapes_at):
+        self.arch, self.shapes_at, self.n = arch, shapes_at, x.shape[0]
+        self.state0, self.c_in = _input_state(x)
+
+    def __call__(self, u: float) -> float:
+        state = _walk(self.arch.layers, "", self.state0, self.shapes_at(u), None, self.n)
+        return float(mf.predicted_nlc(state, self.c_in))
+
+
+def _meanfield_guess(predict: _Predictor, nlc_1: float, target: float, u_max: float) -> float | None:
+    """``u`` where the mean-field NLC, rescaled to the measured one at ``u = 1``, equals ``target``.
+
+    The correction is in log-NLC: ``kappa = ln NLC_meas(1) / ln NLC_mf(1)`` (finite
+    width, convolution borders and pooling make the measured log-NLC a roughly
+    constant multiple of the predicted one); the mean-field goal is ``T^(1/kappa)``.
+    None where the prediction is undefined (non-finite) along the way.
+    """
+    try:
+        mf1 = predict(1.0)
+        kappa = math.log(nlc_1) / math.log(mf1) if math.isfinite(mf1) and math.log(mf1) > 1e-6 else 1.0
+        goal = math.log(target) / kappa if kappa > 0 else math.log(target)
+
+        def f(u):
+            value = predict(u)
+            if not (math.isfinite(value) and value > 0):
+                raise FloatingPointError
+            return math.log(value) - goal
+
+        f1 = math.log(mf1) - goal
+        if f1 < 0:
+            top = f(u_max)
+            return u_max if top <= 0 else float(brentq(f, 1.0, u_max, xtol=1e-3, rtol=1e-4, maxiter=40))
+        bottom = f(0.0)
+        return 0.0 if bottom >= 0 else float(brentq(f, 0.0, 1.0, xtol=1e-3, rtol=1e-4, maxiter=40))
+    except (FloatingPointError, ValueError, ZeroDivisionError, NumericsError):
+        return None
+
+
+def _reach(points, u_max: float, measure) -> tuple[float, float]:
+    """Measured NLC range over ``[0, u_max]``: the least and largest mean NLC of the measured points,
+    after measuring both ends (the linear end ``u = 0`` and the most nonlinear shaping ``u_max``)."""
+    values = {p[0]: float(np.mean(p[2])) for p in points}
+    for end in (0.0, u_max):
+        if not any(abs(end - u) <= 1e-9 * max(1.0, u_max) for u in values):
+            try:
+                values[end] = float(np.mean(measure(end)))
+            except NumericsError:
+                pass
+    return min(values.values()), max(values.values())
+
+
+_EVEN = {"relu": "|s| (alpha = 2)", "leaky_relu": "|s| (alpha = 2 / (1 - negative_slope))",
+         "gelu": "s erf(s/sqrt 2) (alpha = 2), close to |s|", "gelu_tanh": "close to |s| (alpha = 2)"}
+
+
+def _hint(method: str, acts: list[tuple[str, Activation]], side: str, arch: Architecture) -> str:
+    """Why the range ends there and what widens it (a suffix of the one-line error)."""
+    if side == "below":
+        return ("; the target is below it: layers other than the activations (layer norm, max pooling) keep "
+                "the network nonlinear")
+    kinds = {type(layer) for layer in _all_layers(arch.layers)}
+    if Residual in kinds:
+        return ("; the shortcuts of the residual layers add a linear path to every branch: a larger "
+                "branch_scale (or more depth) widens it")
     fns = {layer.fn for _, layer in acts}
-    if method == "interp" and not fns & HOMOGENEOUS:
+    even = sorted(fns & set(_EVEN))
+    if method == "interp" and even and not kinds & {BatchNorm, LayerNorm}:
+        return (f"; under interpolation {even[0]} is at most {_EVEN[even[0]]}, whose mean keeps a network "
+                "without normalization near the edge of chaos, where the NLC grows only about linearly with "
+                "depth (at most ~0.3 per activation layer); add depth or a batch/layer norm after each activation")
+    if method == "interp" and fns <= SATURATING:
         return "; method 'scale' reaches higher values for saturating activations"
-    if fns & HOMOGENEOUS:
-        return (f"; {', '.join(sorted(fns & HOMOGENEOUS))} activations stay positively homogeneous under "
-                "shaping, which bounds the NLC a given depth can reach")
-    return ""
+    if method == "scale" and not fns <= SATURATING:
+        return "; method 'interp' reaches higher values for non-saturating activations"
+    return "; more activation layers widen it"
 
 
-def _reach(method: str) -> str:
+def _all_layers(layers: tuple[Layer, ...]) -> Iterator[Layer]:
+    """Every layer, blocks and residual branches included."""
+    for layer in layers:
+        yield layer
+        if isinstance(layer, Block):
+            yield from _all_layers(layer.layers)
+        elif isinstance(layer, Residual):
+            yield from _all_layers(layer.branch)
+            yield from _all_layers(layer.shortcut)
+
+
+def _reach_text(method: str) -> str:
     if method == "interp":
-        return f"alpha up to the most nonlinear value in [1, {ALPHA_RANGE[1]:g}]"
-    return f"beta up to {BETA_RANGE[1]:g} times its current value and {SIGMA_MAX:g} / sqrt(q)"
+        return "from linear activations to every alpha at its layer's most nonlinear value"
+    return (f"from beta = {BETA_RANGE[0]:g} to {SIGMA_MAX:g} / sqrt(q) (at most {BETA_RANGE[1]:g}) times each "
+            "layer's own")
 
 
-def _next_u(points: list[tuple[float, float]], u_max: float) -> float:
-    """Next u: regula falsi inside the tightest bracket, else a secant step (clamped)."""
-    below = [p for p in points if p[1] < 0]
-    above = [p for p in points if p[1] > 0]
-    if below and above:
-        lo = max(below, key=lambda p: p[0])
-        hi = min(above, key=lambda p: p[0])
-        if lo[0] < hi[0]:
-            guess = lo[0] - lo[1] * (hi[0] - lo[0]) / (hi[1] - lo[1])
-            margin = 0.05 * (hi[0] - lo[0])  # keep away from the ends: no stagnation on one side
-            return min(max(guess, lo[0] + margin), hi[0] - margin)
-    (u1, f1), (u2, f2) = points[-2], points[-1]
-    if u2 != u1 and (f2 - f1) / (u2 - u1) > 0:
-        guess = u2 - f2 * (u2 - u1) / (f2 - f1)
-    else:  # no usable slope: log NLC is about proportional to u
-        guess = u2 * 2.0 if f2 < 0 else u2 * 0.5
-    if f2 < 0:
-        guess = min(max(guess, u2 * 1.01), max(u2 * 4.0, u2 + 1.0))
+def _next_u(points: list[tuple[float, float]], u_max: float) -> float | None:
+    """Next ``u`` to measure, from the measured ``(u, ln NLC(u) - ln T)``; None when an end is reached.
+
+    With a sign change between two neighbouring measured points (sorted by
+    ``u``): regula falsi inside the bracket next to the best point, kept 5% of
+    the bracket away from its ends, and a bisection when the last two points
+    fell on the same side (no stagnation on a curved function). Without one:
+    a secant step through the two points nearest the target side, towards
+    larger ``u`` (all below the target, capped at ``u_max``) or smaller ``u``
+    (all above, down to 0); None when that end is already measured.
+    """
+    pts = sorted(points)
+    brackets = [(a, b) for a, b in zip(pts, pts[1:]) if (a[1] < 0) != (b[1] < 0)]
+    if brackets:
+        best = min(points, key=lambda p: abs(p[1]))
+        a, b = min(brackets, key=lambda ab: min(abs(ab[0][0] - best[0]), abs(ab[1][0] - best[0])))
+        width = b[0] - a[0]
+        guess = a[0] - a[1] * width / (b[1] - a[1])
+        last = points[-2:]
+        inside = all(a[0] <= p[0] <= b[0] for p in last)
+        if len(points) >= 3 and inside and (last[0][1] < 0) == (last[1][1] < 0):
+            guess = 0.5 * (a[0] + b[0])
+        margin = 0.05 * width
+        return float(min(max(guess, a[0] + margin), b[0] - margin))
+    span = max(u_max, 1.0)
+    if pts[0][1] < 0:  # every point below the target: more nonlinear
+        (u1, f1), (u2, f2) = (pts[-2], pts[-1]) if len(pts) >= 2 else ((0.0, 0.0), pts[-1])
+        if u2 >= u_max - 1e-9 * span:
+            return None
+        if len(pts) >= 2 and u2 > u1 and f2 > f1:
+            guess = u2 - f2 * (u2 - u1) / (f2 - f1)
+        else:  # no usable slope
+            guess = u2 + 0.5 * (u_max - u2)
+        guess = min(guess, u2 + max(3.0 * (u2 - u1), 1.0))
+        return float(min(max(guess, u2 + 0.01 * (u_max - u2)), u_max))
+    (u1, f1), (u2, f2) = pts[0], (pts[1] if len(pts) >= 2 else (u_max, 0.0))
+    if u1 <= 1e-9 * span:  # every point above the target: less nonlinear
+        return None
+    if len(pts) >= 2 and u2 > u1 and f2 > f1:
+        guess = u1 - f1 * (u2 - u1) / (f2 - f1)
     else:
-        guess = max(min(guess, u2 * 0.99), u2 * 0.25)
-    return float(min(max(guess, 0.0), u_max))
+        guess = 0.5 * u1
+    return float(min(max(guess, 0.0), 0.99 * u1))
