@@ -42,21 +42,42 @@ class _Rate(ProgressColumn):
 @click.option("--tangents", default=2, show_default=True, type=click.IntRange(1), help="Tangents per sample (NLC).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Base seed of the initializations.")
 @click.option("--json", "as_json", is_flag=True, help="Print the top rows and the metadata as JSON on stdout.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Score on a Ray cluster (needs pip install 'zsad[ray]'): --ray alone (or --ray local) starts a "
+                   "local cluster; --ray auto joins the one `ray start --head` runs on this machine; or "
+                   "HOST:6379, ray://HOST:10001. Put SPACE_FILE before a bare --ray.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="With --ray: workers (default: one per CPU of the cluster, one per GPU if it has GPUs).")
+@click.option("--devices", type=click.IntRange(1), default=None,
+              help="Use the first N local JAX devices (default: all); architectures are spread over them.")
 @x64_option
 @handle_errors
-def rank(space_file, out, resume, overwrite, metrics, by, top, seeds, batch, tangents, seed, as_json):
+def rank(space_file, out, resume, overwrite, metrics, by, top, seeds, batch, tangents, seed, as_json,
+         ray_address, workers, devices):
     """Score every architecture of the search space in SPACE_FILE and rank them (1 = best)."""
+    from zsad._errors import SpecError
     from zsad.rank import RankInterrupted, RankOptions, parse_metrics, rank_space
     from zsad.space import load_space
 
     space = load_space(space_file)
     options = RankOptions(seeds=seeds, batch=batch, tangents=tangents, seed=seed, metrics=parse_metrics(metrics))
+    if ray_address is None and workers is not None:
+        raise SpecError("--workers: applies to a Ray cluster; add --ray")
+    if ray_address is not None and devices is not None:
+        raise SpecError("--devices: applies to this machine's devices, not to Ray workers (each uses its own)")
+    from zsad.cluster import local_devices, ray_runner
+
+    local = local_devices(devices)
+    runner = ray_runner(ray_address, workers=workers) if ray_address is not None else None
     try:
         with _progress(space.size) as advance:
             result = rank_space(space, options, out=out, resume=resume, overwrite=overwrite, by=by,
-                                on_progress=advance)
+                                on_progress=advance, devices=local, runner=runner)
     except RankInterrupted as stop:
         _interrupted(stop, space_file, out)
+    finally:
+        if runner is not None:
+            runner.close()
     if as_json:
         emit_json({"meta": result.meta, "rows": result.top(top)}, None, True)
     else:
