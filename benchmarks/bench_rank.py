@@ -1,0 +1,516 @@
+"""Throughput of `zsad rank` on this machine, side by side with a plain PyTorch reference.
+
+Run (a few minutes on an idle two-core machine with the defaults):
+
+    .venv/bin/python benchmarks/bench_rank.py [--nb201 4] [--mlp 200] \
+        [--seeds 2] [--batch 64] [--tangents 2] [--metrics nlc,params] [--no-torch] [--out FILE.json]
+
+Two search spaces:
+
+* NAS-Bench-201: a seeded sample of ``--nb201`` architectures (``space: nas-bench-201,
+  archs: {sample: N, seed: --nb201-seed}``); degenerate cells (output node unreachable)
+  are ranked without computing anything by zsad and skipped by the reference too;
+* an MLP space of 200 architectures (:data:`MLP_SPACE`, written to
+  ``benchmarks/results/mlp_space.yaml``): depth 2 or 6 x width 128 or 512 x relu or
+  tanh (8 structures, 8 compiled programs) x weight_std 5 values x bias_std 5 values
+  (25 scalar variants per structure, which share their structure's program);
+  ``--mlp N`` takes a seeded sample of N.
+
+Each engine runs in a fresh worker process, one after the other, in this order:
+zsad NB201, torch NB201, zsad MLP, torch MLP. For each it reports
+
+* cold: the first ``zsad.rank.rank_space`` call of the process (empty in-process
+  program cache and an empty, fresh ``ZSAD_CACHE_DIR``): everything a user's first
+  run pays, tracing and compilation included; warm: a second call on the same
+  space, whose programs are
+  compiled already. The reference (eager PyTorch, ``benchmarks/torch_reference.py``)
+  compiles nothing: after an untimed warm-up call it makes one timed pass, which
+  is both its cold and its warm figure;
+* compile: the seconds JAX spends tracing, lowering and compiling, summed from
+  ``jax.monitoring`` duration events (``/jax/core/compile/*``), and their share of
+  the cold time; beside it "cold - warm", the difference of the two calls on the
+  same architectures (first-call overhead measured end to end);
+* GFLOP/s: FLOPs of the estimator over wall time (warm): what the NLC needs for
+  one architecture and all seeds, batch-norm calibration (one forward pass),
+  ``jax.linearize`` (one forward pass) and one push per tangent (drawing the
+  weights is not counted: XLA counts random-number generation as FLOPs).
+  MLPs: XLA's count of the compiled program (``jax.jit(f).lower(...).compile()
+  .cost_analysis()``, a multiply-add counts 2), built from zsad's public pieces
+  (``zsad.build``, ``zsad.nlc.nlc_profile``). NAS-Bench-201: analytic,
+  seeds x batch x 2 x ``zsad.nasbench201.flops`` x (2 + tangents), because XLA's
+  cost analysis counts the body of a loop once and the five cells of a stage are
+  a loop (``nn.scan``). The same count is used for the reference, which executes
+  more (each ``torch.func.jvp`` repeats the forward pass). Next to it the
+  machine's float32 matmul rate (a 2048 x 2048 ``jnp.dot`` and ``torch.mm``,
+  best of 5), measured before and after the engines;
+* peak RSS: ``ru_maxrss`` of the worker after the timed runs (and its value right
+  after imports), the only figure that sees XLA's own allocations on the CPU;
+* agreement: Spearman correlation of the two engines' mean NLC over the
+  architectures (independent random numbers: the seed spread limits it).
+
+Prints a markdown table and writes JSON to ``--out`` (default
+``benchmarks/results/bench_rank.json``). The machine's load average before and
+after is printed with it: on a shared machine compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+MLP_BASE = {
+    "name": "mlp",
+    "input": {"shape": [64], "data": "gaussian", "std": 1.0},
+    "init": {"dist": "normal", "weight_std": 1.0, "bias_std": 0.0},
+    "layers": [
+        {"type": "block", "repeat": 2, "layers": [{"type": "dense", "features": 128},
+                                                  {"type": "activation", "fn": "relu"}]},
+        {"type": "dense", "features": 10},
+    ],
+}
+MLP_CHOICES = {
+    "layers.0.repeat": [2, 6],
+    "layers.0.layers.0.features": [128, 512],
+    "layers.0.layers.1.fn": ["relu", "tanh"],
+    "init.weight_std": [0.8, 1.0, 1.2, 1.41, 1.7],
+    "init.bias_std": [0.0, 0.05, 0.1, 0.2, 0.3],
+}
+#: The 200-architecture MLP space (form 2 of a search-space file).
+MLP_SPACE = {"name": "mlp200", "base": MLP_BASE, "choices": MLP_CHOICES}
+
+
+def mlp_space_node(n: int | None = None, seed: int = 0) -> dict:
+    """The MLP space as a search-space mapping; ``n`` < 200: a seeded sample of it."""
+    node = json.loads(json.dumps(MLP_SPACE))
+    if n is not None and n < math.prod(len(v) for v in MLP_CHOICES.values()):
+        node.update(sample=n, seed=seed)
+    return node
+
+
+def nb201_space_node(n: int, seed: int) -> dict:
+    return {"name": f"nb201-sample{n}", "space": "nas-bench-201", "archs": {"sample": n, "seed": seed}}
+
+
+def spearman(a, b) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None with fewer than 3 pairs."""
+    import numpy as np
+
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None and math.isfinite(x)
+             and math.isfinite(y)]
+    if len(pairs) < 3:
+        return None
+
+    def ranks(v):
+        v = np.asarray(v, float)
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(len(v))
+        sv = v[order]
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and sv[j + 1] == sv[i]:
+                j += 1
+            r[order[i:j + 1]] = (i + j) / 2 + 1
+            i = j + 1
+        return r
+
+    ra, rb = ranks([p[0] for p in pairs]), ranks([p[1] for p in pairs])
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+# --------------------------------------------------------------------------- workers
+
+def _space(args):
+    from zsad.space import parse_space
+
+    if args.space == "nb201":
+        return parse_space(nb201_space_node(args.nb201, args.nb201_seed))
+    return parse_space(mlp_space_node(args.mlp, args.mlp_seed))
+
+
+def worker_zsad(args) -> dict:
+    import jax
+    import jax.monitoring
+
+    from zsad.rank import RankOptions, rank_space
+
+    compile_events: dict[str, float] = collections.defaultdict(float)
+
+    def listener(event, duration, **kwargs):
+        if "compil" in event or event.startswith("/jax/core/compile"):
+            compile_events[event] += duration
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    space = _space(args)
+    opts = RankOptions(seeds=args.seeds, batch=args.batch, tangents=args.tangents,
+                       metrics=tuple(args.metrics.split(",")))
+    rss_imports = maxrss_mib()
+
+    def timed(sp):
+        compile_events.clear()
+        stamps = []
+        t0 = time.perf_counter()
+        res = rank_space(sp, opts, on_row=lambda r: stamps.append(time.perf_counter()))
+        total = time.perf_counter() - t0
+        return res, total, dict(compile_events), [s - t0 for s in stamps]
+
+    cold, cold_s, cold_events, cold_stamps = timed(space)
+    warm, warm_s, warm_events, _ = timed(space)
+    rss = maxrss_mib()
+    statuses = collections.Counter(r["status"] for r in cold.rows)
+    out = {
+        "engine": "zsad", "space": args.space, "archs": len(cold.rows), "warm_archs": len(warm.rows),
+        "computed": sum(1 for r in cold.rows if r["status"] != "degenerate"),
+        "warm_computed": sum(1 for r in warm.rows if r["status"] != "degenerate"),
+        "statuses": dict(statuses), "cold_s": cold_s, "warm_s": warm_s,
+        "compile_s": sum(cold_events.values()), "compile_events": cold_events,
+        "warm_compile_s": sum(warm_events.values()), "row_times": cold_stamps,
+        "nlc": {r["arch"]: r.get("nlc") for r in cold.rows}, "rss_imports_mib": rss_imports, "rss_peak_mib": rss,
+        "devices": [str(d) for d in jax.devices()],
+    }
+    try:
+        out["flops"] = estimator_flops(args, space)
+    except Exception as err:  # the count is informative; never lose the timings for it
+        out["flops"] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+    return out
+
+
+def estimator_flops(args, space) -> dict:
+    """FLOPs of the NLC estimator (calibration + linearize + tangents, all seeds; not the weights' draw) per arch."""
+    import jax
+    import jax.numpy as jnp
+
+    from zsad import nasbench201 as nb
+    from zsad.data import load_inputs
+    from zsad.nlc import nlc_profile
+
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(args.seeds))
+
+    def cost(net, x) -> float:
+        def one(v, key, scalars):
+            v = net.calibrate(v, scalars, x)
+            return nlc_profile(lambda z: net.apply(v, scalars, z)[0], x, key, num_tangents=args.tangents).nlc
+
+        variables = jax.eval_shape(jax.vmap(net.init, in_axes=(0, None)), keys, net.scalars)
+        fn = jax.jit(lambda v, keys, scalars: jax.vmap(one, in_axes=(0, 0, None))(v, keys, scalars))
+        ca = fn.lower(variables, keys, net.scalars).compile().cost_analysis()
+        ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+        return float(ca["flops"])
+
+    def forward_cost(net, x) -> float:
+        v = jax.eval_shape(net.init, jax.random.key(0), net.scalars)
+        ca = jax.jit(lambda v, s, z: net.apply(v, s, z)[0]).lower(v, net.scalars, x).compile().cost_analysis()
+        ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+        return float(ca["flops"])
+
+    per_arch: dict[str, float] = {}
+    forward: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if args.space == "nb201":
+        # XLA's cost analysis counts a loop body once, and NB201's stages are loops (nn.scan) over five cells:
+        # count analytically instead, from the benchmark's forward count (a multiply-add counts 1).
+        factor = 2 + args.tangents
+        for item in space:
+            if not nb.is_degenerate(item.arch):
+                per_arch[item.id] = args.seeds * args.batch * 2.0 * nb.flops(item.arch) * factor
+        note = (f"analytic: seeds x batch x 2 x zsad.nasbench201.flops x (2 + tangents) = {factor} forward passes "
+                "(calibration, linearization, one push per tangent; XLA's cost analysis counts the loop over the "
+                "five cells of a stage once, so it cannot be used here)")
+    else:
+        from zsad import build
+        from zsad.arch.build import structure
+
+        by_structure: dict = {}
+        for item in space:
+            if item.arch is None:
+                continue
+            key = (structure(item.arch.layers), tuple(item.arch.input.shape))
+            by_structure.setdefault(key, []).append(item)
+        for items in by_structure.values():
+            net = build(items[0].arch)
+            x = jnp.asarray(load_inputs(items[0].arch.input, args.batch, seed=0))
+            c, f = cost(net, x), forward_cost(net, x)
+            for item in items:
+                per_arch[item.id], forward[item.id] = c, f
+        note = (f"XLA's count of the compiled (optimized) program, one per structure ({len(by_structure)} "
+                "structures)")
+    total = sum(per_arch.values())
+    fwd = [per_arch[a] / forward[a] for a in forward if forward[a]]
+    return {"total": total, "per_arch": per_arch, "note": note, "seconds": time.perf_counter() - t0,
+            "estimator_over_forward": (min(fwd) / args.seeds, max(fwd) / args.seeds) if fwd else None}
+
+
+def worker_torch(args) -> dict:
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from torch_reference import model_for, score
+
+    from zsad import nasbench201 as nb
+    from zsad.data import load_inputs
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    space = _space(args)
+    rss_imports = maxrss_mib()
+    inputs: dict = {}
+
+    def x_for(item):
+        inp = space.input if isinstance(item.arch, tuple) else item.arch.input
+        if inp not in inputs:
+            inputs[inp] = load_inputs(inp, args.batch, seed=0)
+        return inputs[inp]
+
+    first = next((item for item in space if not (isinstance(item.arch, tuple) and nb.is_degenerate(item.arch))), None)
+    if first is not None:  # eager warm-up (allocator, kernels), untimed: the reference compiles nothing
+        score(model_for(first), x_for(first)[:4], seeds=1, tangents=1)
+    nlcs, stamps, computed = {}, [], 0
+    t0 = time.perf_counter()
+    for item in space:
+        if isinstance(item.arch, tuple) and nb.is_degenerate(item.arch):
+            nlcs[item.id] = None  # as zsad: ranked last, nothing computed
+        else:
+            nlcs[item.id] = score(model_for(item), x_for(item), seeds=args.seeds, tangents=args.tangents)["mean"]
+            computed += 1
+        stamps.append(time.perf_counter() - t0)
+    cold_s = time.perf_counter() - t0
+    return {"engine": "torch", "space": args.space, "archs": len(nlcs), "warm_archs": len(nlcs),
+            "computed": computed, "warm_computed": computed, "cold_s": cold_s, "warm_s": cold_s,
+            "compile_s": 0.0, "warm_compile_s": 0.0, "row_times": stamps, "nlc": nlcs,
+            "rss_imports_mib": rss_imports, "rss_peak_mib": maxrss_mib(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+def worker_peak(args) -> dict:
+    """Float32 matmul rate of this machine (jax and torch), best of 5 after a warm-up."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    n = args.matmul_n
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    flops = 2.0 * n ** 3
+
+    def best(fn):
+        fn()
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return flops / min(times) / 1e9
+
+    ja = jnp.asarray(a)
+    dot = jax.jit(jnp.dot)
+    ta = torch.from_numpy(a)
+    return {"n": n, "jax_gflops": best(lambda: dot(ja, ja).block_until_ready()),
+            "torch_gflops": best(lambda: torch.mm(ta, ta)), "jax": jax.__version__}
+
+
+WORKERS = {"zsad": worker_zsad, "torch": worker_torch, "peak": worker_peak}
+
+
+# --------------------------------------------------------------------------- driver
+
+def _spawn(kind: str, space: str, args, cache_dir: str) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        path = fh.name
+    argv = [sys.executable, __file__, "--worker", kind, "--space", space, "--worker-out", path,
+            *args.passthrough]
+    env = {**os.environ, "ZSAD_CACHE_DIR": cache_dir}
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    try:
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            return {"engine": kind, "space": space, "error": f"exit {proc.returncode}: {tail}"}
+        out = json.loads(Path(path).read_text())
+        out["process_wall_s"] = wall
+        return out
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+def _fingerprint() -> dict:
+    """Which engine was measured: the commit and hashes of the files that make it (worktree state)."""
+    info: dict = {}
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                        check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "zsad"], cwd=ROOT, capture_output=True,
+                               text=True).stdout.split("\n")
+        info["zsad_modified"] = sorted(line[3:] for line in dirty if line.strip())
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    for name in ("zsad/rank.py", "zsad/nasbench201.py", "zsad/nlc.py"):
+        p = ROOT / name
+        if p.exists():
+            info[name] = hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+    return info
+
+
+def _fmt(x, spec=".2f", none="—"):
+    return none if x is None else format(x, spec)
+
+
+def _row(r: dict, flops: float | None) -> dict:
+    if "error" in r:
+        return {"error": r["error"]}
+    warm_rate = r["warm_archs"] / r["warm_s"] if r["warm_s"] > 0 else None
+    overhead = r["cold_s"] - r["warm_s"]
+    gflops = None
+    if flops and r["warm_s"] > 0:
+        gflops = flops["total"] / r["warm_s"] / 1e9
+    return {"cold_rate": r["archs"] / r["cold_s"], "warm_rate": warm_rate, "overhead_s": overhead,
+            "compile_share": r["compile_s"] / r["cold_s"] if r["cold_s"] > 0 else None, "gflops": gflops}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="zsad rank throughput vs a PyTorch reference")
+    parser.add_argument("--nb201", type=int, default=4, help="NAS-Bench-201 architectures (seeded sample)")
+    parser.add_argument("--nb201-seed", type=int, default=0)
+    parser.add_argument("--mlp", type=int, default=200, help="MLP architectures (200: the whole space)")
+    parser.add_argument("--mlp-seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=2, help="initializations per architecture (rank default 2)")
+    parser.add_argument("--batch", type=int, default=64, help="scoring batch (rank default 64)")
+    parser.add_argument("--tangents", type=int, default=2, help="tangents per sample (rank default 2)")
+    parser.add_argument("--metrics", default="nlc,params", help="zsad rank metrics (params is free)")
+    parser.add_argument("--torch-threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--matmul-n", type=int, default=2048)
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument("--spaces", default="nb201,mlp")
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_rank.json")
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--space", choices=["nb201", "mlp"], default="nb201", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        result = WORKERS[args.worker](args)
+        Path(args.worker_out).write_text(json.dumps(result))
+        return
+
+    args.passthrough = [f"--nb201={args.nb201}", f"--nb201-seed={args.nb201_seed}",
+f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
+                        f"--seeds={args.seeds}", f"--batch={args.batch}", f"--tangents={args.tangents}",
+                        f"--metrics={args.metrics}",
+                        f"--torch-threads={args.torch_threads}", f"--matmul-n={args.matmul_n}"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    try:
+        from ruamel.yaml import YAML
+
+        with open(RESULTS / "mlp_space.yaml", "w") as fh:
+            fh.write("# The MLP space of benchmarks/bench_rank.py and rank_settings.py (written by them).\n")
+            YAML().dump(MLP_SPACE, fh)
+    except ImportError:
+        (RESULTS / "mlp_space.yaml").write_text(json.dumps(MLP_SPACE, indent=2) + "\n")
+
+    load_before = os.getloadavg()
+    t_start = time.perf_counter()
+    runs: list[dict] = []
+    peaks = []
+    with tempfile.TemporaryDirectory() as root:
+        peaks.append(_spawn("peak", "nb201", args, root))
+        for space in args.spaces.split(","):
+            for engine in ("zsad", "torch"):
+                if engine == "torch" and args.no_torch:
+                    continue
+                cache = tempfile.mkdtemp(dir=root)  # empty: a cold start for zsad
+                print(f"... {engine} on {space}", file=sys.stderr, flush=True)
+                runs.append(_spawn(engine, space, args, cache))
+        peaks.append(_spawn("peak", "nb201", args, root))
+    load_after = os.getloadavg()
+
+    flops = {r["space"]: r.get("flops") for r in runs if r.get("engine") == "zsad" and "error" not in r}
+    table = []
+    for r in runs:
+        f = flops.get(r["space"])
+        f = f if f and "error" not in f else None
+        table.append({**r, **_row(r, f)})
+
+    opts = f"seeds {args.seeds}, batch {args.batch}, tangents {args.tangents}, metrics {args.metrics}"
+    print(f"## zsad rank vs PyTorch reference ({opts})\n")
+    print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; load average "
+          f"{load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f} before, "
+          f"{load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f} after; "
+          f"{time.perf_counter() - t_start:.0f} s in all\n")
+    print("| space | engine | archs (computed) | cold s | cold archs/s | warm s | warm archs/s | "
+          "compile s (share of cold) | cold − warm s | GFLOP/s (warm) | peak RSS MiB (after imports) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in table:
+        if "error" in r:
+            print(f"| {r['space']} | {r['engine']} | error: {r['error'].splitlines()[-1][:120]} ||||||||")
+            continue
+        zsad = r["engine"] == "zsad"
+        comp = f"{r['compile_s']:.1f} ({100 * r['compile_share']:.0f}%)" if zsad else "—"
+        print(f"| {r['space']} | {r['engine']} | {r['archs']} ({r['computed']}) | {r['cold_s']:.1f} | "
+              f"{_fmt(r['cold_rate'], '.3g')} | {r['warm_s']:.1f} | {_fmt(r['warm_rate'], '.3g')} | "
+              f"{comp} | {_fmt(r['overhead_s'] if zsad else None, '.1f')} | {_fmt(r['gflops'], '.1f')} | "
+              f"{r['rss_peak_mib']:.0f} ({r['rss_imports_mib']:.0f}) |")
+    print()
+    for i, p in enumerate(peaks):
+        if "error" not in p:
+            print(f"matmul {p['n']}² float32 ({'before' if i == 0 else 'after'}): jax {p['jax_gflops']:.1f} GFLOP/s, "
+                  f"torch {p['torch_gflops']:.1f} GFLOP/s")
+    for space, f in flops.items():
+        if f and "error" not in f:
+            n = len(f["per_arch"])
+            lo_hi = f["estimator_over_forward"]
+            print(f"{space}: estimator FLOPs {f['total'] / 1e9:.1f} G for {n} computed architectures "
+                  f"({f['total'] / max(n, 1) / 1e9:.2f} G each{lo_hi and f'; {lo_hi[0]:.1f}–{lo_hi[1]:.1f} forward passes per seed' or ''}"
+                  f"); {f['note']}")
+        elif f:
+            print(f"{space}: estimator FLOPs not counted: {f['error']}")
+    by_space = collections.defaultdict(dict)
+    for r in table:
+        if "error" not in r:
+            by_space[r["space"]][r["engine"]] = r
+    for space, engines in by_space.items():
+        if "zsad" in engines and "torch" in engines:
+            z, t = engines["zsad"], engines["torch"]
+            ids = [a for a in z["nlc"] if a in t["nlc"]]
+            rho = spearman([z["nlc"][a] for a in ids], [t["nlc"][a] for a in ids])
+            ratio = (z["warm_rate"] / t["warm_rate"]) if z["warm_rate"] and t["warm_rate"] else None
+            cold_ratio = z["cold_rate"] / t["cold_rate"] if t["cold_rate"] else None
+            print(f"{space}: zsad/torch speed {_fmt(ratio)}x warm, {_fmt(cold_ratio)}x cold; Spearman of the mean "
+                  f"NLCs (independent random numbers) {_fmt(rho, '.3f')} over {len(ids)} architectures")
+            z["spearman_vs_torch"], z["speedup_vs_torch_warm"], z["speedup_vs_torch_cold"] = rho, ratio, cold_ratio
+    for r in table:
+        if r.get("engine") == "zsad" and "error" not in r and r["warm_compile_s"] > 0.5:
+            print(f"note: {r['space']}: the warm zsad run still compiled for {r['warm_compile_s']:.1f} s")
+
+    out = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "options": vars(args) | {"out": str(args.out)},
+           "load_average": {"before": load_before, "after": load_after}, "cpus": os.cpu_count(),
+           "engine": _fingerprint(), "peak": peaks, "runs": table}
+    out["options"].pop("passthrough", None)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    print(f"\nJSON: {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+if __name__ == "__main__":
+    main()
