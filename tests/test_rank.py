@@ -338,3 +338,59 @@ def test_cli_resume_of_another_space_keeps_the_file(space_dir):
         import pyarrow  # noqa: F401
     except ImportError:
         assert result.exit_code == 2 and "needs pyarrow" in result.stderr
+
+
+# --------------------------------------------------------------------------- LAPACK calls on a small CPU pool
+
+HANG_SPACE = """\
+base: {name: mlp, input: {shape: [64]}, init: {weight_std: 1.0, bias_std: 0.1},
+       layers: [{type: block, repeat: 4, layers: [{type: dense, features: 128}, {type: activation, fn: tanh}]},
+                {type: dense, features: 10}]}
+choices:
+  init.weight_std: [0.5, 1.0, 2.0]
+"""
+HANG_SCRIPT = """\
+import sys
+from zsad.rank import RankOptions, rank_space
+from zsad.space import load_space
+metrics = ("params", "naswot", "synflow", "grad_norm", "snip", "jacob_cov")
+r = rank_space(load_space(sys.argv[1]), RankOptions(seeds=2, batch=64, metrics=metrics), by="params")
+print(",".join(row["status"] for row in r.rows))
+"""
+
+
+def test_batched_eigendecompositions_do_not_deadlock_two_cpu_threads(tmp_path):
+    """With NASWOT's determinant from an LU beside its eigendecomposition, this program (2 seeds,
+    so each LAPACK call is batched) hung on a two-core machine every time: XLA:CPU ran two batched
+    kernels at once and each waited for pool threads held by the other. NASWOT now makes one
+    call and jacob_cov's waits for it. Run on two host threads whatever this machine has."""
+    (tmp_path / "space.yaml").write_text(HANG_SPACE)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    import subprocess
+    import sys
+
+    # taskset pins the process (and so XLA's pool of one thread per core) to two cores
+    prefix = ["taskset", "-c", "0,1"] if os.cpu_count() > 2 and _has_taskset() else []
+    proc = subprocess.run([*prefix, sys.executable, "-c", HANG_SCRIPT, str(tmp_path / "space.yaml")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok,ok,ok"
+
+
+def _has_taskset() -> bool:
+    import shutil
+
+    return shutil.which("taskset") is not None
+
+
+def test_naswot_makes_one_lapack_call():
+    import jax
+    import jax.numpy as jnp
+
+    from zsad import proxies
+
+    codes = jnp.zeros((2, 8, 16), bool)  # two seeds: the batched case
+    hlo = jax.jit(jax.vmap(proxies.naswot)).lower(codes).as_text()
+    calls = [line for line in hlo.splitlines() if "custom_call" in line and "lapack" in line]
+    assert len(calls) == 1 and "syevd" in calls[0], calls

@@ -122,9 +122,9 @@ class NaswotScore(NamedTuple):
       value: ``logabsdet`` when the kernel has full numerical rank, else
         :data:`FLOOR`.
       valid: whether the kernel has full numerical rank (``sign == 1``).
-      sign: sign of ``det K_H`` as returned by ``slogdet`` (0 when exactly
-        singular).
-      logabsdet: ``log|det K_H|`` as returned by ``slogdet`` (may be
+      sign: sign of ``det K_H``, the product of the signs of its eigenvalues
+        (0 when exactly singular).
+      logabsdet: ``log|det K_H|``, the sum of ``log|eigenvalue|`` (may be
         :math:`-\\infty` or meaningless rounding noise when ``valid`` is False).
     """
 
@@ -368,8 +368,13 @@ def naswot(codes: jax.Array) -> NaswotScore:
     out = _default_float()
     with jax.enable_x64(True):
         k = _hamming_kernel(codes, jnp.float32 if n_units < 2**24 else jnp.float64).astype(jnp.float64)
-        sign, logabsdet = jnp.linalg.slogdet(k)
+        # One symmetric eigendecomposition gives both the determinant and the rank test (K is
+        # symmetric: det K = prod(eig)). A second LAPACK call (slogdet's LU) beside it would let
+        # XLA:CPU run the two batched kernels at once, and on a two-thread pool both then wait
+        # for workers that never come free (a deadlock in jaxlib's ParallelBatchMap).
         eig = jnp.linalg.eigvalsh(k)
+        sign = jnp.prod(jnp.sign(eig))
+        logabsdet = jnp.sum(jnp.log(jnp.abs(eig)))
         tol = max(n, 1) * float(jnp.finfo(jnp.float64).eps) * jnp.max(jnp.abs(eig))
         valid = (sign > 0) & (eig[0] > tol) & jnp.isfinite(logabsdet)
         value = jnp.where(valid, logabsdet, FLOOR)

@@ -320,7 +320,11 @@ def _measure(keys, x, labels, scalars, *, init, apply, calibrate, metrics, tange
                 s = fn(loss, v["params"], x, labels, where=_is_kernel)
                 res[name], res[f"{name}_valid"] = s.value, s.valid
         if "jacob_cov" in metrics:
-            s = proxies.jacob_cov(with_params(v), v["params"], x)
+            # naswot and jacob_cov each end in a LAPACK eigendecomposition, batched over the seeds;
+            # XLA:CPU may run two such kernels at once and, on a pool of two threads, both wait for
+            # workers that never come free. The barrier makes jacob_cov's input wait for naswot.
+            x_jc = x if "naswot" not in res else jax.lax.optimization_barrier((x, res["naswot"]))[0]
+            s = proxies.jacob_cov(with_params(v), v["params"], x_jc)
             res["jacob_cov"], res["jacob_cov_valid"] = s.value, s.valid
         return res
 
