@@ -394,3 +394,41 @@ def test_naswot_makes_one_lapack_call():
     hlo = jax.jit(jax.vmap(proxies.naswot)).lower(codes).as_text()
     calls = [line for line in hlo.splitlines() if "custom_call" in line and "lapack" in line]
     assert len(calls) == 1 and "syevd" in calls[0], calls
+
+
+def test_seeds_mapped_or_vmapped_give_the_same_rows(tmp_path, monkeypatch):
+    """On the CPU the seeds run one after another (lax.map: plain convolutions); on accelerators they
+    are vmapped. Both are the same computation: every metric of a small CNN agrees to rounding."""
+    cnn = textwrap.dedent("""\
+        name: cnn
+        input: {shape: [8, 8, 3]}
+        init: {weight_std: 1.41}
+        layers:
+          - {type: conv, features: 4, kernel: 3}
+          - {type: activation, fn: relu}
+          - {type: conv, features: 4, kernel: 3, stride: 2}
+          - {type: activation, fn: tanh}
+          - {type: flatten}
+          - {type: dense, features: 3}
+        """)
+    (tmp_path / "cnn.yaml").write_text(cnn)
+    (tmp_path / "space.yaml").write_text("archs: [cnn.yaml]\n")
+    space = load_space(tmp_path / "space.yaml")
+    options = RankOptions(seeds=3, batch=8)
+    mapped = rank_space(space, options).rows[0]
+    real_scorer = rank_mod.Scorer
+
+    class Vmapped(real_scorer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.batched = True  # the accelerator program, on the CPU
+
+    monkeypatch.setattr(rank_mod, "Scorer", Vmapped)
+    rank_mod._PROGRAM_CACHE.clear()
+    vmapped = rank_space(space, options).rows[0]
+    assert mapped["status"] == vmapped["status"] == "ok"
+    for column, value in mapped.items():
+        if isinstance(value, float):
+            assert vmapped[column] == pytest.approx(value, rel=1e-4, abs=1e-6), column
+        else:
+            assert vmapped[column] == value, column

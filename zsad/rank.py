@@ -47,6 +47,7 @@ import numpy as np
 
 from zsad import nasbench201 as nb201
 from zsad import proxies
+from zsad._batching import map_leading
 from zsad._errors import DataError, SpecError, ZsadError
 from zsad._types import Network
 from zsad.arch.build import build, structure
@@ -294,8 +295,10 @@ def _constant(y: jax.Array) -> jax.Array:
     return var <= jnp.square(1000 * eps) * scale
 
 
-def _measure(keys, x, labels, scalars, *, init, apply, calibrate, metrics, tangents, code_layers, input_shape):
-    """All metrics of one architecture for every seed (vmapped over ``keys``)."""
+def _measure(keys, x, labels, scalars, *, init, apply, calibrate, metrics, tangents, code_layers, input_shape,
+             batched):
+    """All metrics of one architecture for every seed (over ``keys``: vmapped when ``batched``, else one
+    seed after another; see :mod:`zsad._batching`)."""
 
     def one(key):
         k_init, k_tangent = jax.random.split(key)
@@ -328,7 +331,7 @@ def _measure(keys, x, labels, scalars, *, init, apply, calibrate, metrics, tange
             res["jacob_cov"], res["jacob_cov_valid"] = s.value, s.valid
         return res
 
-    return jax.vmap(one)(keys)
+    return map_leading(one, keys, batched=batched)
 
 
 @dataclass
@@ -346,11 +349,11 @@ class _Program:
 
 
 def _make_program(net: Network, options: RankOptions, code_layers: tuple | None, *, params: int | None,
-                  flops: int | None, dtype) -> _Program:
+                  flops: int | None, dtype, batched: bool) -> _Program:
     metrics = tuple(m for m in options.metrics if m not in ("params", "flops"))
     measure = functools.partial(
         _measure, init=net.init, apply=net.apply, calibrate=net.calibrate, metrics=metrics,
-        tangents=options.tangents, code_layers=code_layers, input_shape=tuple(net.input_shape))
+        tangents=options.tangents, code_layers=code_layers, input_shape=tuple(net.input_shape), batched=batched)
     labels = None
     if "grad_norm" in metrics or "snip" in metrics:
         variables = jax.eval_shape(net.init, jax.random.key(0), net.scalars)
@@ -373,7 +376,7 @@ def _chunk_program(measure: Callable, devices: Sequence, batched: bool) -> Calla
 
     def local(keys, x, labels, scalars):
         one = lambda s: measure(keys, x, labels, s)  # noqa: E731
-        return jax.vmap(one)(scalars) if batched else jax.lax.map(one, scalars)
+        return map_leading(one, scalars, batched=batched)
 
     if len(devices) == 1:
         return jax.jit(local)
@@ -508,7 +511,7 @@ class Scorer:
     def _program(self, key: Any, make: Callable[[], _Program]) -> _Program:
         """The compiled program of one structure (LRU across runs: same options, same program)."""
         opts = self.options
-        key = (key, opts.metrics, opts.tangents, opts.batch, opts.data_seed, str(jnp.result_type(float)))
+        key = (key, opts.metrics, opts.tangents, opts.batch, opts.data_seed, str(jnp.result_type(float)), self.batched)
         cache = _PROGRAM_CACHE
         if key in cache:
             cache.move_to_end(key)
@@ -623,7 +626,7 @@ class Scorer:
             inp = self.context.input
             program = self._program(("nb201",), lambda: _make_program(
                 nb201.build_masked_network(), self.options, tuple(n for n in nb201.LAYER_NAMES if n != "head"),
-                params=None, flops=None, dtype=self._dtype(inp)))
+                params=None, flops=None, dtype=self._dtype(inp), batched=self.batched))
             return program, self._x(inp, self.context.base_dir, self.context.source), nb201.default_scalars(ops), False
         arch: Architecture = item.arch
         net = build(arch)
@@ -635,7 +638,8 @@ class Scorer:
             return _make_program(
                 net, self.options, _code_layers(arch) if arch.module is None else None,
                 params=param_count(net) if "params" in metrics else None,
-                flops=_xla_flops(net, dtype) if "flops" in metrics else None, dtype=dtype)
+                flops=_xla_flops(net, dtype) if "flops" in metrics else None, dtype=dtype,
+                batched=self.batched)
 
         program = self._program(self.group_key(item), make)
         if "params" in metrics:

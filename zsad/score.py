@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zsad._batching import map_leading
 from zsad._errors import NumericsError, SpecError
 from zsad._types import Network
 from zsad.arch.build import build
@@ -100,7 +101,7 @@ def _metrics_over_seeds(keys, x, scalars, *, init, apply, calibrate, segment, nu
                                  num_steps=spectrum.num_steps, num_probes=spectrum.num_probes)
         return profile, spec
 
-    return jax.vmap(one)(keys)
+    return map_leading(one, keys)
 
 
 def make_metrics_fn(net: Network, num_tangents: int, spectrum: SpectrumConfig | None = None):
