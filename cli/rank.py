@@ -15,11 +15,13 @@ from zsad_cli.render import fmt
 
 METRICS_HELP = (
     "Comma-separated metrics, or 'all' (default): nlc (band: best inside [1.2, 5]; also nlc_std, lower is "
-    "better), params (higher), flops (higher), naswot (higher), synflow (higher, log), grad_norm (higher, log), "
-    "snip (higher, log), jacob_cov (higher).")
+    "better), sigma2 (near 1: mean squared Jacobian singular value of the hidden layers), params (higher), "
+    "flops (higher), naswot (higher), synflow (higher, log), grad_norm (higher, log), snip (higher, log), "
+    "jacob_cov (higher).")
 BY_HELP = (
-    "Rank by 'score' (default: minus the log-distance of the NLC from [1.2, 5] plus 0.01·log10(params); "
-    "provisional), by one metric column (its direction), or by several comma-separated (mean of per-metric ranks).")
+    "Rank by 'score' (default: minus the log-distance of the NLC from [1.2, 5], minus half the log-factor by "
+    "which sqrt(sigma2) leaves [0.1, 10], plus 0.01·log10(params); set by the ground-truth study), by one "
+    "metric column (its direction), or by several comma-separated (mean of per-metric ranks).")
 
 
 class _Rate(ProgressColumn):

@@ -59,23 +59,26 @@ def by_arch(rows):
 def test_every_proxy_column_and_statuses(space_dir):
     options = RankOptions(seeds=2, batch=8)
     result = rank_space(load_space(space_dir / "space.yaml"), options, out=space_dir / "r.csv")
-    assert result.columns == ["arch", "status", "reason", "nlc", "nlc_std", "params", "flops", "naswot", "synflow",
-                              "grad_norm", "snip", "jacob_cov", "score", "rank"]
+    assert result.columns == ["arch", "status", "reason", "nlc", "nlc_std", "sigma2", "params", "flops", "naswot",
+                              "synflow", "grad_norm", "snip", "jacob_cov", "score", "rank"]
     ok, std1, constant, overflow = result.rows  # the space's order
     assert [ok["arch"], std1["arch"], constant["arch"]] == [
         "relu[init.weight_std=1.0]", "relu[init.weight_std=1.41]", "relu[init.weight_std=0.0]"]
     for row in (ok, std1):
         assert row["status"] == "ok"
-        for column in ("nlc", "nlc_std", "params", "flops", "synflow", "grad_norm", "snip", "jacob_cov"):
+        for column in ("nlc", "nlc_std", "sigma2", "params", "flops", "synflow", "grad_norm", "snip", "jacob_cov"):
             assert row[column] is not None and math.isfinite(row[column]), column
         assert row["naswot"] is not None or "naswot: undefined" in row["reason"]
     assert ok["params"] == 8 * 16 + 16 + 16 * 16 + 16 + 16 * 4 + 4
     assert ok["nlc"] == pytest.approx(std1["nlc"], rel=1e-5)  # ReLU: NLC independent of the scale
     assert std1["synflow"] > ok["synflow"]  # synflow grows with the weights' scale
+    # ReLU: sigma2 scales as weight_std^2 per dense layer of the hidden segment (one here: layers 1..3)
+    assert std1["sigma2"] / ok["sigma2"] == pytest.approx(1.41 ** 2, rel=1e-4)
     assert constant["status"] == "degenerate" and "constant" in constant["reason"]
     assert overflow["status"] == "diverged" and "non-finite" in overflow["reason"]
     for row in (constant, overflow):
-        assert all(row[c] is None for c in ("nlc", "naswot", "synflow", "grad_norm", "snip", "jacob_cov", "score"))
+        assert all(row[c] is None for c in ("nlc", "sigma2", "naswot", "synflow", "grad_norm", "snip", "jacob_cov",
+                                            "score"))
         assert row["params"] == ok["params"]
         assert row["rank"] in (3, 4)  # ranked last
     # one compiled program for the four architectures (they differ only in weight_std)
@@ -84,9 +87,9 @@ def test_every_proxy_column_and_statuses(space_dir):
     # directions documented in the metadata
     meta = json.loads(meta_path(space_dir / "r.csv").read_text())
     assert meta["complete"] is True
-    assert {c: meta["columns"][c]["direction"] for c in ("nlc", "nlc_std", "params", "naswot", "synflow")} == {
-        "nlc": "band", "nlc_std": "lower", "params": "higher", "naswot": "higher", "synflow": "higher"}
-    assert "provisional" in meta["score"]["formula"].lower()
+    assert {c: meta["columns"][c]["direction"] for c in ("nlc", "nlc_std", "sigma2", "params", "naswot")} == {
+        "nlc": "band", "nlc_std": "lower", "sigma2": "near 1", "params": "higher", "naswot": "higher"}
+    assert "ground-truth study" in meta["score"]["formula"]
 
 
 def test_failed_architecture_gets_a_row(tmp_path):
@@ -169,9 +172,9 @@ def test_directions_cover_every_column_and_cli_help():
     from zsad_cli.rank import METRICS_HELP
 
     for column in columns(METRICS)[3:-1]:
-        assert DIRECTION[column] in ("higher", "lower", "band")
+        assert DIRECTION[column] in ("higher", "lower", "band", "near 1")
     for metric in METRICS:
-        assert f"{metric} ({DIRECTION[metric]}" in METRICS_HELP.replace("band:", "band")
+        assert f"{metric} ({DIRECTION[metric]}" in METRICS_HELP.replace("band:", "band").replace("near 1:", "near 1")
 
 
 def test_bad_by_and_metrics(space_dir):
@@ -432,3 +435,67 @@ def test_seeds_mapped_or_vmapped_give_the_same_rows(tmp_path, monkeypatch):
             assert vmapped[column] == pytest.approx(value, rel=1e-4, abs=1e-6), column
         else:
             assert vmapped[column] == value, column
+
+
+# --------------------------------------------------------------------------- sigma2 (Jacobian scale)
+
+def _one_arch_space(tmp_path, text):
+    (tmp_path / "a.yaml").write_text(textwrap.dedent(text))
+    (tmp_path / "space.yaml").write_text("archs: [a.yaml]\n")
+    return load_space(tmp_path / "space.yaml")
+
+
+def test_sigma2_of_an_orthogonal_linear_segment_is_one(tmp_path):
+    # hidden segment = layers 1..3 (identity, dense, identity): an orthogonal 16 x 16 map, every
+    # singular value 1, so every Rademacher probe gives ||Jz||^2 / r = 1 exactly.
+    space = _one_arch_space(tmp_path, """\
+        name: lin
+        input: {shape: [8]}
+        init: {dist: orthogonal, weight_std: 1.0}
+        layers:
+          - {type: dense, features: 16}
+          - {type: activation, fn: identity}
+          - {type: dense, features: 16}
+          - {type: activation, fn: identity}
+          - {type: dense, features: 4}
+        """)
+    row = rank_space(space, RankOptions(seeds=2, batch=8, metrics=("nlc", "sigma2", "params"))).rows[0]
+    assert row["sigma2"] == pytest.approx(1.0, rel=1e-5)
+    assert row["nlc"] == pytest.approx(1.0, rel=1e-4)
+
+
+def test_sigma2_matches_the_exact_spectrum_of_zsad_score(tmp_path):
+    """The same weights (same seeds) as zsad score: Hutchinson's mean over 8 samples x 4 probes agrees
+    with the exact mean of sigma^2 on the same 8 samples within its noise (relative sd ~ 0.05 here)."""
+    from zsad.score import ScoreOptions, score_architecture
+
+    text = """\
+        name: relu
+        input: {shape: [32]}
+        init: {weight_std: 1.7}
+        layers:
+          - {type: dense, features: 64}
+          - {type: activation, fn: relu}
+          - {type: dense, features: 64}
+          - {type: activation, fn: relu}
+          - {type: dense, features: 64}
+          - {type: activation, fn: relu}
+          - {type: dense, features: 4}
+        """
+    space = _one_arch_space(tmp_path, text)
+    row = rank_space(space, RankOptions(seeds=3, batch=16, metrics=("nlc", "sigma2", "params"))).rows[0]
+    report = score_architecture(next(iter(space.items())).arch,
+                                ScoreOptions(seeds=3, batch=16, spectrum_samples=8, spectrum_method="exact"))
+    exact = report.extra["spectrum"]["sigma2_mean"]
+    assert exact > 0.5  # (1.7^2 / 2)^2 = 2.1 in the wide limit
+    assert row["sigma2"] == pytest.approx(exact, rel=0.2)
+
+
+def test_default_score_penalizes_a_vanishing_jacobian():
+    healthy = {"status": "ok", "nlc": 2.0, "params": 1000, "sigma2": 0.5}
+    vanishing = {**healthy, "sigma2": 1e-6}  # |ln| = 13.8, ln 100 = 4.6: penalty 4.6
+    exploding = {**healthy, "sigma2": 1e6}
+    assert rank_mod.default_score(healthy) == pytest.approx(0.03)
+    assert rank_mod.default_score(vanishing) == pytest.approx(0.03 - 0.5 * (math.log(1e6) - math.log(100)))
+    assert rank_mod.default_score(exploding) == pytest.approx(rank_mod.default_score(vanishing))
+    assert rank_mod.default_score({**healthy, "sigma2": None}) == pytest.approx(0.03)  # column not computed

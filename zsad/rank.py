@@ -55,20 +55,33 @@ from zsad.arch.spec import Activation, Architecture, Input, named_layers
 from zsad.data import load_inputs
 from zsad.nlc import nlc_profile
 from zsad.space import Space, SpaceItem
+from zsad.spectrum import hutchinson
 from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
 
 #: Metrics that ``--metrics`` selects from, in column order (``nlc`` gives ``nlc`` and ``nlc_std``).
-METRICS: tuple[str, ...] = ("nlc", "params", "flops", "naswot", "synflow", "grad_norm", "snip", "jacob_cov")
+METRICS: tuple[str, ...] = ("nlc", "sigma2", "params", "flops", "naswot", "synflow", "grad_norm", "snip",
+                             "jacob_cov")
 STATUSES = ("ok", "degenerate", "diverged", "failed")
 
 #: Weight of capacity in the default score: one decade of parameters is worth a
 #: log-distance of 0.01 of the NLC from its band (about 1% in NLC).
 CAPACITY_WEIGHT = 0.01
 
+#: The Jacobian-scale term of the default score: no penalty while the typical singular value
+#: sqrt(sigma2) lies within a factor 10 of 1 (|ln sigma2| <= ln 100), then half the excess
+#: log-distance (the log-factor by which the typical singular value leaves [0.1, 10]).
+SCALE_FREE = math.log(100.0)
+SCALE_WEIGHT = 0.5
+
+#: Samples and Rademacher probes per sample of the ``sigma2`` estimate (Hutchinson).
+SIGMA2_SAMPLES = 8
+SIGMA2_PROBES = 4
+
 #: Direction of each metric column: ``higher`` or ``lower`` is better, or
 #: ``band``: best inside ``[LINEAR_MAX, HEALTHY_MAX]``, worse with the
-#: log-distance from it.
-DIRECTION: dict[str, str] = {"nlc": "band", "nlc_std": "lower", **proxies.DIRECTION, "score": "higher"}
+#: log-distance from it, or ``near 1``: best at 1, worse with ``|ln value|``.
+DIRECTION: dict[str, str] = {"nlc": "band", "nlc_std": "lower", "sigma2": "near 1", **proxies.DIRECTION,
+                             "score": "higher"}
 
 DESCRIPTION: dict[str, str] = {
     "arch": "architecture name (NAS-Bench-201: its architecture string)",
@@ -77,6 +90,10 @@ DESCRIPTION: dict[str, str] = {
     "nlc": f"nonlinearity coefficient of the output, mean over seeds; best inside the band "
            f"[{LINEAR_MAX}, {HEALTHY_MAX}] (zsad.verdict)",
     "nlc_std": "standard deviation of the NLC over seeds (sample, ddof=1); lower is more reliable",
+    "sigma2": "mean squared singular value of the Jacobian of the hidden layers (zsad score's default "
+              "segment; input to output where the network cannot be cut), Hutchinson's estimate on "
+              f"{SIGMA2_SAMPLES} samples x {SIGMA2_PROBES} probes, mean over seeds; best near 1 "
+              "(vanishing below, exploding above)",
     "params": "trainable parameters (exact count); higher taken as better (zero-cost NAS convention)",
     "flops": "FLOPs of one sample's forward pass. Architecture files: XLA's count (a multiply-add counts 2); "
              "NAS-Bench-201: the benchmark's convention (a multiply-add counts 1, as flops_m, "
@@ -94,10 +111,13 @@ DESCRIPTION: dict[str, str] = {
 }
 
 SCORE_FORMULA = (
-    "score = -d(nlc) + 0.01 * log10(params), d(nlc) = max(0, ln(1.2 / nlc), ln(nlc / 5)): the log-distance of "
-    "the NLC from the band [LINEAR_MAX, HEALTHY_MAX] = [1.2, 5] of zsad.verdict (SPEC §8: a wrong-sized "
-    "nonlinearity), with capacity (log params) as a tie-breaker; degenerate, diverged and failed "
-    "architectures have no score and rank last. Provisional until the ground-truth study sets it."
+    "score = -d(nlc) - max(0, |ln sigma2| - ln 100) / 2 + 0.01 * log10(params), "
+    "d(nlc) = max(0, ln(1.2 / nlc), ln(nlc / 5)): the log-distance of the NLC from the band "
+    "[LINEAR_MAX, HEALTHY_MAX] = [1.2, 5] of zsad.verdict (a wrong-sized nonlinearity), minus the "
+    "log-factor by which the typical Jacobian singular value sqrt(sigma2) leaves [0.1, 10] (vanishing or "
+    "exploding signals), plus capacity (log params) as a tie-breaker; chosen by the ground-truth study "
+    "(benchmarks/RESULTS.md). Without the sigma2 column (--metrics without it) the scale term is left out. "
+    "Degenerate, diverged and failed architectures have no score and rank last."
 )
 
 _CHUNK = 256  # architectures read from the space at a time (grouped by structure within)
@@ -188,6 +208,8 @@ def oriented(column: str, value: float | None) -> float | None:
         return float(value)
     if direction == "lower":
         return -float(value)
+    if direction == "near 1":
+        return -abs(math.log(float(value))) if value > 0 else None
     return -band_distance(float(value))
 
 
@@ -196,6 +218,11 @@ def default_score(row: dict) -> float | None:
     if row.get("status") != "ok" or row.get("nlc") is None:
         return None
     score = -band_distance(row["nlc"])
+    sigma2 = row.get("sigma2")
+    if sigma2 is not None and sigma2 > 0:
+        score -= SCALE_WEIGHT * max(0.0, abs(math.log(sigma2)) - SCALE_FREE)
+    elif sigma2 is not None:  # an exactly vanished Jacobian: as far from 1 as float64 can say
+        score -= SCALE_WEIGHT * max(0.0, -math.log(np.finfo(np.float64).tiny) - SCALE_FREE)
     if row.get("params"):
         score += CAPACITY_WEIGHT * math.log10(row["params"])
     return score
@@ -296,7 +323,7 @@ def _constant(y: jax.Array) -> jax.Array:
 
 
 def _measure(keys, x, labels, scalars, *, init, apply, calibrate, metrics, tangents, code_layers, input_shape,
-             batched):
+             batched, segment=None, segment_range=None):
     """All metrics of one architecture for every seed (over ``keys``: vmapped when ``batched``, else one
     seed after another; see :mod:`zsad._batching`)."""
 
@@ -309,6 +336,9 @@ def _measure(keys, x, labels, scalars, *, init, apply, calibrate, metrics, tange
         if "nlc" in metrics:
             r = nlc_profile(lambda z: apply(v, scalars, z)[0], x, k_tangent, num_tangents=tangents)
             res["nlc"], res["nlc_finite"] = r.nlc, r.finite
+        if "sigma2" in metrics:
+            res["sigma2"] = _sigma2(v, scalars, x, jax.random.fold_in(key, 3), apply=apply, segment=segment,
+                                    segment_range=segment_range)
         if "naswot" in metrics and code_layers:
             codes = proxies.relu_codes([x if name is None else outs[name] for name in code_layers])
             s = proxies.naswot(codes)
@@ -334,6 +364,20 @@ def _measure(keys, x, labels, scalars, *, init, apply, calibrate, metrics, tange
     return map_leading(one, keys, batched=batched)
 
 
+def _sigma2(variables, scalars, x, key, *, apply, segment, segment_range) -> jax.Array:
+    """Hutchinson's estimate of the mean squared singular value of the segment's Jacobian, averaged
+    over the first :data:`SIGMA2_SAMPLES` samples (:func:`zsad.spectrum.hutchinson`)."""
+    xs = x[:SIGMA2_SAMPLES]
+    if segment is None or segment_range is None:
+        h, fn = xs, lambda u: apply(variables, scalars, u[None])[0][0]
+    else:
+        start, stop = segment_range
+        h = xs if start == 0 else segment(variables, scalars, xs, 0, start)
+        fn = lambda u: segment(variables, scalars, u[None], start, stop)[0]  # noqa: E731
+    keys = jax.random.split(key, h.shape[0])
+    return jnp.mean(jax.vmap(lambda hi, k: hutchinson(fn, hi, k, num_probes=SIGMA2_PROBES).mean)(h, keys))
+
+
 @dataclass
 class _Program:
     """One structure's compiled program(s) and what does not depend on scalars."""
@@ -349,11 +393,12 @@ class _Program:
 
 
 def _make_program(net: Network, options: RankOptions, code_layers: tuple | None, *, params: int | None,
-                  flops: int | None, dtype, batched: bool) -> _Program:
+                  flops: int | None, dtype, batched: bool, segment_range: tuple[int, int] | None = None) -> _Program:
     metrics = tuple(m for m in options.metrics if m not in ("params", "flops"))
     measure = functools.partial(
         _measure, init=net.init, apply=net.apply, calibrate=net.calibrate, metrics=metrics,
-        tangents=options.tangents, code_layers=code_layers, input_shape=tuple(net.input_shape), batched=batched)
+        tangents=options.tangents, code_layers=code_layers, input_shape=tuple(net.input_shape), batched=batched,
+        segment=net.segment, segment_range=segment_range)
     labels = None
     if "grad_norm" in metrics or "snip" in metrics:
         variables = jax.eval_shape(net.init, jax.random.key(0), net.scalars)
@@ -395,6 +440,16 @@ def _xla_flops(net: Network, dtype) -> int:
     value = proxies.flops(lambda v, x: net.apply(v, scalars, x)[0], variables,
                           jax.ShapeDtypeStruct((1, *net.input_shape), dtype))
     return int(round(value))
+
+
+def _segment_range(arch: Architecture, net: Network) -> tuple[int, int] | None:
+    """The layers of ``sigma2``'s Jacobian: ``zsad score``'s default segment (None: input to output)."""
+    if net.segment is None:
+        return None
+    from zsad.score import resolve_between
+
+    start, stop, _ = resolve_between(arch, list(net.layer_names), None)
+    return start, stop
 
 
 def _code_layers(arch: Architecture) -> tuple | None:
@@ -639,7 +694,7 @@ class Scorer:
                 net, self.options, _code_layers(arch) if arch.module is None else None,
                 params=param_count(net) if "params" in metrics else None,
                 flops=_xla_flops(net, dtype) if "flops" in metrics else None, dtype=dtype,
-                batched=self.batched)
+                batched=self.batched, segment_range=_segment_range(arch, net))
 
         program = self._program(self.group_key(item), make)
         if "params" in metrics:
@@ -674,6 +729,12 @@ class Scorer:
         if len(good) + len(diverged) < opts.seeds:
             reasons.append(f"{opts.seeds - len(good) - len(diverged)} of {opts.seeds} initializations give a "
                            "constant output; metrics over the others")
+        if "sigma2" in metrics:
+            values = [float(res["sigma2"][s]) for s in good]
+            if all(math.isfinite(v) for v in values):
+                row["sigma2"] = _short(np.mean(values))
+            else:
+                reasons.append("sigma2: non-finite Jacobian in some initialization")
         if "nlc" in metrics:
             values = [float(res["nlc"][s]) for s in good]
             if all(math.isfinite(v) for v in values):
