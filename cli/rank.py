@@ -19,7 +19,7 @@ METRICS_HELP = (
     "flops (higher), naswot (higher), synflow (higher, log), grad_norm (higher, log), snip (higher, log), "
     "jacob_cov (higher).")
 BY_HELP = (
-    "Rank by 'score' (default: minus the log-distance of the NLC from [1.2, 5], minus half the log-factor by "
+    "Rank by 'score' (default: minus the log-distance of the NLC from [1.2, 5], minus the log-factor by "
     "which sqrt(sigma2) leaves [0.1, 10], plus 0.01·log10(params); set by the ground-truth study), by one "
     "metric column (its direction), or by several comma-separated (mean of per-metric ranks).")
 

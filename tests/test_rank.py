@@ -10,6 +10,7 @@ import math
 import os
 import textwrap
 
+import numpy as np
 import pytest
 
 from zsad import nasbench201 as nb
@@ -354,10 +355,19 @@ choices:
 """
 HANG_SCRIPT = """\
 import sys
-from zsad.rank import RankOptions, rank_space
+from zsad import rank
 from zsad.space import load_space
+
+
+class Vmapped(rank.Scorer):  # seeds vmapped, as on accelerators: each LAPACK call is batched
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batched = True
+
+
+rank.Scorer = Vmapped
 metrics = ("params", "naswot", "synflow", "grad_norm", "snip", "jacob_cov")
-r = rank_space(load_space(sys.argv[1]), RankOptions(seeds=2, batch=64, metrics=metrics), by="params")
+r = rank.rank_space(load_space(sys.argv[1]), rank.RankOptions(seeds=2, batch=64, metrics=metrics), by="params")
 print(",".join(row["status"] for row in r.rows))
 """
 
@@ -498,4 +508,11 @@ def test_default_score_penalizes_a_vanishing_jacobian():
     assert rank_mod.default_score(healthy) == pytest.approx(0.03)
     assert rank_mod.default_score(vanishing) == pytest.approx(0.03 - 0.5 * (math.log(1e6) - math.log(100)))
     assert rank_mod.default_score(exploding) == pytest.approx(rank_mod.default_score(vanishing))
-    assert rank_mod.default_score({**healthy, "sigma2": None}) == pytest.approx(0.03)  # column not computed
+    no_column = {k: v for k, v in healthy.items() if k != "sigma2"}
+    assert rank_mod.default_score(no_column) == pytest.approx(0.03)  # --metrics without sigma2
+    # computed but undefined (overflow in some initialization) or exactly 0: the largest penalty
+    worst = rank_mod.default_score({**healthy, "sigma2": 0.0})
+    assert rank_mod.default_score({**healthy, "sigma2": None}) == pytest.approx(worst)
+    assert worst < rank_mod.default_score({**healthy, "sigma2": 1e-300})
+    assert rank_mod.oriented("sigma2", 0.0) == pytest.approx(math.log(np.finfo(np.float64).tiny))
+    assert rank_mod.oriented("sigma2", 4.0) == pytest.approx(rank_mod.oriented("sigma2", 0.25))

@@ -209,8 +209,16 @@ def oriented(column: str, value: float | None) -> float | None:
     if direction == "lower":
         return -float(value)
     if direction == "near 1":
-        return -abs(math.log(float(value))) if value > 0 else None
+        return -_abs_log_sigma2(value)
     return -band_distance(float(value))
+
+
+def _abs_log_sigma2(sigma2: float | None) -> float:
+    """``|ln sigma2|``; an exactly vanished Jacobian (0) or an undefined one (None: non-finite in some
+    initialization, i.e. overflowing) counts as far from 1 as float64 can say."""
+    if sigma2 is None:
+        return -math.log(np.finfo(np.float64).tiny)
+    return abs(math.log(max(float(sigma2), np.finfo(np.float64).tiny)))
 
 
 def default_score(row: dict) -> float | None:
@@ -218,11 +226,8 @@ def default_score(row: dict) -> float | None:
     if row.get("status") != "ok" or row.get("nlc") is None:
         return None
     score = -band_distance(row["nlc"])
-    sigma2 = row.get("sigma2")
-    if sigma2 is not None and sigma2 > 0:
-        score -= SCALE_WEIGHT * max(0.0, abs(math.log(sigma2)) - SCALE_FREE)
-    elif sigma2 is not None:  # an exactly vanished Jacobian: as far from 1 as float64 can say
-        score -= SCALE_WEIGHT * max(0.0, -math.log(np.finfo(np.float64).tiny) - SCALE_FREE)
+    if "sigma2" in row:  # the column was computed
+        score -= SCALE_WEIGHT * max(0.0, _abs_log_sigma2(row["sigma2"]) - SCALE_FREE)
     if row.get("params"):
         score += CAPACITY_WEIGHT * math.log10(row["params"])
     return score
@@ -389,7 +394,7 @@ class _Program:
     params: int | None
     flops: int | None
     labels: np.ndarray | None
-    chunked: dict = dataclasses.field(default_factory=dict)  # per-device length -> program of a chunk
+    chunked: dict = dataclasses.field(default_factory=dict)  # (per-device length, devices) -> program of a chunk
 
 
 def _make_program(net: Network, options: RankOptions, code_layers: tuple | None, *, params: int | None,
@@ -647,9 +652,10 @@ class Scorer:
         scalars = jax.tree.map(lambda *v: np.stack([np.asarray(a) for a in v]), *[p[3] for p in padded])
         per = size // len(self.devices)
         try:
-            if per not in program.chunked:
-                program.chunked[per] = _chunk_program(program.measure, self.devices, self.batched)
-            res = jax.device_get(program.chunked[per](self.keys, x, jnp.asarray(self._labels(program)), scalars))
+            if (per, self.devices) not in program.chunked:
+                program.chunked[per, self.devices] = _chunk_program(program.measure, self.devices, self.batched)
+            res = jax.device_get(program.chunked[per, self.devices](self.keys, x, jnp.asarray(self._labels(program)),
+                                                                    scalars))
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as err:
@@ -973,7 +979,7 @@ def make_meta(space: Space, options: RankOptions, by: Sequence[str]) -> dict:
         "score": {"by": list(by), "formula": SCORE_FORMULA if tuple(by) == ("score",) else
                   (f"oriented {by[0]} (higher is better)" if len(by) == 1 else
                    "minus the mean of the per-metric ranks (1 = best, each with its direction, ties averaged)"),
-                  "provisional": True},
+                  "scale_term": "sigma2" in options.metrics},
     }
 
 

@@ -1,8 +1,9 @@
 """Scoring one architecture: build, initialize over seeds, calibrate, measure.
 
 ``make_profile_fn`` is the jit boundary: one compiled program per network
-structure computes the NLC profile for all seeds at once (vmapped). Scalars are
-traced inputs, so architectures that differ only in scalars reuse it.
+structure computes the NLC profile for all seeds (vmapped on accelerators, one
+seed after another on the CPU: :mod:`zsad._batching`). Scalars are traced
+inputs, so architectures that differ only in scalars reuse it.
 """
 
 from __future__ import annotations
