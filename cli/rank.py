@@ -11,15 +11,18 @@ from rich.table import Table
 from rich.text import Text
 
 from zsad_cli.app import cli, emit_json, err_console, fail, handle_errors, out_console, x64_option
+from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
 from zsad_cli.render import fmt
 
+_BAND = f"[{LINEAR_MAX:g}, {HEALTHY_MAX:g}]"
+
 METRICS_HELP = (
-    "Comma-separated metrics, or 'all' (default): nlc (band: best inside [1.2, 5]; also nlc_std, lower is "
+    f"Comma-separated metrics, or 'all' (default): nlc (band: best inside {_BAND}; also nlc_std, lower is "
     "better), sigma2 (near 1: mean squared Jacobian singular value of the hidden layers), params (higher), "
     "flops (higher), naswot (higher), synflow (higher, log), grad_norm (higher, log), snip (higher, log), "
     "jacob_cov (higher).")
 BY_HELP = (
-    "Rank by 'score' (default: minus the log-distance of the NLC from [1.2, 5], minus the log-factor by "
+    f"Rank by 'score' (default: minus the log-distance of the NLC from {_BAND}, minus the log-factor by "
     "which sqrt(sigma2) leaves [0.1, 10], plus 0.01·log10(params); set by the ground-truth study), by one "
     "metric column (its direction), or by several comma-separated (mean of per-metric ranks).")
 

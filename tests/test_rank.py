@@ -143,16 +143,23 @@ def test_nb201_nlc_with_the_masked_program(tmp_path):
 # --------------------------------------------------------------------------- ranking
 
 def test_band_distance():
-    assert band_distance(1.2) == band_distance(3.0) == band_distance(5.0) == 0.0
-    assert band_distance(10.0) == pytest.approx(math.log(2))
-    assert band_distance(0.6) == pytest.approx(math.log(2))
+    from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
+
+    middle = math.sqrt(LINEAR_MAX * HEALTHY_MAX)
+    assert band_distance(LINEAR_MAX) == band_distance(middle) == band_distance(HEALTHY_MAX) == 0.0
+    assert band_distance(2 * HEALTHY_MAX) == pytest.approx(math.log(2))
+    assert band_distance(LINEAR_MAX / 2) == pytest.approx(math.log(2))
 
 
 def test_score_rows_default_single_and_aggregate():
+    from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
+
+    inside = math.sqrt(LINEAR_MAX * HEALTHY_MAX)
+    assert LINEAR_MAX > 1.0  # e's NLC of 1 lies below the band
     rows = [
-        {"arch": "a", "status": "ok", "nlc": 3.0, "params": 100, "naswot": 1.0},
-        {"arch": "b", "status": "ok", "nlc": 3.0, "params": 1000, "naswot": 3.0},
-        {"arch": "c", "status": "ok", "nlc": 20.0, "params": 10**6, "naswot": 2.0},
+        {"arch": "a", "status": "ok", "nlc": inside, "params": 100, "naswot": 1.0},
+        {"arch": "b", "status": "ok", "nlc": inside, "params": 1000, "naswot": 3.0},
+        {"arch": "c", "status": "ok", "nlc": 4 * HEALTHY_MAX, "params": 10**6, "naswot": 2.0},
         {"arch": "d", "status": "degenerate", "nlc": None, "params": 10**7, "naswot": None},
         {"arch": "e", "status": "ok", "nlc": 1.0, "params": 100, "naswot": None},
     ]
@@ -502,7 +509,7 @@ def test_sigma2_matches_the_exact_spectrum_of_zsad_score(tmp_path):
 
 
 def test_default_score_penalizes_a_vanishing_jacobian():
-    healthy = {"status": "ok", "nlc": 2.0, "params": 1000, "sigma2": 0.5}
+    healthy = {"status": "ok", "nlc": 1.3, "params": 1000, "sigma2": 0.5}  # inside the NLC band
     vanishing = {**healthy, "sigma2": 1e-6}  # |ln| = 13.8, ln 100 = 4.6: penalty 4.6
     exploding = {**healthy, "sigma2": 1e6}
     assert rank_mod.default_score(healthy) == pytest.approx(0.03)

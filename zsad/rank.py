@@ -56,7 +56,7 @@ from zsad.data import load_inputs
 from zsad.nlc import nlc_profile
 from zsad.space import Space, SpaceItem
 from zsad.spectrum import hutchinson
-from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
+from zsad.verdict import HEALTHY_MAX, LINEAR_MAX, SCALE_BAND
 
 #: Metrics that ``--metrics`` selects from, in column order (``nlc`` gives ``nlc`` and ``nlc_std``).
 METRICS: tuple[str, ...] = ("nlc", "sigma2", "params", "flops", "naswot", "synflow", "grad_norm", "snip",
@@ -68,9 +68,9 @@ STATUSES = ("ok", "degenerate", "diverged", "failed")
 CAPACITY_WEIGHT = 0.01
 
 #: The Jacobian-scale term of the default score: no penalty while the typical singular value
-#: sqrt(sigma2) lies within a factor 10 of 1 (|ln sigma2| <= ln 100), then half the excess
-#: log-distance (the log-factor by which the typical singular value leaves [0.1, 10]).
-SCALE_FREE = math.log(100.0)
+#: sqrt(sigma2) lies within a factor 10 of 1 (|ln sigma2| <= ln SCALE_BAND = ln 100), then half the
+#: excess of |ln sigma2| (the log-factor by which the typical singular value leaves [0.1, 10]).
+SCALE_FREE = math.log(SCALE_BAND)
 SCALE_WEIGHT = 0.5
 
 #: Samples and Rademacher probes per sample of the ``sigma2`` estimate (Hutchinson).
@@ -112,8 +112,8 @@ DESCRIPTION: dict[str, str] = {
 
 SCORE_FORMULA = (
     "score = -d(nlc) - max(0, |ln sigma2| - ln 100) / 2 + 0.01 * log10(params), "
-    "d(nlc) = max(0, ln(1.2 / nlc), ln(nlc / 5)): the log-distance of the NLC from the band "
-    "[LINEAR_MAX, HEALTHY_MAX] = [1.2, 5] of zsad.verdict (a wrong-sized nonlinearity), minus the "
+    f"d(nlc) = max(0, ln({LINEAR_MAX:g} / nlc), ln(nlc / {HEALTHY_MAX:g})): the log-distance of the NLC from the "
+    f"band [LINEAR_MAX, HEALTHY_MAX] = [{LINEAR_MAX:g}, {HEALTHY_MAX:g}] of zsad.verdict (a wrong-sized nonlinearity), minus the "
     "log-factor by which the typical Jacobian singular value sqrt(sigma2) leaves [0.1, 10] (vanishing or "
     "exploding signals), plus capacity (log params) as a tie-breaker; chosen by the ground-truth study "
     "(benchmarks/RESULTS.md). Without the sigma2 column (--metrics without it) the scale term is left out. "
@@ -193,7 +193,7 @@ def band_distance(nlc: float) -> float:
     """Log-distance of ``nlc`` from the band ``[LINEAR_MAX, HEALTHY_MAX]`` (0 inside it).
 
     Examples:
-      >>> band_distance(2.0), round(band_distance(10.0), 4)
+      >>> band_distance(1.3), round(band_distance(2.8), 4)   # the band [1.2, 1.4]
       (0.0, 0.6931)
     """
     return max(0.0, math.log(LINEAR_MAX / nlc), math.log(nlc / HEALTHY_MAX))

@@ -29,7 +29,7 @@ from zsad.nlc import NLCResult, nlc_profile
 from zsad.spectrum import JacobianSpectrum, jacobian_spectrum
 from zsad.spectrum import _resolve_method as resolve_method
 from zsad.meanfield_arch import meanfield_summary
-from zsad.verdict import Verdict, combine, meanfield_verdict, nlc_verdict
+from zsad.verdict import SCALE_BAND, Verdict, combine, meanfield_verdict, nlc_verdict
 
 
 @dataclass(frozen=True)
@@ -342,8 +342,6 @@ def spectrum_density(spec: JacobianSpectrum, skip: list[int]) -> tuple[np.ndarra
     return nodes[ok], weights[ok] / max(weights[ok].sum(), 1e-300)
 
 
-#: Mean σ² outside [1/SCALE_BAND, SCALE_BAND]: signals vanish or explode across the segment.
-SCALE_BAND = 1e2
 #: var(σ²)/mean(σ²)² above this: far from dynamical isometry.
 SPREAD_MAX = 10.0
 #: Share of singular values within a factor 2 of 1 above which a map is called nearly isometric.
