@@ -1,0 +1,224 @@
+"""Analysis of the stored results: correlations with bootstrap intervals, band estimate, ablation.
+
+Conventions:
+  * every correlation is between a metric's raw value and the *test error* (a misclassification
+    rate): a negative value means "higher metric, lower error";
+  * Spearman's rho and Kendall's tau-b, on the architectures where both are defined;
+  * 95% intervals: percentile bootstrap over architectures (resampled with replacement), the same
+    resamples for every metric of one table so that differences are paired;
+  * targets: the test error at each learning rate, and at the better of the two ("best lr").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from benchmarks.ground_truth.runner import RESULTS, read_jsonl
+
+SEED = 0
+
+
+# --------------------------------------------------------------------------- the table
+
+def _log(v):
+    return math.log(v) if v is not None and v > 0 else None
+
+
+def derived(m: dict, rec: dict) -> dict:
+    """Metric columns of one (architecture, data set), including derived signal-propagation terms."""
+    out = dict(m)
+    nlc = m.get("nlc")
+    out["log_nlc"] = _log(nlc)
+    s2 = m.get("sigma2_mean")
+    out["abs_log_sigma2"] = abs(math.log(s2)) if s2 and s2 > 0 else None
+    chi1 = m.get("mf_chi1")
+    out["abs_log_chi1"] = abs(math.log(chi1)) if chi1 and chi1 > 0 else None
+    chi_c = m.get("mf_chi_c")
+    # depth / xi_c = depth * |ln chi_c| (0 at the edge of chaos, where xi_c is infinite)
+    out["depth_over_xi_c"] = rec["depth"] * abs(math.log(chi_c)) if chi_c and chi_c > 0 else None
+    pred = m.get("nlc_predicted") if "nlc_predicted" in m else m.get("mf_nlc_predicted")
+    out["nlc_predicted"] = pred
+    out["log10_params"] = math.log10(m["params"]) if m.get("params") else None
+    out["rel_nlc_std"] = (m["nlc_std"] / nlc) if (nlc and m.get("nlc_std") is not None) else None
+    return out
+
+
+@dataclass
+class Table:
+    rows: list[dict]  # one per (arch, dataset): record + metrics + errors per lr
+
+    def col(self, name: str, dataset: str | None = None) -> np.ndarray:
+        rows = [r for r in self.rows if dataset is None or r["dataset"] == dataset]
+        return np.array([np.nan if r.get(name) is None else float(r[name]) for r in rows], dtype=float)
+
+    def subset(self, dataset: str) -> list[dict]:
+        return [r for r in self.rows if r["dataset"] == dataset]
+
+
+def load_table(results: Path = RESULTS) -> tuple[Table, dict]:
+    metrics = read_jsonl(results / "metrics.jsonl")
+    train = read_jsonl(results / "train.jsonl")
+    errs: dict[tuple[str, str], dict[float, dict]] = {}
+    for t in train:
+        errs.setdefault((t["arch"], t["dataset"]), {})[t["lr"]] = t
+    rows = []
+    seen = set()
+    for m in metrics:
+        key = (m["arch"], m["dataset"])
+        if key in seen or key not in errs:
+            continue
+        seen.add(key)
+        per_lr = errs[key]
+        row = {k: v for k, v in m.items() if k != "metrics"}
+        row.update(derived(m["metrics"], m))
+        lrs = sorted(per_lr)
+        for lr in lrs:
+            row[f"test_error@{lr:g}"] = per_lr[lr]["test_error"]
+            row[f"train_error@{lr:g}"] = per_lr[lr]["train_error"]
+            tl = per_lr[lr]["train_loss"]
+            row[f"diverged@{lr:g}"] = tl is None or not math.isfinite(tl)
+        row["test_error@best"] = min(per_lr[lr]["test_error"] for lr in lrs)
+        rows.append(row)
+    info = {"metrics_rows": len(metrics), "train_rows": len(train), "joined": len(rows),
+            "lrs": sorted({t["lr"] for t in train})}
+    return Table(rows), info
+
+
+# --------------------------------------------------------------------------- correlations
+
+def _spearman_many(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho of each row pair (x[b], y[b]) (2-D arrays: resamples x samples)."""
+    rx = stats.rankdata(x, axis=1)
+    ry = stats.rankdata(y, axis=1)
+    rx -= rx.mean(1, keepdims=True)
+    ry -= ry.mean(1, keepdims=True)
+    den = np.sqrt((rx ** 2).sum(1) * (ry ** 2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(1) / den
+
+
+def _kendall_many(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.array([stats.kendalltau(a, b).statistic for a, b in zip(x, y)])
+
+
+def bootstrap_indices(n: int, n_boot: int, seed: int = SEED) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def correlation(x: np.ndarray, y: np.ndarray, n_boot: int, kendall: bool = True, seed: int = SEED) -> dict:
+    """Spearman and Kendall of x with y, with percentile-bootstrap 95% intervals.
+
+    Rows where x or y is undefined are dropped; the ``n_boot`` resamples (with replacement) of the
+    remaining rows are drawn from ``seed``, so metrics defined on the same rows share resamples and
+    their differences are paired.
+    """
+    ok = np.isfinite(x) & np.isfinite(y)
+    n = int(ok.sum())
+    out = {"n": n}
+    if n < 10 or np.nanstd(x[ok]) == 0:
+        return {**out, "spearman": None, "kendall": None}
+    out["spearman"] = float(stats.spearmanr(x[ok], y[ok]).statistic)
+    out["kendall"] = float(stats.kendalltau(x[ok], y[ok]).statistic)
+    # resample among the defined rows (same resample draws, mapped onto the defined subset)
+    b = np.flatnonzero(ok)[bootstrap_indices(n, n_boot, seed)]
+    xs, ys = x[b], y[b]
+    rho = _spearman_many(xs, ys)
+    out["spearman_ci"] = [float(np.nanpercentile(rho, 2.5)), float(np.nanpercentile(rho, 97.5))]
+    if kendall:
+        tau = _kendall_many(xs, ys)
+        out["kendall_ci"] = [float(np.nanpercentile(tau, 2.5)), float(np.nanpercentile(tau, 97.5))]
+    out["_rho_boot"] = rho
+    out["_mask"] = ok
+    return out
+
+
+def paired_difference(a: dict, b: dict) -> list[float] | None:
+    """95% interval of rho_a - rho_b from paired bootstrap draws (same resamples)."""
+    if "_rho_boot" not in a or "_rho_boot" not in b or not np.array_equal(a["_mask"], b["_mask"]):
+        return None
+    d = a["_rho_boot"] - b["_rho_boot"]
+    return [float(np.nanpercentile(d, 2.5)), float(np.nanpercentile(d, 97.5))]
+
+
+# --------------------------------------------------------------------------- the NLC band
+
+def band_profile(log_nlc: np.ndarray, err: np.ndarray, edges: np.ndarray) -> list[dict]:
+    """Per NLC bin: count, median test error, share of architectures within the good set."""
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = np.isfinite(log_nlc) & (log_nlc >= lo) & (log_nlc < hi) & np.isfinite(err)
+        e = err[sel]
+        out.append({"lo": float(math.exp(lo)), "hi": float(math.exp(hi)), "n": int(sel.sum()),
+                    "median": float(np.median(e)) if len(e) else None,
+                    "q25": float(np.percentile(e, 25)) if len(e) else None,
+                    "q75": float(np.percentile(e, 75)) if len(e) else None})
+    return out
+
+
+def best_band(nlc: np.ndarray, err: np.ndarray, grid: np.ndarray, min_n: int = 15,
+              n_boot: int = 400, seed: int = SEED) -> dict:
+    """The NLC interval [a, b] (a < b from ``grid``) whose architectures have the lowest median test
+    error among intervals holding at least ``min_n`` architectures *and* a quarter of the defined
+    ones, and a bootstrap distribution of a and b (resampling architectures)."""
+    ok = np.isfinite(nlc) & np.isfinite(err) & (nlc > 0)
+    nlc, err = nlc[ok], err[ok]
+    need = max(min_n, len(nlc) // 4)
+
+    def search(v, e):
+        best = (math.inf, None, None)
+        for i, a in enumerate(grid):
+            for b in grid[i + 1:]:
+                sel = (v >= a) & (v <= b)
+                if sel.sum() < need:
+                    continue
+                med = float(np.median(e[sel]))
+                # prefer the lowest median, then the widest interval among equals
+                if med < best[0] - 1e-12 or (abs(med - best[0]) <= 1e-12 and (b / a) > (best[2] / best[1])):
+                    best = (med, float(a), float(b))
+        return best
+
+    med, a, b = search(nlc, err)
+    rng = np.random.default_rng(seed)
+    los, his = [], []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(nlc), len(nlc))
+        _, aa, bb = search(nlc[i], err[i])
+        if aa is not None:
+            los.append(aa)
+            his.append(bb)
+    return {"lo": a, "hi": b, "median_error": med, "n": int(len(nlc)), "min_n": need,
+            "lo_ci": [float(np.percentile(los, 2.5)), float(np.percentile(los, 97.5))] if los else None,
+            "hi_ci": [float(np.percentile(his, 2.5)), float(np.percentile(his, 97.5))] if his else None,
+            "lo_boot_median": float(np.median(los)) if los else None,
+            "hi_boot_median": float(np.median(his)) if his else None}
+
+
+def failure_rate_above(nlc: np.ndarray, err: np.ndarray, bad: float, grid: np.ndarray) -> list[dict]:
+    """For each threshold t: share of architectures with NLC > t whose test error exceeds ``bad``."""
+    ok = np.isfinite(nlc) & np.isfinite(err)
+    out = []
+    for t in grid:
+        sel = ok & (nlc > t)
+        out.append({"t": float(t), "n": int(sel.sum()),
+                    "bad_share": float(np.mean(err[sel] > bad)) if sel.sum() else None})
+    return out
+
+
+# --------------------------------------------------------------------------- score variants
+
+def band_dist(nlc: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.maximum(0.0, np.maximum(np.log(lo / nlc), np.log(nlc / hi)))
+
+
+def rank_normal(x: np.ndarray) -> np.ndarray:
+    """Ranks scaled to (0, 1) (NaN kept), for rank-averaged combinations."""
+    out = np.full_like(x, np.nan)
+    ok = np.isfinite(x)
+    out[ok] = (stats.rankdata(x[ok]) - 0.5) / ok.sum()
+    return out
