@@ -7,6 +7,20 @@ import copy
 from zsad.arch.spec import Architecture, parse_architecture
 
 
+#: A small ReLU MLP as an architecture file: the base of the rank and cluster test spaces.
+RELU_MLP_YAML = """\
+name: relu
+input: {shape: [8]}
+init: {weight_std: 1.41}
+layers:
+  - {type: dense, features: 16}
+  - {type: activation, fn: relu}
+  - {type: dense, features: 16}
+  - {type: activation, fn: relu}
+  - {type: dense, features: 4}
+"""
+
+
 def run_cli(*args):
     """Runs ``zsad ARGS...`` in-process (click's runner); use with the ``cli_env`` fixture."""
     from click.testing import CliRunner

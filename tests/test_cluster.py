@@ -20,17 +20,9 @@ from zsad._errors import SpecError
 from zsad.rank import RankOptions, rank_space
 from zsad.space import load_space
 
-BASE = """\
-name: mlp
-input: {shape: [8]}
-init: {weight_std: 1.41}
-layers:
-  - {type: dense, features: 16}
-  - {type: activation, fn: relu}
-  - {type: dense, features: 16}
-  - {type: activation, fn: relu}
-  - {type: dense, features: 4}
-"""
+from helpers import RELU_MLP_YAML
+
+BASE = RELU_MLP_YAML
 # One structure, 10 architectures: over 4 devices, one call of 4 per device (the last 2 are padding),
 # with ok rows on three of them, constant outputs (weight_std 0) and overflowing ones (1e15).
 SHARDED = """\

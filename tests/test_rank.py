@@ -21,19 +21,9 @@ from zsad.rank import (
 )
 from zsad.space import load_space
 
-from helpers import run_cli
+from helpers import RELU_MLP_YAML, run_cli
 
-BASE = """\
-name: relu
-input: {shape: [8]}
-init: {weight_std: 1.41}
-layers:
-  - {type: dense, features: 16}
-  - {type: activation, fn: relu}
-  - {type: dense, features: 16}
-  - {type: activation, fn: relu}
-  - {type: dense, features: 4}
-"""
+BASE = RELU_MLP_YAML
 # One structure: ok (1.0, 1.41), constant output (0.0), overflow in float32 (1e15 over three layers).
 SPACE = "base: base.yaml\nchoices:\n  init.weight_std: [1.0, 1.41, 0.0, 1.0e+15]\n"
 SMALL = "base: base.yaml\nchoices:\n  init.weight_std: [0.5, 1.0, 1.41, 2.0]\n"

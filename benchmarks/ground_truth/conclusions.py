@@ -95,18 +95,14 @@ def sections(res, lrs, targets) -> dict[str, str]:
                      f"{_fmt(_corr(res, ds, t, 'band_distance'))} | {_fmt(_corr(res, ds, t, 'nlc'))} | "
                      f"{_fmt(prop)} | {bp[0] + ' ' + _fmt(bp[1]) if bp else '—'} |")
     s.append("")
-    words = []
-    for ds in DATASETS:
-        for t in lr_targets:
-            if (ds, t) in res["corr"]:
-                words.append(f"{ds}/{t.split('@')[1]}: {verdict(_corr(res, ds, t, 'default_score'), -1)}")
-    s.append("- **Previous default score** (−d(NLC; 1.2, 5) + 0.01·log10 params): " + "; ".join(words) + ".")
-    words = []
-    for ds in DATASETS:
-        for t in lr_targets:
-            if (ds, t) in res["corr"]:
-                words.append(f"{ds}/{t.split('@')[1]}: {verdict(_corr(res, ds, t, 'band_distance'), +1)}")
-    s.append("- **Band distance** of the NLC from [1.2, 5] (positive ρ expected): " + "; ".join(words) + ".")
+    def per_case(metric: str, sign: int) -> str:
+        return "; ".join(f"{ds}/{t.split('@')[1]}: {verdict(_corr(res, ds, t, metric), sign)}"
+                         for ds in DATASETS for t in lr_targets if (ds, t) in res["corr"])
+
+    s.append("- **Previous default score** (−d(NLC; 1.2, 5) + 0.01·log10 params): " + per_case("default_score", -1)
+             + ".")
+    s.append("- **Band distance** of the NLC from [1.2, 5] (positive ρ expected): " + per_case("band_distance", +1)
+             + ".")
     est = res.get("band_estimate", (lo, hi))
     mv = res.get("band_moves", {})
     s.append(f"- **Best NLC band** estimated from the data (pooled): [{est[0]:g}, {est[1]:g}]; the bootstrap "
