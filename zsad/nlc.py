@@ -85,8 +85,19 @@ def nlc_profile(fn: Callable[[jax.Array], PyTree], x: jax.Array, key: jax.Array,
       >>> bool(jnp.abs(r.nlc["out"] - 1.0) < 1e-5)
       True
     """
-    tangents = derangement_tangents(x, key, num_tangents)
     y, f_lin = jax.linearize(fn, x)
+    return nlc_of_linearization(y, f_lin, x, key, num_tangents=num_tangents)
+
+
+def nlc_of_linearization(y: PyTree, f_lin: Callable[[jax.Array], PyTree], x: jax.Array, key: jax.Array, *,
+                         num_tangents: int = 1) -> NLCResult:
+    """:func:`nlc_profile` from a linearization already made: ``y, f_lin = jax.linearize(fn, x)``.
+
+    For callers that need ``fn(x)`` itself too: the primal pass is then shared
+    instead of run twice. ``f_lin`` may return a part of what ``fn`` returns, with
+    ``y`` the same part.
+    """
+    tangents = derangement_tangents(x, key, num_tangents)
     jt = jax.vmap(f_lin)(tangents)  # leaves [K, n, ...]
     numerator = jax.tree.map(lambda t: jnp.mean(jax.vmap(_sum_sq_per_sample)(t)), jt)
     denominator = jax.tree.map(lambda v: jnp.sum(jnp.var(v.reshape(v.shape[0], -1), axis=0)), y)

@@ -53,7 +53,7 @@ from zsad._types import Network
 from zsad.arch.build import build, structure
 from zsad.arch.spec import Activation, Architecture, Input, named_layers
 from zsad.data import load_inputs
-from zsad.nlc import nlc_profile
+from zsad.nlc import nlc_of_linearization
 from zsad.space import Space, SpaceItem
 from zsad.spectrum import hutchinson
 from zsad.verdict import HEALTHY_MAX, LINEAR_MAX, SCALE_BAND
@@ -336,10 +336,13 @@ def _measure(keys, x, labels, scalars, *, init, apply, calibrate, metrics, tange
         k_init, k_tangent = jax.random.split(key)
         v0 = init(k_init, scalars)
         v = calibrate(v0, scalars, x)
-        y, outs = apply(v, scalars, x)
+        if "nlc" in metrics:  # the linearization's primal pass gives the outputs: one forward pass, not two
+            (y, outs), f_lin = jax.linearize(lambda z: apply(v, scalars, z), x)
+            r = nlc_of_linearization(y, lambda t: f_lin(t)[0], x, k_tangent, num_tangents=tangents)
+        else:
+            y, outs = apply(v, scalars, x)
         res = {"finite": jnp.stack([jnp.all(jnp.isfinite(o)) for o in outs.values()]), "constant": _constant(y)}
         if "nlc" in metrics:
-            r = nlc_profile(lambda z: apply(v, scalars, z)[0], x, k_tangent, num_tangents=tangents)
             res["nlc"], res["nlc_finite"] = r.nlc, r.finite
         if "sigma2" in metrics:
             res["sigma2"] = _sigma2(v, scalars, x, jax.random.fold_in(key, 3), apply=apply, segment=segment,
