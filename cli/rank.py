@@ -10,8 +10,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from zsad_cli.app import cli, emit_json, err_console, fail, handle_errors, out_console, x64_option
 from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
+from zsad_cli.app import cli, emit_json, err_console, fail, handle_errors, out_console, x64_option
 from zsad_cli.render import fmt
 
 _BAND = f"[{LINEAR_MAX:g}, {HEALTHY_MAX:g}]"

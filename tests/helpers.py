@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 from zsad.arch.spec import Architecture, parse_architecture
 
@@ -19,6 +20,12 @@ layers:
   - {type: activation, fn: relu}
   - {type: dense, features: 4}
 """
+
+
+def cpu_subprocess_env(**extra) -> dict:
+    """This process's environment for a Python subprocess on the CPU: no inherited XLA_FLAGS, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    return {**env, "JAX_PLATFORMS": "cpu", **extra}
 
 
 def run_cli(*args):

@@ -20,7 +20,7 @@ from zsad._errors import SpecError
 from zsad.rank import RankOptions, rank_space
 from zsad.space import load_space
 
-from helpers import RELU_MLP_YAML
+from helpers import RELU_MLP_YAML, cpu_subprocess_env
 
 BASE = RELU_MLP_YAML
 # One structure, 10 architectures: over 4 devices, one call of 4 per device (the last 2 are padding),
@@ -51,11 +51,6 @@ def space_dir(tmp_path_factory):
     return path
 
 
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-    return {**env, "JAX_PLATFORMS": "cpu", **extra}
-
-
 # --------------------------------------------------------------------------- local devices
 
 SHARD_SCRIPT = """\
@@ -75,7 +70,7 @@ print(json.dumps({"one": one, "four": four}))
 
 def test_sharded_over_four_devices_equals_one_device(space_dir):
     proc = subprocess.run([sys.executable, "-c", SHARD_SCRIPT, str(space_dir / "sharded.yaml")],
-                          env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+                          env=cpu_subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -122,7 +117,7 @@ def test_unreachable_cluster_is_one_line_and_keeps_the_results(space_dir, tmp_pa
     out.write_text("partial results\n")
     args = [sys.executable, "-c", "from zsad_cli.main import main; main()", "rank", str(space_dir / "space60.yaml"),
             "--out", str(out), "--resume", "--ray", "127.0.0.1:9"]
-    proc = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(args, env=cpu_subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: --ray: cannot connect to the Ray cluster at 127.0.0.1:9: ")
     assert proc.stderr.count("\n") == 1

@@ -8,6 +8,9 @@ import csv
 import json
 import math
 import os
+import shutil
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -21,7 +24,7 @@ from zsad.rank import (
 )
 from zsad.space import load_space
 
-from helpers import RELU_MLP_YAML, run_cli
+from helpers import RELU_MLP_YAML, cpu_subprocess_env, run_cli
 
 BASE = RELU_MLP_YAML
 # One structure: ok (1.0, 1.41), constant output (0.0), overflow in float32 (1e15 over three layers).
@@ -379,23 +382,12 @@ def test_batched_eigendecompositions_do_not_deadlock_two_cpu_threads(tmp_path):
     kernels at once and each waited for pool threads held by the other. NASWOT now makes one
     call and jacob_cov's waits for it. Run on two host threads whatever this machine has."""
     (tmp_path / "space.yaml").write_text(HANG_SPACE)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
-    import subprocess
-    import sys
-
     # taskset pins the process (and so XLA's pool of one thread per core) to two cores
-    prefix = ["taskset", "-c", "0,1"] if os.cpu_count() > 2 and _has_taskset() else []
+    prefix = ["taskset", "-c", "0,1"] if os.cpu_count() > 2 and shutil.which("taskset") else []
     proc = subprocess.run([*prefix, sys.executable, "-c", HANG_SCRIPT, str(tmp_path / "space.yaml")],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=cpu_subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "ok,ok,ok"
-
-
-def _has_taskset() -> bool:
-    import shutil
-
-    return shutil.which("taskset") is not None
 
 
 def test_naswot_makes_one_lapack_call():

@@ -230,7 +230,7 @@ ABLATION_METHOD = (
     "paired bootstrap difference to the previous default score (same resamples; negative = better than the "
     "current score). Penalties are in natural-log units: d(NLC; a, b) = max(0, ln(a/NLC), ln(NLC/b)); the scale "
     "penalty max(0, abs(ln mean σ²) − ln 100)/2 is the log-factor by which the typical singular value σ "
-    "leaves [0.1, 10] (zsad.score.SCALE_BAND = 100 on σ²); depth/ξ_c = depth·abs(ln χ_c).\n")
+    "leaves [0.1, 10] (zsad.verdict.SCALE_BAND = 100 on σ²); depth/ξ_c = depth·abs(ln χ_c).\n")
 
 LIMITATIONS = (
     "- Small data sets and short training (400 steps): test errors measure trainability and generalization "

@@ -161,7 +161,7 @@ def _band_plot(table: A.Table, path: Path, lrs, proposed: tuple[float, float]) -
 
 GRID = np.array([1.0, 1.02, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0,
                  8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0])
-SCALE_TOL = math.log(100.0)  # zsad.score.SCALE_BAND: mean sigma^2 within [1/100, 100] is not penalized
+SCALE_TOL = math.log(verdict.SCALE_BAND)  # mean sigma^2 within [1/100, 100] is not penalized
 
 
 def score_variants(table: A.Table, ds: str, band: tuple[float, float]) -> dict[str, np.ndarray]:
