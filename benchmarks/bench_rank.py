@@ -31,13 +31,13 @@ zsad NB201, torch NB201, zsad MLP, torch MLP. For each it reports
   the cold time; beside it "cold - warm", the difference of the two calls on the
   same architectures (first-call overhead measured end to end);
 * GFLOP/s: FLOPs of the estimator over wall time (warm): what the NLC needs for
-  one architecture and all seeds, batch-norm calibration (one forward pass),
-  ``jax.linearize`` (one forward pass) and one push per tangent (drawing the
-  weights is not counted: XLA counts random-number generation as FLOPs).
+  one architecture and all seeds, one forward pass (which also computes the
+  batch-norm statistics) and one push per tangent (drawing the weights is not
+  counted: XLA counts random-number generation as FLOPs).
   MLPs: XLA's count of the compiled program (``jax.jit(f).lower(...).compile()
   .cost_analysis()``, a multiply-add counts 2), built from zsad's public pieces
   (``zsad.build``, ``zsad.nlc.nlc_profile``). NAS-Bench-201: analytic,
-  seeds x batch x 2 x ``zsad.nasbench201.flops`` x (2 + tangents), because XLA's
+  seeds x batch x 2 x ``zsad.nasbench201.flops`` x (1 + tangents), because XLA's
   cost analysis counts the body of a loop once and the five cells of a stage are
   a loop (``nn.scan``). The same count is used for the reference, which executes
   more (each ``torch.func.jvp`` repeats the forward pass). Next to it the
@@ -196,7 +196,7 @@ def worker_zsad(args) -> dict:
 
 
 def estimator_flops(args, space) -> dict:
-    """FLOPs of the NLC estimator (calibration + linearize + tangents, all seeds; not the weights' draw) per arch."""
+    """FLOPs of the NLC estimator (one forward pass + one push per tangent, all seeds; not the weights' draw) per arch."""
     import jax
     import jax.numpy as jnp
 
@@ -229,12 +229,13 @@ def estimator_flops(args, space) -> dict:
     if args.space == "nb201":
         # XLA's cost analysis counts a loop body once, and NB201's stages are loops (nn.scan) over five cells:
         # count analytically instead, from the benchmark's forward count (a multiply-add counts 1).
-        factor = 2 + args.tangents
+        factor = 1 + args.tangents
         for item in space:
             if not nb.is_degenerate(item.arch):
                 per_arch[item.id] = args.seeds * args.batch * 2.0 * nb.flops(item.arch) * factor
-        note = (f"analytic: seeds x batch x 2 x zsad.nasbench201.flops x (2 + tangents) = {factor} forward passes "
-                "(calibration, linearization, one push per tangent; XLA's cost analysis counts the loop over the "
+        note = (f"analytic: seeds x batch x 2 x zsad.nasbench201.flops x (1 + tangents) = {factor} forward passes "
+                "(one forward pass, which also computes the batch-norm statistics, and one push per tangent; XLA's "
+                "cost analysis counts the loop over the "
                 "five cells of a stage once, so it cannot be used here)")
     else:
         from zsad import build

@@ -509,3 +509,66 @@ def test_default_score_penalizes_a_vanishing_jacobian():
     assert worst < rank_mod.default_score({**healthy, "sigma2": 1e-300})
     assert rank_mod.oriented("sigma2", 0.0) == pytest.approx(math.log(np.finfo(np.float64).tiny))
     assert rank_mod.oriented("sigma2", 4.0) == pytest.approx(rank_mod.oriented("sigma2", 0.25))
+
+
+# --------------------------------------------------------------------------- shared draws, compiling ahead
+
+def _three_structures(tmp_path):
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "space.yaml").write_text(
+        "base: base.yaml\nchoices:\n  layers.0.features: [8, 16, 24]\n  init.weight_std: [1.0, 1.41]\n")
+    return load_space(tmp_path / "space.yaml")
+
+
+def test_shared_draws_give_the_rows_of_drawing_inside_each_program(tmp_path, monkeypatch):
+    """A structure's initialization is drawn once per seed and shared by its architectures (they differ
+    only in scalars): the same weights as each architecture drawing its own, so the same rows."""
+    space = _three_structures(tmp_path)
+    options = RankOptions(seeds=2, batch=8, metrics=("nlc", "sigma2", "params", "grad_norm"))
+    rank_mod._PROGRAM_CACHE.clear()
+    shared = rank_space(space, options).rows
+    assert all(p.draws for p in rank_mod._PROGRAM_CACHE.values())
+    monkeypatch.setattr(rank_mod, "_SHARED_DRAWS", 0)  # every program draws inside
+    rank_mod._PROGRAM_CACHE.clear()
+    inside = rank_space(space, options).rows
+    assert not any(p.draws for p in rank_mod._PROGRAM_CACHE.values())
+    assert len(shared) == 6 and all(r["status"] == "ok" for r in shared)
+    for a, b in zip(shared, inside):
+        for column, value in a.items():
+            if isinstance(value, float):
+                assert b[column] == pytest.approx(value, rel=1e-5, abs=1e-7), (a["arch"], column)
+            else:
+                assert b[column] == value, (a["arch"], column)
+
+
+def test_programs_compiled_ahead_are_not_compiled_again(tmp_path):
+    """The structures' programs compile side by side on a thread pool; each compiles exactly once, there
+    (batch 6: programs no other test compiles, so no cache of this process already holds them)."""
+    import threading
+
+    from jax import monitoring
+
+    space = _three_structures(tmp_path)
+    names = []
+
+    def listener(event, duration, **kwargs):
+        if event.endswith("backend_compile_duration") and kwargs.get("fun_name") == "jit(_measure)":
+            names.append(threading.current_thread().name)
+
+    rank_mod._PROGRAM_CACHE.clear()
+    monitoring.register_event_duration_secs_listener(listener)
+    try:
+        rows = rank_space(space, RankOptions(seeds=2, batch=6, metrics=("nlc", "params"))).rows
+    finally:
+        monitoring.unregister_event_duration_listener(listener)
+    assert [r["status"] for r in rows] == ["ok"] * 6
+    assert len(names) == 3 and all(n.startswith("zsad-compile") for n in names), names
+    assert all(p.compiled for p in rank_mod._PROGRAM_CACHE.values())
+
+
+def test_all_finite_flags_inf_and_nan():
+    import jax.numpy as jnp
+
+    assert bool(rank_mod._all_finite(jnp.array([1.0, -3e38, 0.0])))
+    assert not bool(rank_mod._all_finite(jnp.array([1.0, jnp.inf])))
+    assert not bool(rank_mod._all_finite(jnp.array([[jnp.nan, 2.0]])))

@@ -20,6 +20,8 @@ from zsad.nlc import NLCResult as NLCResult
 from zsad.nlc import nlc as nlc
 from zsad.nlc import nlc_profile as nlc_profile
 from zsad.nlc import nlc_of_linearization as nlc_of_linearization
+from zsad.nlc import nlc_of_tangents as nlc_of_tangents
+from zsad.nlc import push_tangents as push_tangents
 from zsad.score import ScoreOptions as ScoreOptions
 from zsad.score import ScoreReport as ScoreReport
 from zsad.score import plot_score_spectrum as plot_score_spectrum

@@ -40,6 +40,20 @@ class Network(NamedTuple):
         top-level layers ``start .. stop-1`` on ``h`` (the output of layer
         ``start - 1``, or the input when ``start == 0``); ``start``/``stop`` are
         static. ``None`` where the network cannot be cut (foreign modules).
+      draws: the random arrays ``init`` draws that do not depend on scalars, as
+        ``(dist, fold, dtype, shapes)``: one array of distribution ``dist`` (a
+        :data:`zsad.draws.DISTRIBUTIONS` name) under ``jax.random.fold_in(key, fold)``,
+        whose consecutive pieces, reshaped to ``shapes``, the layers scale.
+        Empty where ``init`` cannot be split (foreign modules, NAS-Bench-201).
+      init_with: ``init_with(flats, key, scalars) -> variables`` equals
+        ``init(key, scalars)`` given ``flats = {dist: [those pieces]}`` for every
+        entry of ``draws``; lets a caller draw once and share the draws across
+        architectures that differ only in scalars. ``None`` where ``draws`` is empty.
+      apply_calibrating: ``apply_calibrating(variables, scalars, x) -> ((y, intermediates),
+        calibrated)``: ``calibrated = calibrate(variables, scalars, x)`` and ``apply(calibrated,
+        scalars, x)`` in one forward pass, the batch-norm statistics of ``x`` held constant
+        (``stop_gradient``), so its derivatives in ``x`` are those of ``apply`` with them frozen.
+        ``None``: call the two.
     """
 
     init: Callable[[jax.Array, Scalars], PyTree]
@@ -49,3 +63,6 @@ class Network(NamedTuple):
     layer_names: tuple[str, ...]
     input_shape: tuple[int, ...]
     segment: Callable[..., jax.Array] | None = None
+    draws: tuple[tuple[str, int, str, tuple[tuple[int, ...], ...]], ...] = ()
+    init_with: Callable[[dict, jax.Array, Scalars], PyTree] | None = None
+    apply_calibrating: Callable[[PyTree, Scalars, jax.Array], tuple] | None = None

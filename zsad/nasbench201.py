@@ -407,9 +407,13 @@ class _Conv(nn.Module):
 
 
 class _BatchNorm(nn.Module):
-    """Affine batch norm; ``calibrate`` stores the batch mean and biased variance, else they are frozen."""
+    """Affine batch norm; ``calibrate`` stores the batch mean and biased variance, else they are frozen.
 
-    calibrate: bool = False
+    ``calibrate="constant"``: as True, with the statistics as constants (``stop_gradient``), so that
+    derivatives are those of the network with these statistics frozen.
+    """
+
+    calibrate: bool | str = False
 
     @nn.compact
     def __call__(self, x):
@@ -420,6 +424,8 @@ class _BatchNorm(nn.Module):
             axes = tuple(range(x.ndim - 1))
             m = jnp.mean(x, axes)
             v = jnp.mean(jnp.square(x - _channels_last(m, x.ndim)), axes)
+            if self.calibrate == "constant":
+                m, v = jax.lax.stop_gradient(m), jax.lax.stop_gradient(v)
             if not self.is_initializing():
                 mean.value, var.value = m, v
         else:
@@ -671,6 +677,7 @@ def default_scalars(arch: Arch | None = None) -> dict[str, jax.Array]:
 
 def _network(ops: tuple[str, ...] | None, scalars) -> Network:
     run, run_calibrating = _NB201(ops), _NB201(ops, calibrate=True)
+    run_constant = _NB201(ops, calibrate="constant")
 
     def init(key, scalars):
         return _init_variables(key, scalars, ops, jnp.result_type(float))
@@ -682,7 +689,11 @@ def _network(ops: tuple[str, ...] | None, scalars) -> Network:
         _, updates = run_calibrating.apply(variables, x, scalars, mutable=["batch_stats"])
         return {**variables, **updates}
 
-    return Network(init, apply, calibrate, scalars, LAYER_NAMES, INPUT_SHAPE)
+    def apply_calibrating(variables, scalars, x):
+        out, updates = run_constant.apply(variables, x, scalars, mutable=["batch_stats"])
+        return out, {**variables, **updates}
+
+    return Network(init, apply, calibrate, scalars, LAYER_NAMES, INPUT_SHAPE, apply_calibrating=apply_calibrating)
 
 
 def build_network(arch: Arch) -> Network:

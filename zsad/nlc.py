@@ -12,8 +12,9 @@ derangements ``pi_k`` (one per tangent),
 
 Because each ``pi_k`` is a permutation, the estimator is exactly 1 for affine
 maps; averaged over ``pi`` the numerator is unbiased. No Jacobian is ever
-materialized: ``jax.linearize`` gives one linear map per batch and the tangents
-are pushed through it (vmapped over the ``num_tangents`` permutations).
+materialized: the tangents are pushed through the network by forward-mode
+products (``jax.jvp`` vmapped over the ``num_tangents`` permutations; the
+primal pass runs once, see :func:`push_tangents`).
 
 Reference: G. Philipp, *The Nonlinearity Coefficient -- A Practical Guide to
 Neural Architecture Design* (2021).
@@ -85,26 +86,48 @@ def nlc_profile(fn: Callable[[jax.Array], PyTree], x: jax.Array, key: jax.Array,
       >>> bool(jnp.abs(r.nlc["out"] - 1.0) < 1e-5)
       True
     """
-    y, f_lin = jax.linearize(fn, x)
-    return nlc_of_linearization(y, f_lin, x, key, num_tangents=num_tangents)
+    y, pushed = push_tangents(fn, x, derangement_tangents(x, key, num_tangents))
+    return nlc_of_tangents(y, pushed)
 
 
-def nlc_of_linearization(y: PyTree, f_lin: Callable[[jax.Array], PyTree], x: jax.Array, key: jax.Array, *,
-                         num_tangents: int = 1) -> NLCResult:
-    """:func:`nlc_profile` from a linearization already made: ``y, f_lin = jax.linearize(fn, x)``.
+def push_tangents(fn: Callable[[jax.Array], PyTree], x: jax.Array, tangents: jax.Array) -> tuple[PyTree, PyTree]:
+    """``(fn(x), J(x) t_k for each k)``: the outputs and every tangent ``tangents[k]`` pushed through ``fn``.
 
-    For callers that need ``fn(x)`` itself too: the primal pass is then shared
-    instead of run twice. ``f_lin`` may return a part of what ``fn`` returns, with
-    ``y`` the same part.
+    ``jax.jvp`` vmapped over the tangents: the primal pass does not depend on
+    them, so it runs once, unbatched, in the same program as the tangent passes,
+    and nothing is stored between the two. On XLA:CPU this is about twice as fast
+    as ``jax.linearize`` followed by the linear map vmapped over the tangents,
+    which keeps every residual of the primal pass in memory.
+
+    Returns:
+      ``fn(x)``, and the pushed tangents with a leading ``[K]`` axis on every leaf.
     """
-    tangents = derangement_tangents(x, key, num_tangents)
-    jt = jax.vmap(f_lin)(tangents)  # leaves [K, n, ...]
-    numerator = jax.tree.map(lambda t: jnp.mean(jax.vmap(_sum_sq_per_sample)(t)), jt)
+    return jax.vmap(lambda t: jax.jvp(fn, (x,), (t,)), out_axes=(None, 0))(tangents)
+
+
+def nlc_of_tangents(y: PyTree, pushed: PyTree) -> NLCResult:
+    """The NLC estimate from the outputs ``y = fn(x)`` and the pushed tangents (:func:`push_tangents`)."""
+    numerator = jax.tree.map(lambda t: jnp.mean(jax.vmap(_sum_sq_per_sample)(t)), pushed)
     denominator = jax.tree.map(lambda v: jnp.sum(jnp.var(v.reshape(v.shape[0], -1), axis=0)), y)
     finite = jax.tree.map(lambda v, a, b: jnp.all(jnp.isfinite(v)) & jnp.isfinite(a) & jnp.isfinite(b),
                           y, numerator, denominator)
     ratio = jax.tree.map(_ratio, numerator, denominator, y)
     return NLCResult(ratio, numerator, denominator, finite)
+
+
+def nlc_of_linearization(y: PyTree, f_lin: Callable[[jax.Array], PyTree], x: jax.Array, key: jax.Array | None, *,
+                         num_tangents: int = 1, tangents: jax.Array | None = None) -> NLCResult:
+    """:func:`nlc_profile` from a linearization already made: ``y, f_lin = jax.linearize(fn, x)``.
+
+    For callers that need ``fn(x)`` itself too: the primal pass is then shared
+    instead of run twice. ``f_lin`` may return a part of what ``fn`` returns, with
+    ``y`` the same part. ``tangents``: ``derangement_tangents(x, key, num_tangents)``
+    computed already (e.g. once for many networks on the same batch); ``key`` and
+    ``num_tangents`` are then unused.
+    """
+    if tangents is None:
+        tangents = derangement_tangents(x, key, num_tangents)
+    return nlc_of_tangents(y, jax.vmap(f_lin)(tangents))  # leaves [K, n, ...]
 
 
 def _ratio(numerator: jax.Array, denominator: jax.Array, y: jax.Array) -> jax.Array:

@@ -30,6 +30,7 @@ computing) get ``null`` metrics with ``status`` and ``reason``, and rank last.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import csv
 import dataclasses
 import functools
@@ -45,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zsad import draws
 from zsad import nasbench201 as nb201
 from zsad import proxies
 from zsad._batching import map_leading
@@ -53,7 +55,7 @@ from zsad._types import Network
 from zsad.arch.build import build, structure
 from zsad.arch.spec import Activation, Architecture, Input, named_layers
 from zsad.data import load_inputs
-from zsad.nlc import nlc_of_linearization
+from zsad.nlc import derangement_tangents, nlc_of_tangents, push_tangents
 from zsad.space import Space, SpaceItem
 from zsad.spectrum import hutchinson
 from zsad.verdict import HEALTHY_MAX, LINEAR_MAX, SCALE_BAND
@@ -123,6 +125,9 @@ SCORE_FORMULA = (
 _CHUNK = 256  # architectures read from the space at a time (grouped by structure within)
 _PROGRAMS = 8  # compiled programs kept (LRU), shared by every run in the process
 _PROGRAM_CACHE: "collections.OrderedDict[Any, _Program]" = collections.OrderedDict()
+#: The most elements (seeds x the initialization's draws) drawn once and shared by a structure's
+#: architectures; larger networks draw inside their program (same numbers, no memory held).
+_SHARED_DRAWS = 1 << 26
 
 
 # --------------------------------------------------------------------------- options and columns
@@ -318,6 +323,12 @@ def _flat(y: jax.Array) -> jax.Array:
     return y.reshape(y.shape[0], -1)
 
 
+def _all_finite(y: jax.Array) -> jax.Array:
+    """``all(isfinite(y))`` as ``isfinite(sum(y * 0))`` (NaN exactly when some element is not finite):
+    a plain sum, which XLA:CPU compiles several times faster than a reduction of booleans."""
+    return jnp.isfinite(jnp.sum(y * jnp.zeros((), y.dtype)))
+
+
 def _constant(y: jax.Array) -> jax.Array:
     """Whether ``y`` is constant across the batch up to rounding (the NLC's criterion, zsad.nlc)."""
     f = _flat(y)
@@ -327,25 +338,51 @@ def _constant(y: jax.Array) -> jax.Array:
     return var <= jnp.square(1000 * eps) * scale
 
 
-def _measure(keys, x, labels, scalars, *, init, apply, calibrate, metrics, tangents, code_layers, input_shape,
-             batched, segment=None, segment_range=None):
-    """All metrics of one architecture for every seed (over ``keys``: vmapped when ``batched``, else one
-    seed after another; see :mod:`zsad._batching`)."""
+def seed_inputs(keys: jax.Array, x: jax.Array, tangents: int | None) -> dict:
+    """What every architecture's seed ``i`` shares, computed once per batch: its key, the key of its
+    initialization, and (``tangents``: a count) the NLC's derangement tangents of ``x``."""
+    init_keys, tangent_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    out = {"key": keys, "init": init_keys}
+    if tangents:
+        out["tangents"] = _tangent_program(x, tangent_keys, tangents)
+    return out
 
-    def one(key):
-        k_init, k_tangent = jax.random.split(key)
-        v0 = init(k_init, scalars)
-        v = calibrate(v0, scalars, x)
-        if "nlc" in metrics:  # the linearization's primal pass gives the outputs: one forward pass, not two
-            (y, outs), f_lin = jax.linearize(lambda z: apply(v, scalars, z), x)
-            r = nlc_of_linearization(y, lambda t: f_lin(t)[0], x, k_tangent, num_tangents=tangents)
+
+_tangent_program = jax.jit(jax.vmap(derangement_tangents, in_axes=(None, 0, None)), static_argnums=2)
+_fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+
+
+def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate, apply_calibrating, metrics,
+             code_layers, input_shape, batched, segment=None, segment_range=None):
+    """All metrics of one architecture for every seed.
+
+    ``per_seed``: :func:`seed_inputs`, plus ``flats`` (``{dist: [seeds, size]}``, the network's
+    :attr:`~zsad._types.Network.draws` made already) where the initialization draws are shared
+    across architectures. Mapped over the seeds: vmapped when ``batched``, else one seed after
+    another (see :mod:`zsad._batching`).
+    """
+
+    def one(seed):
+        k_init = seed["init"]
+        v0 = init(k_init, scalars) if "flats" not in seed else init_with(seed["flats"], k_init, scalars)
+        if "nlc" in metrics:
+            # One forward pass gives the outputs, the batch-norm statistics and (its tangents) the NLC:
+            # not a calibration pass, then a pass for the outputs.
+            if apply_calibrating is not None:
+                fn = lambda z: apply_calibrating(v0, scalars, z)  # noqa: E731
+            else:
+                v_cal = calibrate(v0, scalars, x)
+                fn = lambda z: (apply(v_cal, scalars, z), v_cal)  # noqa: E731
+            ((y, outs), v), ((pushed, _), _) = push_tangents(fn, x, seed["tangents"])
+            r = nlc_of_tangents(y, pushed)
         else:
+            v = calibrate(v0, scalars, x)
             y, outs = apply(v, scalars, x)
-        res = {"finite": jnp.stack([jnp.all(jnp.isfinite(o)) for o in outs.values()]), "constant": _constant(y)}
+        res = {"finite": jnp.stack([_all_finite(o) for o in outs.values()]), "constant": _constant(y)}
         if "nlc" in metrics:
             res["nlc"], res["nlc_finite"] = r.nlc, r.finite
         if "sigma2" in metrics:
-            res["sigma2"] = _sigma2(v, scalars, x, jax.random.fold_in(key, 3), apply=apply, segment=segment,
+            res["sigma2"] = _sigma2(v, scalars, x, jax.random.fold_in(seed["key"], 3), apply=apply, segment=segment,
                                     segment_range=segment_range)
         if "naswot" in metrics and code_layers:
             codes = proxies.relu_codes([x if name is None else outs[name] for name in code_layers])
@@ -369,7 +406,7 @@ def _measure(keys, x, labels, scalars, *, init, apply, calibrate, metrics, tange
             res["jacob_cov"], res["jacob_cov_valid"] = s.value, s.valid
         return res
 
-    return map_leading(one, keys, batched=batched)
+    return map_leading(one, per_seed, batched=batched)
 
 
 def _sigma2(variables, scalars, x, key, *, apply, segment, segment_range) -> jax.Array:
@@ -390,23 +427,28 @@ def _sigma2(variables, scalars, x, key, *, apply, segment, segment_range) -> jax
 class _Program:
     """One structure's compiled program(s) and what does not depend on scalars."""
 
-    measure: Callable  # (keys, x, labels, scalars) -> per-seed results of one architecture (unjitted)
+    measure: Callable  # (per_seed, x, labels, scalars) -> per-seed results of one architecture (unjitted)
     fn: Callable  # jit(measure)
+    draws: tuple  # the initialization's draws made outside the program and shared (empty: drawn inside)
     layer_names: tuple[str, ...]
     code_layers: tuple | None
     params: int | None
     flops: int | None
     labels: np.ndarray | None
     chunked: dict = dataclasses.field(default_factory=dict)  # (per-device length, devices) -> program of a chunk
+    compiled: bool = False  # fn has run (or been compiled ahead) once
 
 
 def _make_program(net: Network, options: RankOptions, code_layers: tuple | None, *, params: int | None,
                   flops: int | None, dtype, batched: bool, segment_range: tuple[int, int] | None = None) -> _Program:
     metrics = tuple(m for m in options.metrics if m not in ("params", "flops"))
     measure = functools.partial(
-        _measure, init=net.init, apply=net.apply, calibrate=net.calibrate, metrics=metrics,
-        tangents=options.tangents, code_layers=code_layers, input_shape=tuple(net.input_shape), batched=batched,
-        segment=net.segment, segment_range=segment_range)
+        _measure, init=net.init, init_with=net.init_with, apply=net.apply, calibrate=net.calibrate,
+        apply_calibrating=net.apply_calibrating, metrics=metrics,
+        code_layers=code_layers, input_shape=tuple(net.input_shape), batched=batched, segment=net.segment,
+        segment_range=segment_range)
+    shared = (net.init_with is not None and draws.available()
+              and options.seeds * sum(math.prod(sh) for *_, shapes in net.draws for sh in shapes) <= _SHARED_DRAWS)
     labels = None
     if "grad_norm" in metrics or "snip" in metrics:
         variables = jax.eval_shape(net.init, jax.random.key(0), net.scalars)
@@ -414,7 +456,8 @@ def _make_program(net: Network, options: RankOptions, code_layers: tuple | None,
         y, _ = jax.eval_shape(net.apply, variables, net.scalars, x)
         classes = max(1, math.prod(y.shape[1:]))
         labels = np.random.default_rng(options.data_seed + 1).integers(0, classes, options.batch).astype(np.int32)
-    return _Program(measure, jax.jit(measure), tuple(net.layer_names), code_layers, params, flops, labels)
+    return _Program(measure, jax.jit(measure), net.draws if shared else (), tuple(net.layer_names), code_layers,
+                    params, flops, labels)
 
 
 def _chunk_program(measure: Callable, devices: Sequence, batched: bool) -> Callable:
@@ -427,8 +470,8 @@ def _chunk_program(measure: Callable, devices: Sequence, batched: bool) -> Calla
     chosen NAS-Bench-201 operations).
     """
 
-    def local(keys, x, labels, scalars):
-        one = lambda s: measure(keys, x, labels, s)  # noqa: E731
+    def local(per_seed, x, labels, scalars):
+        one = lambda s: measure(per_seed, x, labels, s)  # noqa: E731
         return map_leading(one, scalars, batched=batched)
 
     if len(devices) == 1:
@@ -506,6 +549,12 @@ class SpaceContext:
         return cls(space.input, space.base_dir, space.source)
 
 
+@functools.lru_cache(maxsize=1)
+def _compile_pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)) or 1,
+                                                 thread_name_prefix="zsad-compile")
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
@@ -541,7 +590,8 @@ class Scorer:
         self.batched = self.devices[0].platform != "cpu"
         self.chunked = self.batched or len(self.devices) > 1
         self.per_device = per_device or (16 if self.batched else 8)
-        self.inputs: collections.OrderedDict[Any, jax.Array] = collections.OrderedDict()
+        self.inputs: collections.OrderedDict[Any, tuple[jax.Array, dict]] = collections.OrderedDict()
+        self._shared: tuple[_Program | None, dict] = (None, {})
         self.keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(options.seed), i))(
             jnp.arange(options.seeds))
 
@@ -566,10 +616,37 @@ class Scorer:
         key = (inp, str(base_dir))
         if key not in self.inputs:
             x = load_inputs(inp, self.options.batch, seed=self.options.data_seed, base_dir=base_dir, source=source)
-            self.inputs[key] = jnp.asarray(x, dtype=self._dtype(inp))
+            x = jnp.asarray(x, dtype=self._dtype(inp))
+            self.inputs[key] = x, seed_inputs(self.keys, x, self.options.tangents if "nlc" in self.options.metrics
+                                              else None)
             while len(self.inputs) > 4:
                 self.inputs.popitem(last=False)
-        return self.inputs[key]
+        return self.inputs[key][0]
+
+    def _per_seed(self, program: _Program, x: jax.Array) -> dict:
+        """:func:`seed_inputs` of the batch ``x``, with the structure's shared draws (``flats``) if it has them."""
+        per_seed = next(p for v, p in self.inputs.values() if v is x)
+        if not program.draws:
+            return per_seed
+        if self._shared[0] is not program:  # draw once per structure, not per architecture
+            flats = {}
+            for dist, fold, dtype, shapes in program.draws:
+                sizes = [math.prod(sh) for sh in shapes]
+                flat = draws.draw(dist, _fold_in(per_seed["init"], fold), sum(sizes), dtype)
+                ends = np.cumsum(sizes)
+                flats[dist] = [jnp.asarray(flat[:, end - size:end].reshape(-1, *sh))
+                               for size, end, sh in zip(sizes, ends, shapes)]
+            self._shared = (program, flats)
+        return {**per_seed, "flats": self._shared[1]}
+
+    def _per_seed_spec(self, program: _Program, x: jax.Array) -> dict:
+        """:meth:`_per_seed`'s shapes, without drawing."""
+        per_seed = next(p for v, p in self.inputs.values() if v is x)
+        if not program.draws:
+            return per_seed
+        flats = {dist: [jax.ShapeDtypeStruct((self.options.seeds, *sh), jnp.dtype(dtype)) for sh in shapes]
+                 for dist, _, dtype, shapes in program.draws}
+        return {**per_seed, "flats": flats}
 
     def _program(self, key: Any, make: Callable[[], _Program]) -> _Program:
         """The compiled program of one structure (LRU across runs: same options, same program)."""
@@ -592,15 +669,56 @@ class Scorer:
         groups: dict[Any, list[SpaceItem]] = {}
         for item in items:
             groups.setdefault(self.group_key(item), []).append(item)
+        ahead = {} if self.chunked else self._compile_ahead(groups)
+        try:
+            for key, group in groups.items():
+                if key in ahead:
+                    concurrent.futures.wait([ahead[key]])
+                if key == ("error",):
+                    for item in group:
+                        yield {**self._blank(item), "status": "failed", "reason": item.error}
+                elif self.chunked:
+                    yield from self._chunked_rows(group)
+                else:
+                    for item in group:
+                        yield self.row(item)
+        finally:
+            for future in ahead.values():
+                future.cancel()
+
+    def _compile_ahead(self, groups: dict[Any, list[SpaceItem]]) -> dict[Any, concurrent.futures.Future]:
+        """Starts compiling the programs of ``groups`` not compiled yet, on a pool of threads.
+
+        XLA compiles one program on one core. With several structures to compile,
+        compiling them side by side (and while earlier structures compute) cuts
+        the time to the first rows of each. A program that fails to compile here
+        is left alone: its architectures' own calls report the error.
+        """
+        todo = []
         for key, group in groups.items():
-            if key == ("error",):
-                for item in group:
-                    yield {**self._blank(item), "status": "failed", "reason": item.error}
-            elif self.chunked:
-                yield from self._chunked_rows(group)
-            else:
-                for item in group:
-                    yield self.row(item)
+            if key == ("error",) or self._static_only():
+                continue
+            try:
+                prepared = self._prepare(group[0], self._blank(group[0]))
+            except Exception:  # reported by the architecture's own row
+                continue
+            if isinstance(prepared, dict) or prepared[0].compiled:
+                continue
+            program, x, scalars, _ = prepared
+            todo.append((key, program, (self._per_seed_spec(program, x), x, jnp.asarray(self._labels(program)),
+                                        scalars)))
+        if len(todo) < 2:
+            return {}
+        x64 = jax.config.jax_enable_x64
+
+        def compile_one(program: _Program, args: tuple) -> None:
+            if jax.config.jax_enable_x64 != x64:  # a thread-local setting (jax.enable_x64) does not carry over
+                return
+            program.fn.lower(*args).compile()  # fills fn's cache: its first call does not compile
+            program.compiled = True
+
+        pool = _compile_pool()
+        return {key: pool.submit(compile_one, program, args) for key, program, args in todo}
 
     def _blank(self, item: SpaceItem) -> dict:
         row: dict[str, Any] = {"arch": item.id, "status": "ok", "reason": None}
@@ -620,7 +738,9 @@ class Scorer:
             program, x, scalars, module = prepared
             if self._static_only():
                 return row
-            res = jax.device_get(program.fn(self.keys, x, jnp.asarray(self._labels(program)), scalars))
+            res = jax.device_get(program.fn(self._per_seed(program, x), x, jnp.asarray(self._labels(program)),
+                                            scalars))
+            program.compiled = True
             return self._finish(row, program, res, module=module)
         except (KeyboardInterrupt, MemoryError):
             raise
@@ -657,8 +777,8 @@ class Scorer:
         try:
             if (per, self.devices) not in program.chunked:
                 program.chunked[per, self.devices] = _chunk_program(program.measure, self.devices, self.batched)
-            res = jax.device_get(program.chunked[per, self.devices](self.keys, x, jnp.asarray(self._labels(program)),
-                                                                    scalars))
+            res = jax.device_get(program.chunked[per, self.devices](
+                self._per_seed(program, x), x, jnp.asarray(self._labels(program)), scalars))
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as err:

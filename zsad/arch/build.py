@@ -158,14 +158,16 @@ class _BatchNorm(nn.Module):
     epsilon: float
 
     @nn.compact
-    def __call__(self, x, calibrate: bool):
+    def __call__(self, x, calibrate: bool | str):
         axes = tuple(range(x.ndim - 1))
         c = x.shape[-1]
         mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), x.dtype)
         var = self.variable("batch_stats", "var", jnp.ones, (c,), x.dtype)
-        if calibrate:
+        if calibrate:  # True: training mode; "constant": the batch's statistics as constants (frozen)
             m = jnp.mean(x, axes)
             v = jnp.mean(jnp.square(x - _chan(m, x.ndim)), axes)
+            if calibrate == "constant":
+                m, v = jax.lax.stop_gradient(m), jax.lax.stop_gradient(v)
             if not self.is_initializing():
                 mean.value, var.value = m, v
         else:
@@ -254,7 +256,8 @@ def _all_named(layers, prefix: str = "") -> list[tuple[str, Layer]]:
     return out
 
 
-def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars):
+def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats: dict | None = None,
+            plan_only: bool = False):
     """Draws all parameters: one random call per distribution, sliced into the layers.
 
     One call per distribution (rather than per tensor) keeps the compiled
@@ -262,6 +265,11 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars):
     random draws. Kernels have unit gain (``unit_weights`` conventions) times
     ``weight_std``; biases are N(0, 1) times ``bias_std``; normalization scales
     are 1 and shifts 0; batch statistics start at mean 0, variance 1.
+
+    ``flats``: the per-distribution draws made already, cut into the pieces
+    that the layers take (``{dist: [array of each shape]}``, see
+    :data:`zsad._types.Network.draws`), used instead of drawing. ``plan_only``:
+    returns the draws' ``(dist, fold_in index, dtype, shapes)`` instead.
     """
     params = {mod: {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
               for mod, leaves in template.get("params", {}).items()}
@@ -276,28 +284,39 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars):
         if spec.init.dist in pending:
             norm = {"normal": 1.0, "truncated_normal": _TRUNC_STD, "uniform": 1.0 / np.sqrt(3.0)}[spec.init.dist]
             pending[spec.init.dist].append((mod, "kernel", kernel, gain / (norm * np.sqrt(fan_in))))
-        else:
+        elif not plan_only:
             params[mod]["kernel"] = gain * unit_weights(jax.random.fold_in(key, 1000 + i), kernel.shape,
                                                         spec.init.dist, kernel.dtype)
         if "bias" in template["params"][mod]:
             pending["normal"].append((mod, "bias", template["params"][mod]["bias"], scalars[name]["bias_std"]))
+    plan = []
     for j, (dist, items) in enumerate(pending.items()):
         if not items:
             continue
         dtype = items[0][2].dtype
         total = sum(int(np.prod(leaf.shape)) for _, _, leaf, _ in items)
-        k = jax.random.fold_in(key, j)
-        if dist == "normal":
-            flat = jax.random.normal(k, (total,), dtype)
-        elif dist == "truncated_normal":
-            flat = jax.random.truncated_normal(k, -2.0, 2.0, (total,), dtype)
+        plan.append((dist, j, np.dtype(dtype).name, tuple(tuple(leaf.shape) for _, _, leaf, _ in items)))
+        if plan_only:
+            continue
+        if flats is not None:
+            for (mod, pname, leaf, scale), piece in zip(items, flats[dist], strict=True):
+                params[mod][pname] = scale * piece
+            continue
         else:
-            flat = jax.random.uniform(k, (total,), dtype, -1.0, 1.0)
+            k = jax.random.fold_in(key, j)
+            if dist == "normal":
+                flat = jax.random.normal(k, (total,), dtype)
+            elif dist == "truncated_normal":
+                flat = jax.random.truncated_normal(k, -2.0, 2.0, (total,), dtype)
+            else:
+                flat = jax.random.uniform(k, (total,), dtype, -1.0, 1.0)
         offset = 0
         for mod, pname, leaf, scale in items:
             size = int(np.prod(leaf.shape))
             params[mod][pname] = scale * flat[offset:offset + size].reshape(leaf.shape)
             offset += size
+    if plan_only:
+        return tuple(plan)
     out = {"params": params}
     if "batch_stats" in template:
         out["batch_stats"] = {mod: {"mean": jnp.zeros(v["mean"].shape, v["mean"].dtype),
@@ -313,10 +332,23 @@ def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...]):
     affine = {name.replace("/", "|"): (name, layer) for name, layer in _all_named(layers)
               if isinstance(layer, (Dense, Conv))}
 
-    def init(key, scalars):
+    def template(scalars):
         x = jnp.zeros((1, *input_shape), jnp.result_type(float))
-        template = jax.eval_shape(net.init, jax.random.key(0), x, scalars)
-        return _sample(template, affine, key, scalars)
+        return jax.eval_shape(net.init, jax.random.key(0), x, scalars)
+
+    def init(key, scalars):
+        return _sample(template(scalars), affine, key, scalars)
+
+    def init_with(flats, key, scalars):
+        return _sample(template(scalars), affine, key, scalars, flats=flats)
+
+    plans: dict[str, tuple] = {}
+
+    def draws(scalars):  # shapes only: one plan per structure (and float type)
+        kind = str(jnp.result_type(float))
+        if kind not in plans:
+            plans[kind] = _sample(template(scalars), affine, None, scalars, plan_only=True)
+        return plans[kind]
 
     def apply(variables, scalars, x):
         return net.apply(variables, x, scalars)
@@ -327,19 +359,28 @@ def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...]):
         _, updates = net.apply(variables, x, scalars, calibrate=True, mutable=["batch_stats"])
         return {**variables, **updates}
 
+    def apply_calibrating(variables, scalars, x):
+        if "batch_stats" not in variables:
+            return apply(variables, scalars, x), variables
+        out, updates = net.apply(variables, x, scalars, calibrate="constant", mutable=["batch_stats"])
+        return out, {**variables, **updates}
+
     def segment(variables, scalars, h, start, stop):
         return net.apply(variables, h, scalars, start=start, stop=stop)[0]
 
-    return init, apply, calibrate, segment
+    return init, apply, calibrate, segment, init_with, draws, apply_calibrating
 
 
 def build(arch: Architecture) -> Network:
     """Builds the network of ``arch`` (an architecture file's layers or a flax entry point)."""
     if arch.module is not None:
         return build_module(arch)
-    init, apply, calibrate, segment = _functions(structure(arch.layers), tuple(arch.input.shape))
+    init, apply, calibrate, segment, init_with, draws, apply_calibrating = _functions(structure(arch.layers),
+                                                                                      tuple(arch.input.shape))
     names = tuple(name for name, _ in named_layers(arch.layers))
-    return Network(init, apply, calibrate, scalars_of(arch), names, tuple(arch.input.shape), segment)
+    scalars = scalars_of(arch)
+    return Network(init, apply, calibrate, scalars, names, tuple(arch.input.shape), segment,
+                   draws=draws(scalars), init_with=init_with, apply_calibrating=apply_calibrating)
 
 
 # --------------------------------------------------------------------------- flax entry points
