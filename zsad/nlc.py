@@ -115,18 +115,15 @@ def nlc_of_tangents(y: PyTree, pushed: PyTree) -> NLCResult:
     return NLCResult(ratio, numerator, denominator, finite)
 
 
-def nlc_of_linearization(y: PyTree, f_lin: Callable[[jax.Array], PyTree], x: jax.Array, key: jax.Array | None, *,
-                         num_tangents: int = 1, tangents: jax.Array | None = None) -> NLCResult:
+def nlc_of_linearization(y: PyTree, f_lin: Callable[[jax.Array], PyTree], x: jax.Array, key: jax.Array, *,
+                         num_tangents: int = 1) -> NLCResult:
     """:func:`nlc_profile` from a linearization already made: ``y, f_lin = jax.linearize(fn, x)``.
 
     For callers that need ``fn(x)`` itself too: the primal pass is then shared
     instead of run twice. ``f_lin`` may return a part of what ``fn`` returns, with
-    ``y`` the same part. ``tangents``: ``derangement_tangents(x, key, num_tangents)``
-    computed already (e.g. once for many networks on the same batch); ``key`` and
-    ``num_tangents`` are then unused.
+    ``y`` the same part.
     """
-    if tangents is None:
-        tangents = derangement_tangents(x, key, num_tangents)
+    tangents = derangement_tangents(x, key, num_tangents)
     return nlc_of_tangents(y, jax.vmap(f_lin)(tangents))  # leaves [K, n, ...]
 
 

@@ -623,9 +623,13 @@ class Scorer:
                 self.inputs.popitem(last=False)
         return self.inputs[key][0]
 
+    def _seed_inputs(self, x: jax.Array) -> dict:
+        """The :func:`seed_inputs` stored with the batch ``x`` (an array :meth:`_x` returned)."""
+        return next(p for v, p in self.inputs.values() if v is x)
+
     def _per_seed(self, program: _Program, x: jax.Array) -> dict:
         """:func:`seed_inputs` of the batch ``x``, with the structure's shared draws (``flats``) if it has them."""
-        per_seed = next(p for v, p in self.inputs.values() if v is x)
+        per_seed = self._seed_inputs(x)
         if not program.draws:
             return per_seed
         if self._shared[0] is not program:  # draw once per structure, not per architecture
@@ -641,7 +645,7 @@ class Scorer:
 
     def _per_seed_spec(self, program: _Program, x: jax.Array) -> dict:
         """:meth:`_per_seed`'s shapes, without drawing."""
-        per_seed = next(p for v, p in self.inputs.values() if v is x)
+        per_seed = self._seed_inputs(x)
         if not program.draws:
             return per_seed
         flats = {dist: [jax.ShapeDtypeStruct((self.options.seeds, *sh), jnp.dtype(dtype)) for sh in shapes]
