@@ -4,6 +4,7 @@ Every space here has one network structure (choices over scalars only), so the
 whole file compiles few programs; runs in one process share them.
 """
 
+import collections
 import csv
 import json
 import math
@@ -297,11 +298,11 @@ def test_cli_interrupt_prints_how_to_resume(space_dir, monkeypatch):
     original = rank_mod.Scorer.row
     calls = []
 
-    def row(self, item):
+    def row(self, item, choices=None):
         calls.append(item.id)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return original(self, item)
+        return original(self, item, choices)
 
     monkeypatch.setattr(rank_mod.Scorer, "row", row)
     out = space_dir / "r.csv"
@@ -572,3 +573,41 @@ def test_all_finite_flags_inf_and_nan():
     assert bool(rank_mod._all_finite(jnp.array([1.0, -3e38, 0.0])))
     assert not bool(rank_mod._all_finite(jnp.array([1.0, jnp.inf])))
     assert not bool(rank_mod._all_finite(jnp.array([[jnp.nan, 2.0]])))
+
+
+def test_architectures_differing_in_activations_share_one_program(tmp_path, monkeypatch):
+    """One shape signature, six activation pairs: one compiled program (the functions chosen by a traced
+    index), and the rows of compiling each pair's own program."""
+    from jax import monitoring
+
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "space.yaml").write_text("base: base.yaml\nchoices:\n  layers.1.fn: [relu, tanh, elu]\n"
+                                         "  layers.3.fn: [relu, tanh]\n  init.weight_std: [1.41, 1.0e+25]\n")
+    space = load_space(tmp_path / "space.yaml")
+    options = RankOptions(seeds=2, batch=7, metrics=("nlc", "params", "naswot", "grad_norm"))
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event.endswith("backend_compile_duration") and kwargs.get("fun_name") == "jit(_measure)":
+            compiles.append(1)
+
+    monitoring.register_event_duration_secs_listener(listener)
+    try:
+        rank_mod._PROGRAM_CACHE.clear()
+        shared = rank_space(space, options).rows
+        n_shared = len(compiles)
+        monkeypatch.setattr(rank_mod.Scorer, "choices", staticmethod(lambda group: None))
+        rank_mod._PROGRAM_CACHE.clear()
+        own = rank_space(space, options).rows
+    finally:
+        monitoring.unregister_event_duration_listener(listener)
+    assert n_shared == 1 and len(compiles) == 1 + 6
+    statuses = collections.Counter(r["status"] for r in shared)
+    assert statuses["ok"] >= 6 and statuses["diverged"] >= 1, statuses  # relu-relu at 1e25 overflows float32
+    for a, b in zip(shared, own):
+        assert a["arch"] == b["arch"]
+        for column, value in a.items():
+            if isinstance(value, float):
+                assert b[column] == pytest.approx(value, rel=1e-5, abs=1e-7), (a["arch"], column)
+            else:
+                assert b[column] == value, (a["arch"], column)

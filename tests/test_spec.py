@@ -170,3 +170,62 @@ def test_bad_data(tmp_path, text, pattern):
     arch = load_architecture(write(tmp_path, text))
     with pytest.raises(zsad.DataError, match=pattern):
         zsad.load_inputs(arch.input, 8, base_dir=arch.base_dir, source=arch.source)
+
+
+def _apply(arch, x):
+    import jax
+
+    net = zsad.build(arch)
+    y, _ = net.apply(net.init(jax.random.key(0), net.scalars), net.scalars, x)
+    return np.asarray(y)
+
+
+def test_activation_parameters_are_not_shaping_scalars(tmp_path):
+    """ELU's parameter ``alpha`` and the shaping scalar ``alpha`` are two scalars: each acts alone."""
+    x = np.linspace(-3.0, 3.0, 8, dtype=np.float32).reshape(2, 4)
+    elu = lambda s, a: np.where(s > 0, s, a * np.expm1(np.minimum(s, 0.0)))  # noqa: E731
+
+    def arch(act):
+        return load_architecture(write(tmp_path, f"input: {{shape: [4]}}\nlayers:\n  - {act}\n"))
+
+    np.testing.assert_allclose(_apply(arch("{type: activation, fn: elu, alpha: 0.5}"), x), elu(x, 0.5), rtol=1e-6)
+    np.testing.assert_allclose(_apply(arch("{type: activation, fn: elu, shaping: {alpha: 0.5}}"), x),
+                               0.5 * elu(x, 1.0) + 0.5 * x, rtol=1e-6)
+    np.testing.assert_allclose(_apply(arch("{type: activation, fn: elu, alpha: 0.3, shaping: {alpha: 0.5, gain: 2}}"),
+                                      x), 2 * (0.5 * elu(x, 0.3) + 0.5 * x), rtol=1e-6)
+
+
+def test_an_activation_choice_computes_the_chosen_function(tmp_path):
+    """``with_choices``: one structure for every candidate function, and each architecture's own outputs."""
+    import dataclasses
+
+    import jax
+
+    from zsad.arch.build import activation_fns, signature, structure, with_choices
+
+    def arch(act):
+        return load_architecture(write(tmp_path, f"""
+input: {{shape: [4]}}
+layers:
+  - {{type: block, repeat: 2, layers: [{{type: dense, features: 8}}, {act}]}}
+  - {{type: residual, branch: [{{type: dense, features: 8}}, {{type: activation, fn: tanh}}]}}
+  - {{type: dense, features: 2}}
+"""))
+
+    acts = ["{type: activation, fn: relu}", "{type: activation, fn: elu, alpha: 0.5}",
+            "{type: activation, fn: leaky_relu, negative_slope: 0.2}", "{type: activation, fn: tanh}"]
+    archs = [arch(a) for a in acts]
+    assert activation_fns(archs[1].layers) == ("elu", "tanh")
+    assert len({signature(a.layers) for a in archs}) == 1 and len({structure(a.layers) for a in archs}) == 4
+    choices = (("elu", "leaky_relu", "relu", "tanh"), ("tanh",))
+    chosen = [dataclasses.replace(a, layers=with_choices(a.layers, choices)) for a in archs]
+    assert len({structure(a.layers) for a in chosen}) == 1  # one program
+    x = np.asarray(jax.random.normal(jax.random.key(1), (5, 4)))
+    outputs = [_apply(a, x) for a in archs]
+    for a, want in zip(chosen, outputs):
+        np.testing.assert_array_equal(_apply(a, x), want)
+    assert not np.allclose(outputs[0], outputs[1])
+    names = [name for name, _ in zsad.arch.spec.named_layers(chosen[0].layers)]
+    assert names[1] == "1.elu|leaky_relu|relu|tanh"
+    with pytest.raises(ValueError, match="not among the choices"):
+        with_choices(archs[0].layers, (("tanh", "elu"), ("tanh",)))

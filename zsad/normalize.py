@@ -639,7 +639,7 @@ def normalize(
         for name, sh in (shapes or {}).items():
             old = scalars[name]
             for field in ("alpha", "beta", "gain"):
-                old[field] = jnp.asarray(getattr(sh, field), dtype=old[field].dtype)
+                old[field] = np.asarray(getattr(sh, field), dtype=old[field].dtype)  # as zsad.build's scalars
         t = time.perf_counter()
         result = jax.device_get(profile(keys, x, scalars))
         values = np.asarray(result.nlc[out_name], dtype=np.float64)

@@ -7,8 +7,11 @@ deviation over ``seeds`` initializations) and the baseline proxies of SPEC §7
 architectures that differ only in scalars (weight/bias scales, residual and
 shaping scalars, activation parameters) share it, and the whole NAS-Bench-201
 space shares one (the masked network of :mod:`zsad.nasbench201`, operation
-choice as data). The space is streamed in chunks; within a chunk, architectures
-are grouped by structure so that each program is compiled once (a small LRU
+choice as data). Architectures that differ only in activation functions share
+one too: their activation layers choose the function by a traced index
+(:func:`zsad.arch.build.with_choices`; on the CPU only the chosen function
+runs). The space is streamed in chunks; within a chunk, architectures are
+grouped by shape signature so that each program is compiled once (a small LRU
 keeps recent programs across chunks). Memory does not grow with the size of
 the space beyond one small row per architecture.
 
@@ -52,7 +55,7 @@ from zsad import proxies
 from zsad._batching import map_leading
 from zsad._errors import DataError, SpecError, ZsadError
 from zsad._types import Network
-from zsad.arch.build import build, structure
+from zsad.arch.build import activation_fns, build, signature, structure, with_choices
 from zsad.arch.spec import Activation, Architecture, Input, named_layers
 from zsad.data import load_inputs
 from zsad.nlc import derangement_tangents, nlc_of_tangents, push_tangents
@@ -605,7 +608,18 @@ class Scorer:
             return ("nb201",)
         if arch.module is not None:
             return ("module", arch.module, str(arch.base_dir), tuple(arch.input.shape), arch.input.dtype)
-        return ("layers", structure(arch.layers), tuple(arch.input.shape), arch.input.dtype)
+        return ("layers", signature(arch.layers), tuple(arch.input.shape), arch.input.dtype)
+
+    @staticmethod
+    def choices(group: Sequence[SpaceItem]) -> tuple[tuple[str, ...], ...] | None:
+        """The activation functions that ``group`` (one :meth:`group_key`) holds at each activation node;
+        None where every node has one function (no choice to make)."""
+        archs = [item.arch for item in group if item.error is None and not item.is_nb201
+                 and item.arch.module is None]
+        if not archs:
+            return None
+        per_node = tuple(tuple(sorted(set(fns))) for fns in zip(*(activation_fns(a.layers) for a in archs)))
+        return per_node if any(len(c) > 1 for c in per_node) else None
 
     # ---- inputs and programs
 
@@ -673,7 +687,8 @@ class Scorer:
         groups: dict[Any, list[SpaceItem]] = {}
         for item in items:
             groups.setdefault(self.group_key(item), []).append(item)
-        ahead = {} if self.chunked else self._compile_ahead(groups)
+        choices = {key: self.choices(group) for key, group in groups.items()}
+        ahead = {} if self.chunked else self._compile_ahead(groups, choices)
         try:
             for key, group in groups.items():
                 if key in ahead:
@@ -682,15 +697,16 @@ class Scorer:
                     for item in group:
                         yield {**self._blank(item), "status": "failed", "reason": item.error}
                 elif self.chunked:
-                    yield from self._chunked_rows(group)
+                    yield from self._chunked_rows(group, choices[key])
                 else:
                     for item in group:
-                        yield self.row(item)
+                        yield self.row(item, choices[key])
         finally:
             for future in ahead.values():
                 future.cancel()
 
-    def _compile_ahead(self, groups: dict[Any, list[SpaceItem]]) -> dict[Any, concurrent.futures.Future]:
+    def _compile_ahead(self, groups: dict[Any, list[SpaceItem]],
+                       choices: dict[Any, tuple | None]) -> dict[Any, concurrent.futures.Future]:
         """Starts compiling the programs of ``groups`` not compiled yet, on a pool of threads.
 
         XLA compiles one program on one core. With several structures to compile,
@@ -703,12 +719,12 @@ class Scorer:
             if key == ("error",) or self._static_only():
                 continue
             try:
-                prepared = self._prepare(group[0], self._blank(group[0]))
+                prepared = self._prepare(group[0], self._blank(group[0]), choices[key])
             except Exception:  # reported by the architecture's own row
                 continue
             if isinstance(prepared, dict) or prepared[0].compiled:
                 continue
-            program, x, scalars, _ = prepared
+            program, x, scalars, _, _ = prepared
             todo.append((key, program, (self._per_seed_spec(program, x), x, jnp.asarray(self._labels(program)),
                                         scalars)))
         if len(todo) < 2:
@@ -730,33 +746,36 @@ class Scorer:
             row[c] = None
         return row
 
-    def row(self, item: SpaceItem) -> dict:
-        """The row of one architecture (never raises for the architecture's own failures)."""
+    def row(self, item: SpaceItem, choices: tuple | None = None) -> dict:
+        """The row of one architecture (never raises for the architecture's own failures).
+
+        ``choices``: :meth:`choices` of the architecture's group, whose program it then runs.
+        """
         row = self._blank(item)
         if item.error is not None:
             return {**row, "status": "failed", "reason": item.error}
         try:
-            prepared = self._prepare(item, row)
+            prepared = self._prepare(item, row, choices)
             if isinstance(prepared, dict):
                 return prepared
-            program, x, scalars, module = prepared
+            program, x, scalars, module, names = prepared
             if self._static_only():
                 return row
             res = jax.device_get(program.fn(self._per_seed(program, x), x, jnp.asarray(self._labels(program)),
                                             scalars))
             program.compiled = True
-            return self._finish(row, program, res, module=module)
+            return self._finish(row, program, res, module=module, names=names)
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as err:  # one architecture's failure must not stop the run
             return {**row, "status": "failed", "reason": _failure(err)}
 
-    def _chunked_rows(self, group: list[SpaceItem]) -> Iterator[dict]:
-        ready: list[tuple[dict, _Program, jax.Array, Any, bool]] = []
+    def _chunked_rows(self, group: list[SpaceItem], choices: tuple | None = None) -> Iterator[dict]:
+        ready: list[tuple[dict, _Program, jax.Array, Any, bool, tuple]] = []
         for item in group:
             row = self._blank(item)
             try:
-                prepared = self._prepare(item, row)
+                prepared = self._prepare(item, row, choices)
             except (KeyboardInterrupt, MemoryError):
                 raise
             except Exception as err:
@@ -789,8 +808,8 @@ class Scorer:
             for row, *_ in part:
                 yield {**row, "status": "failed", "reason": _failure(err)}
             return
-        for i, (row, program, _, _, module) in enumerate(part):
-            yield self._finish(row, program, jax.tree.map(lambda a: a[i], res), module=module)
+        for i, (row, program, _, _, module, names) in enumerate(part):
+            yield self._finish(row, program, jax.tree.map(lambda a: a[i], res), module=module, names=names)
 
     def _static_only(self) -> bool:
         return all(m in ("params", "flops") for m in self.options.metrics)
@@ -798,8 +817,10 @@ class Scorer:
     def _labels(self, program: _Program) -> np.ndarray:
         return program.labels if program.labels is not None else np.zeros((self.options.batch,), np.int32)
 
-    def _prepare(self, item: SpaceItem, row: dict):
-        """Static columns into ``row``; returns ``(program, x, scalars, module)``, or a finished row."""
+    def _prepare(self, item: SpaceItem, row: dict, choices: tuple | None = None):
+        """Static columns into ``row``; returns ``(program, x, scalars, module, layer names)``, or a finished
+        row. ``choices``: the activation functions of the item's group (:meth:`choices`), which share the
+        program."""
         metrics = self.options.metrics
         if item.is_nb201:
             ops = item.arch
@@ -815,8 +836,12 @@ class Scorer:
             program = self._program(("nb201",), lambda: _make_program(
                 nb201.build_masked_network(), self.options, tuple(n for n in nb201.LAYER_NAMES if n != "head"),
                 params=None, flops=None, dtype=self._dtype(inp), batched=self.batched))
-            return program, self._x(inp, self.context.base_dir, self.context.source), nb201.default_scalars(ops), False
+            x = self._x(inp, self.context.base_dir, self.context.source)
+            return program, x, nb201.default_scalars(ops), False, program.layer_names
         arch: Architecture = item.arch
+        names = tuple(name for name, _ in named_layers(arch.layers))
+        if choices is not None and arch.module is None:
+            arch = dataclasses.replace(arch, layers=with_choices(arch.layers, choices))
         net = build(arch)
         dtype = self._dtype(arch.input)
 
@@ -829,18 +854,20 @@ class Scorer:
                 flops=_xla_flops(net, dtype) if "flops" in metrics else None, dtype=dtype,
                 batched=self.batched, segment_range=_segment_range(arch, net))
 
-        program = self._program(self.group_key(item), make)
+        # Keyed by what is compiled: the structure, activation choices included.
+        what = ("module", arch.module, str(arch.base_dir)) if arch.module is not None else structure(arch.layers)
+        key = ("layers", what, tuple(arch.input.shape), arch.input.dtype)
+        program = self._program(key, make)
         if "params" in metrics:
             row["params"] = program.params
         if "flops" in metrics:
             row["flops"] = program.flops
-        return program, self._x(arch.input, arch.base_dir, arch.source), net.scalars, arch.module is not None
+        return program, self._x(arch.input, arch.base_dir, arch.source), net.scalars, arch.module is not None, names
 
-    def _finish(self, row: dict, program: _Program, res: dict, *, module: bool) -> dict:
-        """Row from one architecture's per-seed results (leading axis: seeds)."""
+    def _finish(self, row: dict, program: _Program, res: dict, *, module: bool, names: tuple[str, ...]) -> dict:
+        """Row from one architecture's per-seed results (leading axis: seeds); ``names``: its layers."""
         opts = self.options
         metrics = opts.metrics
-        names = program.layer_names
         seeds = range(opts.seeds)
         diverged = {}
         for s in seeds:

@@ -4,7 +4,9 @@ Flax module attributes hold structure only (layer types, widths, kernel sizes,
 distributions). Every scalar -- ``weight_std``, ``bias_std``, residual scales,
 activation parameters and shaping scalars -- enters as a pytree of arrays, so
 architectures that differ only in scalars share the same functions, hence one
-compiled program (``build`` caches on the structure).
+compiled program (``build`` caches on the structure). An activation layer may
+also choose its function by a traced index (:func:`with_choices`), so that
+architectures differing in activations share a program too.
 
 Batch norm: ``calibrate`` runs the network in training mode on a batch and
 stores each layer's batch mean and (biased) variance; ``apply`` then uses these
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -26,7 +28,7 @@ import numpy as np
 from zsad._entry import import_callable
 from zsad._errors import SpecError, locate
 from zsad._types import Network
-from zsad.activations import get_activation, shaped
+from zsad.activations import ACTIVATION_PARAMS, get_activation, shaped
 from zsad.arch.spec import (
     Activation, Architecture, AvgPool, BatchNorm, Block, Conv, Dense, Flatten,
     GlobalAvgPool, Init, Layer, LayerNorm, MaxPool, Residual, Shaping, named_layers,
@@ -41,20 +43,22 @@ def _sub_prefix(name: str, part: str) -> str:
     return f"{name}/{part}."
 
 
-def scalars_of(arch: Architecture) -> dict[str, dict[str, jax.Array]]:
+def scalars_of(arch: Architecture) -> dict[str, dict[str, np.ndarray]]:
     """The traced scalars of ``arch``: ``{layer name: {scalar name: array}}``.
 
     Dense/conv layers carry ``weight_std`` and ``bias_std``; activations carry
     ``alpha``, ``beta``, ``gain`` (shaping) and their own parameters; residual
     layers carry ``branch_scale`` and ``shortcut_scale``.
     """
-    out: dict[str, dict[str, jax.Array]] = {}
+    out: dict[str, dict[str, np.ndarray]] = {}
     _collect_scalars(arch.layers, "", out)
     return out
 
 
-def _f(value: float) -> jax.Array:
-    return jnp.asarray(value, dtype=jnp.result_type(float))
+def _f(value: float) -> np.ndarray:
+    # A NumPy scalar, not a jax.Array: made once per architecture (a dozen per network), where
+    # jnp.asarray costs a dispatch each; jit traces both alike.
+    return np.asarray(value, dtype=jnp.result_type(float))
 
 
 def _collect_scalars(layers, prefix: str, out: dict) -> None:
@@ -62,13 +66,71 @@ def _collect_scalars(layers, prefix: str, out: dict) -> None:
         if isinstance(layer, (Dense, Conv)):
             out[name] = {"weight_std": _f(layer.init.weight_std), "bias_std": _f(layer.init.bias_std)}
         elif isinstance(layer, Activation):
-            sh = layer.shaping
-            out[name] = {"alpha": _f(sh.alpha), "beta": _f(sh.beta), "gain": _f(sh.gain),
-                         **{k: _f(v) for k, v in layer.params}}
+            out[name] = _activation_scalars(layer)
         elif isinstance(layer, Residual):
             out[name] = {"branch_scale": _f(layer.branch_scale), "shortcut_scale": _f(layer.shortcut_scale)}
             _collect_scalars(layer.shortcut, _sub_prefix(name, "shortcut"), out)
             _collect_scalars(layer.branch, _sub_prefix(name, "branch"), out)
+
+
+def _activation_scalars(layer: Activation) -> dict:
+    """Shaping scalars, the function's parameters under ``params`` (their names, e.g. ELU's ``alpha``, may
+    be those of shaping scalars), and for a choice of functions the index of ``fn`` under ``choice`` and
+    every candidate's parameters (defaults for all but ``fn``)."""
+    sh = layer.shaping
+    out = {"alpha": _f(sh.alpha), "beta": _f(sh.beta), "gain": _f(sh.gain)}
+    own = dict(layer.params)
+    if not layer.choices:
+        return {**out, "params": {k: _f(v) for k, v in own.items()}}
+    params = {c: {k: _f(own.get(k, d) if c == layer.fn else d) for k, d in ACTIVATION_PARAMS.get(c, {}).items()}
+              for c in layer.choices}
+    return {**out, "choice": np.asarray(layer.choices.index(layer.fn), np.int32), "params": params}
+
+
+def _walk_activations(layers: tuple[Layer, ...], visit: Callable[[Activation], Layer]) -> tuple[Layer, ...]:
+    """``layers`` with every activation node replaced by ``visit(node)``, in a fixed order (a block's
+    layers once, whatever its repeat; a residual's shortcut, then its branch)."""
+    out = []
+    for layer in layers:
+        if isinstance(layer, Activation):
+            layer = visit(layer)
+        elif isinstance(layer, Block):
+            layer = dataclasses.replace(layer, layers=_walk_activations(layer.layers, visit))
+        elif isinstance(layer, Residual):
+            layer = dataclasses.replace(layer, shortcut=_walk_activations(layer.shortcut, visit),
+                                        branch=_walk_activations(layer.branch, visit))
+        out.append(layer)
+    return tuple(out)
+
+
+def activation_fns(layers: tuple[Layer, ...]) -> tuple[str, ...]:
+    """The function of every activation node, in :func:`with_choices`' order."""
+    fns: list[str] = []
+    _walk_activations(layers, lambda a: fns.append(a.fn) or a)
+    return tuple(fns)
+
+
+def with_choices(layers: tuple[Layer, ...], choices: Sequence[Sequence[str]]) -> tuple[Layer, ...]:
+    """``layers`` whose i-th activation node (:func:`activation_fns`' order) chooses among ``choices[i]``
+    by a traced index, where that holds more than one function: one structure, hence one compiled
+    program, for architectures that differ only in those activations."""
+    it = iter(choices)
+
+    def visit(a: Activation) -> Activation:
+        cands = tuple(next(it))
+        if a.fn not in cands:
+            raise ValueError(f"activation {a.fn!r} is not among the choices {cands}")
+        return dataclasses.replace(a, choices=cands) if len(cands) > 1 else a
+
+    out = _walk_activations(layers, visit)
+    if next(it, None) is not None:
+        raise ValueError("more activation choices than activation layers")
+    return out
+
+
+def signature(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
+    """:func:`structure` with the activation functions left out too: the networks' shapes alone."""
+    return structure(_walk_activations(layers, lambda a: dataclasses.replace(a, fn="", params=())))
 
 
 def structure(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
@@ -80,6 +142,8 @@ def _strip(layer: Layer) -> Layer:
     if isinstance(layer, (Dense, Conv)):
         return dataclasses.replace(layer, init=Init(dist=layer.init.dist, weight_std=0.0, bias_std=0.0))
     if isinstance(layer, Activation):
+        if layer.choices:  # the function and its parameters are data
+            return dataclasses.replace(layer, fn="", params=(), shaping=Shaping())
         return dataclasses.replace(layer, params=tuple((k, 0.0) for k, _ in layer.params), shaping=Shaping())
     if isinstance(layer, Block):
         return dataclasses.replace(layer, layers=structure(layer.layers))
@@ -221,9 +285,11 @@ class _Net(nn.Module):
             return _Affine(layer, name=mod_name)(x, scalars[name])
         if isinstance(layer, Activation):
             s = scalars[name]
-            params = {k: s[k] for k, _ in layer.params}
-            phi = shaped(get_activation(layer.fn), s["alpha"], s["beta"], s["gain"], params)
-            return phi(x)
+            if not layer.choices:
+                return shaped(get_activation(layer.fn), s["alpha"], s["beta"], s["gain"], s["params"])(x)
+            branches = [shaped(get_activation(c), s["alpha"], s["beta"], s["gain"], s["params"][c])
+                        for c in layer.choices]
+            return jax.lax.switch(s["choice"], branches, x)  # unbatched: only the chosen branch runs
         if isinstance(layer, BatchNorm):
             return _BatchNorm(layer.epsilon, name=mod_name)(x, calibrate)
         if isinstance(layer, LayerNorm):

@@ -137,9 +137,18 @@ class Shaping:
 
 @dataclass(frozen=True)
 class Activation(Layer):
+    """An elementwise activation ``fn`` with its parameters and shaping.
+
+    ``choices``: candidate functions when the function is data, chosen by a
+    traced index (``fn`` is one of them). :mod:`zsad.rank` sets it so that
+    architectures differing only in their activation functions share one
+    compiled program; architecture files never do.
+    """
+
     fn: str
     params: tuple[tuple[str, float], ...] = ()
     shaping: Shaping = Shaping()
+    choices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -197,8 +206,10 @@ def expand(layers: tuple[Layer, ...]) -> Iterator[Layer]:
 
 
 def layer_label(layer: Layer) -> str:
-    """Short human label: the activation name for activations, else the layer type."""
-    return layer.fn if isinstance(layer, Activation) else layer.kind
+    """Short human label: the activation name for activations (``a|b``: a choice of them), else the layer type."""
+    if isinstance(layer, Activation):
+        return "|".join(layer.choices) if layer.choices else layer.fn
+    return layer.kind
 
 
 def named_layers(layers: tuple[Layer, ...], prefix: str = "") -> list[tuple[str, Layer]]:
