@@ -12,18 +12,22 @@ Two search spaces:
   are ranked without computing anything by zsad and skipped by the reference too;
 * an MLP space of 200 architectures (:data:`MLP_SPACE`, written to
   ``benchmarks/results/mlp_space.yaml``): depth 2 or 6 x width 128 or 512 x relu or
-  tanh (8 structures, 8 compiled programs) x weight_std 5 values x bias_std 5 values
-  (25 scalar variants per structure, which share their structure's program);
-  ``--mlp N`` takes a seeded sample of N.
+  tanh (8 structures; 4 shape signatures, so 4 compiled programs, the activation
+  chosen by a traced index) x weight_std 5 values x bias_std 5 values (25 scalar
+  variants per structure, which share their structure's program); ``--mlp N``
+  takes a seeded sample of N.
 
 Each engine runs in a fresh worker process, one after the other, in this order:
-zsad NB201, torch NB201, zsad MLP, torch MLP. For each it reports
+zsad NB201, zsad NB201 again, torch NB201, then the same for the MLP space. For
+each it reports
 
 * cold: the first ``zsad.rank.rank_space`` call of the process (empty in-process
-  program cache and an empty, fresh ``ZSAD_CACHE_DIR``): everything a user's first
-  run pays, tracing and compilation included; warm: a second call on the same
-  space, whose programs are
-  compiled already. The reference (eager PyTorch, ``benchmarks/torch_reference.py``)
+  program cache and, as ``zsad rank`` does, JAX's persistent compilation cache
+  in an empty, fresh ``ZSAD_CACHE_DIR``): everything a user's first run pays,
+  tracing and compilation included; warm: a second call on the same space,
+  whose programs are compiled already. "zsad (rerun)": a new process on the
+  same ``ZSAD_CACHE_DIR``, a user's second run: its cold call reads the
+  compiled programs from disk. The reference (eager PyTorch, ``benchmarks/torch_reference.py``)
   compiles nothing: after an untimed warm-up call it makes one timed pass, which
   is both its cold and its warm figure;
 * compile: the seconds JAX spends tracing, lowering and compiling, summed from
@@ -45,6 +49,9 @@ zsad NB201, torch NB201, zsad MLP, torch MLP. For each it reports
   more (each ``torch.func.jvp`` repeats the forward pass). Next to it the
   machine's float32 matmul rate (a 2048 x 2048 ``jnp.dot`` and ``torch.mm``,
   best of 5), measured before and after the engines;
+* conv 3x3: the rate of the NAS-Bench-201 cells' 3 x 3 convolutions alone (jax,
+  NHWC, 16/32/64 channels at 32/16/8 pixels, the batch of one forward pass and
+  its tangents), measured with the matmul rate: the ceiling for that space;
 * peak RSS: ``ru_maxrss`` of the worker after the timed runs (and its value right
   after imports), the only figure that sees XLA's own allocations on the CPU;
 * agreement: Spearman correlation of the two engines' mean NLC over the
@@ -154,7 +161,10 @@ def worker_zsad(args) -> dict:
     import jax
     import jax.monitoring
 
+    from zsad.cache import enable_compilation_cache
     from zsad.rank import RankOptions, rank_space
+
+    enable_compilation_cache()  # as `zsad rank` does: $ZSAD_CACHE_DIR
 
     compile_events: dict[str, float] = collections.defaultdict(float)
 
@@ -317,20 +327,31 @@ def worker_peak(args) -> dict:
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
     flops = 2.0 * n ** 3
 
-    def best(fn):
+    def best(fn, count=flops):
         fn()
         times = []
         for _ in range(5):
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-        return flops / min(times) / 1e9
+        return count / min(times) / 1e9
 
     ja = jnp.asarray(a)
     dot = jax.jit(jnp.dot)
     ta = torch.from_numpy(a)
-    return {"n": n, "jax_gflops": best(lambda: dot(ja, ja).block_until_ready()),
-            "torch_gflops": best(lambda: torch.mm(ta, ta)), "jax": jax.__version__}
+    out = {"n": n, "jax_gflops": best(lambda: dot(ja, ja).block_until_ready()),
+           "torch_gflops": best(lambda: torch.mm(ta, ta)), "jax": jax.__version__}
+    # NAS-Bench-201's 3x3 convolutions (C channels at H x H pixels), the batch of one forward pass and its pushes.
+    conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                             dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    batch = args.batch * (1 + args.tangents)
+    conv_rates = {}
+    for c, h in ((16, 32), (32, 16), (64, 8)):
+        x = jnp.asarray(np.random.default_rng(1).standard_normal((batch, h, h, c)).astype(np.float32))
+        w = jnp.asarray(np.random.default_rng(2).standard_normal((3, 3, c, c)).astype(np.float32))
+        conv_rates[f"C{c}xH{h}"] = best(lambda: conv(x, w).block_until_ready(), 2.0 * batch * h * h * 9 * c * c)
+    out["conv3x3_gflops"] = conv_rates
+    return out
 
 
 WORKERS = {"zsad": worker_zsad, "torch": worker_torch, "peak": worker_peak}
@@ -445,6 +466,9 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
                 cache = tempfile.mkdtemp(dir=root)  # empty: a cold start for zsad
                 print(f"... {engine} on {space}", file=sys.stderr, flush=True)
                 runs.append(_spawn(engine, space, args, cache))
+                if engine == "zsad":  # a second process on the same persistent compilation cache
+                    print(f"... {engine} on {space}, rerun", file=sys.stderr, flush=True)
+                    runs.append({**_spawn(engine, space, args, cache), "engine": "zsad (rerun)"})
         peaks.append(_spawn("peak", "nb201", args, root))
     load_after = os.getloadavg()
 
@@ -468,7 +492,7 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
         if "error" in r:
             print(f"| {r['space']} | {r['engine']} | error: {r['error'].splitlines()[-1][:120]} ||||||||")
             continue
-        zsad = r["engine"] == "zsad"
+        zsad = r["engine"].startswith("zsad")
         comp = f"{r['compile_s']:.1f}" if zsad else "—"
         first = f"{r['overhead_s']:.1f} ({100 * r['overhead_s'] / r['cold_s']:.0f}%)" if zsad else "—"
         print(f"| {r['space']} | {r['engine']} | {r['archs']} ({r['computed']}) | {r['cold_s']:.1f} | "
@@ -478,8 +502,9 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
     print()
     for i, p in enumerate(peaks):
         if "error" not in p:
+            convs = ", ".join(f"{k} {v:.0f}" for k, v in p.get("conv3x3_gflops", {}).items())
             print(f"matmul {p['n']}² float32 ({'before' if i == 0 else 'after'}): jax {p['jax_gflops']:.1f} GFLOP/s, "
-                  f"torch {p['torch_gflops']:.1f} GFLOP/s")
+                  f"torch {p['torch_gflops']:.1f} GFLOP/s; jax conv 3x3 alone (NAS-Bench-201 shapes): {convs} GFLOP/s")
     for space, f in flops.items():
         if f and "error" not in f:
             n = len(f["per_arch"])
