@@ -225,6 +225,9 @@ def test_an_architecture_that_kills_its_worker_fails_alone(ray_cluster, space_di
         f"archs:\n  - {{name: a, {mlp}}}\n  - {{name: poison, input: {{shape: [8]}}, module: 'poison_model:factory'}}\n"
         f"  - {{name: b, {mlp}}}\n")
     monkeypatch.setattr(ray_cluster, "max_retries", 1)
+    # one task per worker: every death is pinned on its task (a worker that dies holding two cannot say which
+    # it was running, since the reply of a finished one may die with it, and charges neither)
+    monkeypatch.setattr(ray_cluster, "in_flight", 1)
     rows = {r["arch"]: r for r in rank_space(load_space(space_dir / "poison.yaml"), FAST, runner=ray_cluster).rows}
     assert rows["poison"]["status"] == "failed" and rows["poison"]["nlc"] is None
     assert rows["poison"]["reason"] == "its Ray worker died each of the 2 times it was scored (out of memory?)"

@@ -35,8 +35,11 @@ How the work is spread:
   come back all at once, only when it succeeds, so each is yielded once;
 * a worker that dies (its process killed, out of memory, its node lost) is
   replaced by a new actor, and every task it held is resubmitted, split into
-  single architectures. The architectures of the task it was running when it
-  died are charged an attempt (those merely queued on it are not); one whose
+  single architectures. Those run alone: on a worker with nothing else queued,
+  which takes nothing more until it is done, so that a death is pinned on one
+  architecture. A task is charged an attempt when its worker dies while it is
+  the worker's only task (a worker that dies holding several cannot say which
+  it was running: the replies of finished tasks may die with it); one whose
   worker dies ``max_retries + 1`` times while scoring it gets a ``failed`` row
   (the reason says so) instead of stopping the run. An exception raised by the
   scoring code itself is not retried: it stops the run with a one-line error
@@ -156,7 +159,8 @@ def _apply(settings: dict) -> None:
 class _Task:
     items: list  # SpaceItems
     key: Any  # the structure (Scorer.group_key) shared by the items
-    attempts: int = 0  # how many workers died while running it
+    attempts: int = 0  # how many workers died while running it alone
+    alone: bool = False  # held by a worker that died: runs alone on its worker
 
 
 @dataclass
@@ -169,7 +173,8 @@ class _Member:
     info: dict = dataclasses.field(default_factory=dict)
     keys: "collections.OrderedDict[Any, None]" = dataclasses.field(default_factory=collections.OrderedDict)
     running: int = 0
-    executing: int | None = None  # once dead: the task it was running when it died (its others were queued)
+    alone: bool = False  # running a task alone: takes no other until it is done
+    blamed: int | None = None  # once dead: the submission it was running for sure (None: it held several)
 
     def learn(self, key: Any) -> None:
         self.keys[key] = None
@@ -315,7 +320,7 @@ class RayRunner:
     def __call__(self, chunks: Iterator[list], context, options) -> Iterator[dict]:
         return self._run(chunks, context, options)
 
-    def _pick(self, free: list[_Member], queue: "collections.deque[_Task]") -> tuple[_Member, _Task]:
+    def _pick(self, free: list[_Member], queue: Sequence[_Task]) -> tuple[_Member, _Task]:
         """A worker with room and its task: the oldest task of a structure some worker with room has
         compiled already (the least loaded such worker takes it), else the least loaded worker takes the
         oldest task of a structure no worker has compiled yet, else the oldest task."""
@@ -340,6 +345,18 @@ class RayRunner:
             row[c] = None
         return row
 
+    def _ended(self, ref) -> bool:
+        """Whether the task of ``ref`` ended on its worker (its rows or its own error, not collected yet)
+        rather than dying with it."""
+        ray = self._ray
+        try:
+            ray.get(ref, timeout=0)
+        except ray.exceptions.RayTaskError:
+            return True
+        except Exception:  # still pending (GetTimeoutError), or lost with the worker
+            return False
+        return True
+
     def _run(self, chunks: Iterator[list], context, options) -> Iterator[dict]:
         ray = self._ray
         retryable = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
@@ -351,6 +368,13 @@ class RayRunner:
         exhausted = False
         finished = False
         waiting_since = time.monotonic()
+        def submit(member: _Member, task: _Task) -> None:
+            queue.remove(task)
+            member.learn(task.key)
+            member.running += 1
+            self.stats["tasks"] += 1
+            running[member.handle.rows.remote(job, task.items)] = (task, member, self.stats["tasks"])
+
         try:
             job = ray.put((context, options, self._settings()))
             while len(self._pool) < self.workers:
@@ -358,10 +382,21 @@ class RayRunner:
             while True:
                 # hand out tasks to every ready worker with room, pulling chunks only as needed
                 while True:
-                    free = [m for m in self._pool if m.ready and m.running < self.in_flight]
+                    free = [m for m in self._pool if m.ready and not m.alone and m.running < self.in_flight]
                     if not free:
                         break
-                    if not queue:
+                    solo = next((t for t in queue if t.alone), None)
+                    if solo is not None:  # a task to pin a death on: alone on an idle worker
+                        idle = [m for m in free if m.running == 0]
+                        if idle:
+                            idle[0].alone = True
+                            submit(idle[0], solo)
+                            continue
+                        free.remove(min(free, key=lambda m: m.running))  # it takes no more: it drains
+                        if not free:
+                            break
+                    normal = [t for t in queue if not t.alone]
+                    if not normal:
                         if exhausted:
                             break
                         chunk = next(chunks, None)
@@ -370,13 +405,7 @@ class RayRunner:
                             break
                         queue.extend(_split(chunk, self.task_size, self.workers))
                         continue
-                    member, task = self._pick(free, queue)
-                    queue.remove(task)
-                    member.learn(task.key)
-                    member.running += 1
-                    self.stats["tasks"] += 1
-                    running[member.handle.rows.remote(job, task.items)] = (
-                        task, member, self.stats["tasks"])
+                    submit(*self._pick(free, normal))
                 if exhausted and not queue and not running:
                     break
                 starting = {m.ready_ref: m for m in self._pool if not m.ready}
@@ -409,24 +438,26 @@ class RayRunner:
                     continue
                 task, member, number = running.pop(ref)
                 member.running -= 1
+                if member.running == 0:
+                    member.alone = False
                 try:
                     rows = ray.get(ref)
                 except retryable:
                     waiting_since = time.monotonic()
                     if member in self._pool:  # its first lost task: replace it
                         self.stats["lost"] += 1
-                        # a worker runs its tasks in order: the oldest outstanding one was running
-                        member.executing = min([number, *(n for _, m, n in running.values() if m is member)])
+                        held = [number, *(n for r, (_, m, n) in running.items() if m is member and not self._ended(r))]
+                        member.blamed = number if len(held) == 1 else None
                         self._drop(member)
                         self._start()
                     self.stats["retried"] += 1
-                    attempts = task.attempts + (number == member.executing)  # the queued ones are not to blame
+                    attempts = task.attempts + (number == member.blamed)
                     for item in reversed(task.items):
                         if attempts > self.max_retries:
                             self.stats["failed"] += 1
                             yield self._gave_up(item, options)
                         else:
-                            queue.appendleft(_Task([item], task.key, attempts))
+                            queue.appendleft(_Task([item], task.key, attempts, alone=True))
                     continue
                 except ray.exceptions.RayTaskError as err:
                     raise self._task_error(err) from None
