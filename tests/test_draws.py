@@ -60,7 +60,8 @@ def test_init_with_the_drawn_pieces_equals_init(dist):
     flats = {}
     for name, fold, dtype, shapes in net.draws:
         sizes = [int(np.prod(s)) for s in shapes]
-        flat = draws.draw(name, jax.random.fold_in(key, fold)[None], sum(sizes), dtype)[0]
+        flat = draws.draw(name, key[None], sum(sizes), dtype, fold=fold)[0]  # folded in the block program
+        np.testing.assert_array_equal(flat, draws.draw(name, jax.random.fold_in(key, fold)[None], sum(sizes), dtype)[0])
         ends = np.cumsum(sizes)
         flats[name] = [jnp.asarray(flat[e - n:e].reshape(s)) for n, e, s in zip(sizes, ends, shapes)]
     assert "normal" in flats  # the biases

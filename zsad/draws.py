@@ -88,19 +88,23 @@ def block(dist: str, key: jax.Array, start: jax.Array, size: int, dtype) -> jax.
 
 
 @functools.lru_cache(maxsize=None)
-def _block_program(dist: str, dtype: str):
-    return jax.jit(jax.vmap(lambda key, start: block(dist, key, start, BLOCK, dtype), in_axes=(0, None)))
+def _block_program(dist: str, dtype: str, folded: bool):
+    def one(key, fold, start):
+        return block(dist, jax.random.fold_in(key, fold) if folded else key, start, BLOCK, dtype)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
 
 
-def draw(dist: str, keys: jax.Array, size: int, dtype) -> np.ndarray:
-    """``[len(keys), size]``: the whole-array draw of ``dist`` of length ``size`` under each key (host array).
+def draw(dist: str, keys: jax.Array, size: int, dtype, *, fold: int | None = None) -> np.ndarray:
+    """``[len(keys), size]``: the whole-array draw of ``dist`` of length ``size`` under each key (host array);
+    with ``fold``, under ``jax.random.fold_in(key, fold)``, folded in the same program.
 
-    Runs one compiled block program ``ceil(size / BLOCK)`` times, whatever ``size``.
+    Runs one compiled block program ``ceil(size / BLOCK)`` times, whatever ``size`` and ``fold``.
     """
     if size >= _MAX_SIZE:
         raise ValueError(f"size: expected fewer than 2**32 elements; got {size}")
-    fn = _block_program(dist, jnp.dtype(dtype).name)
-    blocks = [fn(keys, np.uint32(start)) for start in range(0, size, BLOCK)]
+    fn = _block_program(dist, jnp.dtype(dtype).name, fold is not None)
+    blocks = [fn(keys, np.uint32(fold or 0), np.uint32(start)) for start in range(0, size, BLOCK)]
     if not blocks:
         return np.zeros((keys.shape[0], 0), dtype)
     return np.concatenate(jax.device_get(blocks), axis=1)[:, :size]

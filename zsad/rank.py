@@ -341,18 +341,24 @@ def _constant(y: jax.Array) -> jax.Array:
     return var <= jnp.square(1000 * eps) * scale
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def seed_inputs(keys: jax.Array, x: jax.Array, tangents: int | None) -> dict:
     """What every architecture's seed ``i`` shares, computed once per batch: its key, the key of its
-    initialization, and (``tangents``: a count) the NLC's derangement tangents of ``x``."""
+    initialization, and (``tangents``: a count) the NLC's derangement tangents of ``x``. One program
+    (a first run compiles it once, not its pieces one by one)."""
     init_keys, tangent_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
     out = {"key": keys, "init": init_keys}
     if tangents:
-        out["tangents"] = _tangent_program(x, tangent_keys, tangents)
+        out["tangents"] = jax.vmap(derangement_tangents, in_axes=(None, 0, None))(x, tangent_keys, tangents)
     return out
 
 
-_tangent_program = jax.jit(jax.vmap(derangement_tangents, in_axes=(None, 0, None)), static_argnums=2)
-_fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _seed_keys(seed: int, seeds: int) -> jax.Array:
+    """``zsad.score.seed_keys`` as one program."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(seeds))
+
 
 
 def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate, apply_calibrating, metrics,
@@ -595,8 +601,7 @@ class Scorer:
         self.per_device = per_device or (16 if self.batched else 8)
         self.inputs: collections.OrderedDict[Any, tuple[jax.Array, dict]] = collections.OrderedDict()
         self._shared: tuple[_Program | None, dict] = (None, {})
-        self.keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(options.seed), i))(
-            jnp.arange(options.seeds))
+        self.keys = _seed_keys(options.seed, options.seeds)
 
     # ---- grouping
 
@@ -650,7 +655,7 @@ class Scorer:
             flats = {}
             for dist, fold, dtype, shapes in program.draws:
                 sizes = [math.prod(sh) for sh in shapes]
-                flat = draws.draw(dist, _fold_in(per_seed["init"], fold), sum(sizes), dtype)
+                flat = draws.draw(dist, per_seed["init"], sum(sizes), dtype, fold=fold)
                 ends = np.cumsum(sizes)
                 flats[dist] = [jnp.asarray(flat[:, end - size:end].reshape(-1, *sh))
                                for size, end, sh in zip(sizes, ends, shapes)]
