@@ -368,6 +368,7 @@ class RayRunner:
         exhausted = False
         finished = False
         waiting_since = time.monotonic()
+
         def submit(member: _Member, task: _Task) -> None:
             queue.remove(task)
             member.learn(task.key)
@@ -446,7 +447,8 @@ class RayRunner:
                     waiting_since = time.monotonic()
                     if member in self._pool:  # its first lost task: replace it
                         self.stats["lost"] += 1
-                        held = [number, *(n for r, (_, m, n) in running.items() if m is member and not self._ended(r))]
+                        held = [number, *(n for r, (_, m, n) in running.items()
+                                          if m is member and not self._ended(r))]
                         member.blamed = number if len(held) == 1 else None
                         self._drop(member)
                         self._start()
