@@ -59,6 +59,7 @@ from zsad.arch.build import activation_fns, build, signature, structure, with_ch
 from zsad.arch.spec import Activation, Architecture, Input, named_layers
 from zsad.data import load_inputs
 from zsad.nlc import derangement_tangents, nlc_of_tangents, push_tangents
+from zsad.score import seed_keys
 from zsad.space import Space, SpaceItem
 from zsad.spectrum import hutchinson
 from zsad.verdict import HEALTHY_MAX, LINEAR_MAX, SCALE_BAND
@@ -353,14 +354,6 @@ def seed_inputs(keys: jax.Array, x: jax.Array, tangents: int | None) -> dict:
     return out
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _seed_keys(seed: int, seeds: int) -> jax.Array:
-    """``zsad.score.seed_keys`` as one program."""
-    base = jax.random.key(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(seeds))
-
-
-
 def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate, apply_calibrating, metrics,
              code_layers, input_shape, batched, segment=None, segment_range=None):
     """All metrics of one architecture for every seed.
@@ -601,7 +594,7 @@ class Scorer:
         self.per_device = per_device or (16 if self.batched else 8)
         self.inputs: collections.OrderedDict[Any, tuple[jax.Array, dict]] = collections.OrderedDict()
         self._shared: tuple[_Program | None, dict] = (None, {})
-        self.keys = _seed_keys(options.seed, options.seeds)
+        self.keys = seed_keys(options.seed, options.seeds)
 
     # ---- grouping
 
@@ -860,8 +853,8 @@ class Scorer:
                 batched=self.batched, segment_range=_segment_range(arch, net))
 
         # Keyed by what is compiled: the structure, activation choices included.
-        what = ("module", arch.module, str(arch.base_dir)) if arch.module is not None else structure(arch.layers)
-        key = ("layers", what, tuple(arch.input.shape), arch.input.dtype)
+        key = (self.group_key(item) if arch.module is not None
+               else ("layers", structure(arch.layers), tuple(arch.input.shape), arch.input.dtype))
         program = self._program(key, make)
         if "params" in metrics:
             row["params"] = program.params

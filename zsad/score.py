@@ -121,7 +121,9 @@ def _first(fn, *args):
     return fn(*args)[0]
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def seed_keys(seed: int, seeds: int) -> jax.Array:
+    """The keys of initializations ``0 .. seeds-1`` under ``seed``, as one program (not one per operation)."""
     base = jax.random.key(seed)
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(seeds))
 

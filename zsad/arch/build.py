@@ -47,8 +47,9 @@ def scalars_of(arch: Architecture) -> dict[str, dict[str, np.ndarray]]:
     """The traced scalars of ``arch``: ``{layer name: {scalar name: array}}``.
 
     Dense/conv layers carry ``weight_std`` and ``bias_std``; activations carry
-    ``alpha``, ``beta``, ``gain`` (shaping) and their own parameters; residual
-    layers carry ``branch_scale`` and ``shortcut_scale``.
+    ``alpha``, ``beta``, ``gain`` (shaping) and their own parameters under
+    ``params`` (see :func:`_activation_scalars`); residual layers carry
+    ``branch_scale`` and ``shortcut_scale``.
     """
     out: dict[str, dict[str, np.ndarray]] = {}
     _collect_scalars(arch.layers, "", out)
@@ -368,14 +369,13 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
             for (mod, pname, leaf, scale), piece in zip(items, flats[dist], strict=True):
                 params[mod][pname] = scale * piece
             continue
+        k = jax.random.fold_in(key, j)
+        if dist == "normal":
+            flat = jax.random.normal(k, (total,), dtype)
+        elif dist == "truncated_normal":
+            flat = jax.random.truncated_normal(k, -2.0, 2.0, (total,), dtype)
         else:
-            k = jax.random.fold_in(key, j)
-            if dist == "normal":
-                flat = jax.random.normal(k, (total,), dtype)
-            elif dist == "truncated_normal":
-                flat = jax.random.truncated_normal(k, -2.0, 2.0, (total,), dtype)
-            else:
-                flat = jax.random.uniform(k, (total,), dtype, -1.0, 1.0)
+            flat = jax.random.uniform(k, (total,), dtype, -1.0, 1.0)
         offset = 0
         for mod, pname, leaf, scale in items:
             size = int(np.prod(leaf.shape))
