@@ -44,10 +44,29 @@ def _num(v):
     return v if math.isfinite(v) else None
 
 
+#: The columns ``band_distance`` and ``default_score`` are the *previous* default score's, with
+#: these constants written out (not read from zsad, whose band and score have moved since), so
+#: that a rerun stores what the report's labels say: the log-distance of the NLC from the prior
+#: band [1.2, 5], and -d(NLC; 1.2, 5) + 0.01 log10(params).
+PRIOR_BAND = (1.2, 5.0)
+PRIOR_CAPACITY_WEIGHT = 0.01
+
+
+def prior_band_distance(nlc: float) -> float:
+    lo, hi = PRIOR_BAND
+    return max(0.0, math.log(lo / nlc), math.log(nlc / hi))
+
+
+def prior_score(nlc: float | None, params: float | None) -> float | None:
+    if not nlc:
+        return None
+    return -prior_band_distance(nlc) + (PRIOR_CAPACITY_WEIGHT * math.log10(params) if params else 0.0)
+
+
 def group_metrics(archs, x_batch: np.ndarray) -> list[dict]:
     """Metrics of architectures that share one structure; ``archs`` read their inputs from a file."""
     from zsad.meanfield_arch import meanfield_summary
-    from zsad.rank import RankOptions, band_distance, default_score, rank_space
+    from zsad.rank import RankOptions, rank_space
     from zsad.score import ScoreOptions, score_architecture
     from zsad.space import Space, SpaceItem
 
@@ -68,9 +87,8 @@ def group_metrics(archs, x_batch: np.ndarray) -> list[dict]:
         m["nlc_std"] = _num(rep.nlc_std)
         m["nlc_per_seed"] = [_num(v) for v in rep.nlc_per_seed]
         m["nlc_reason"] = rep.nlc_reason
-        m["band_distance"] = band_distance(m["nlc"]) if m["nlc"] else None
-        m["default_score"] = _num(default_score({"status": "ok" if m["nlc"] else r["status"], "nlc": m["nlc"],
-                                                 "params": r.get("params")}))
+        m["band_distance"] = prior_band_distance(m["nlc"]) if m["nlc"] else None
+        m["default_score"] = _num(prior_score(m["nlc"], r.get("params")))
         m["diverged_seeds"] = len(rep.diverged)
         m["verdict"] = rep.verdict.status
         m["profile"] = [_num(p["nlc"]) for p in rep.profile]

