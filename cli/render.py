@@ -9,7 +9,7 @@ from rich.text import Text
 
 from zsad_cli.app import out_console
 
-STATUS_STYLE = {"good": "bold green", "warning": "bold yellow", "bad": "bold red"}
+STATUS_STYLE = {"good": "bold green", "unknown": "bold cyan", "warning": "bold yellow", "bad": "bold red"}
 
 
 def fmt(value, spread=None, digits=4) -> str:

@@ -35,7 +35,9 @@ def score(arch_file, seeds, batch, tangents, seed, as_json, out, spectrum, betwe
     """All metrics of the architecture in ARCH_FILE, with a plain-language verdict."""
     import zsad
 
-    arch = zsad.load_architecture(arch_file)
+    from zsad.space import load_scorable
+
+    arch = load_scorable(arch_file)
     options = zsad.ScoreOptions(seeds=seeds, batch=batch, tangents=tangents, seed=seed, spectrum=spectrum or bool(plot),
                                 between=tuple(between) if between else None, spectrum_method=spectrum_method,
                                 spectrum_samples=spectrum_samples, meanfield=meanfield)

@@ -21,8 +21,9 @@ from zsad import nasbench201 as nb
 from zsad import rank as rank_mod
 from zsad._errors import SpecError
 from zsad.rank import (
-    DIRECTION, METRICS, RankInterrupted, RankOptions, band_distance, columns, meta_path, rank_space, score_rows,
+    DIRECTION, METRICS, RankInterrupted, RankOptions, columns, meta_path, rank_space,
 )
+from zsad.ranking import INGREDIENTS
 from zsad.space import load_space
 
 from helpers import RELU_MLP_YAML, cpu_subprocess_env, run_cli
@@ -54,14 +55,16 @@ def by_arch(rows):
 def test_every_proxy_column_and_statuses(space_dir):
     options = RankOptions(seeds=2, batch=8)
     result = rank_space(load_space(space_dir / "space.yaml"), options, out=space_dir / "r.csv")
-    assert result.columns == ["arch", "status", "reason", "nlc", "nlc_std", "sigma2", "params", "flops", "naswot",
+    assert result.columns == ["arch", "status", "reason", "nlc", "nlc_std", "nlc_block", "sigma2", "params", "flops",
+                              "naswot",
                               "synflow", "grad_norm", "snip", "jacob_cov", "score", "rank"]
     ok, std1, constant, overflow = result.rows  # the space's order
     assert [ok["arch"], std1["arch"], constant["arch"]] == [
         "relu[init.weight_std=1.0]", "relu[init.weight_std=1.41]", "relu[init.weight_std=0.0]"]
     for row in (ok, std1):
         assert row["status"] == "ok"
-        for column in ("nlc", "nlc_std", "sigma2", "params", "flops", "synflow", "grad_norm", "snip", "jacob_cov"):
+        for column in ("nlc", "nlc_std", "nlc_block", "sigma2", "params", "flops", "synflow", "grad_norm", "snip",
+                       "jacob_cov"):
             assert row[column] is not None and math.isfinite(row[column]), column
         assert row["naswot"] is not None or "naswot: undefined" in row["reason"]
     assert ok["params"] == 8 * 16 + 16 + 16 * 16 + 16 + 16 * 4 + 4
@@ -84,7 +87,8 @@ def test_every_proxy_column_and_statuses(space_dir):
     assert meta["complete"] is True
     assert {c: meta["columns"][c]["direction"] for c in ("nlc", "nlc_std", "sigma2", "params", "naswot")} == {
         "nlc": "band", "nlc_std": "lower", "sigma2": "near 1", "params": "higher", "naswot": "higher"}
-    assert "ground-truth study" in meta["score"]["formula"]
+    assert "score_selection" in meta["score"]["formula"] and meta["score"]["candidate"] in meta["score"]["formula"]
+    assert set(meta["score"]["ingredients"]) <= set(INGREDIENTS)
 
 
 def test_failed_architecture_gets_a_row(tmp_path):
@@ -139,40 +143,6 @@ def test_nb201_nlc_with_the_masked_program(tmp_path):
 
 
 # --------------------------------------------------------------------------- ranking
-
-def test_band_distance():
-    from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
-
-    middle = math.sqrt(LINEAR_MAX * HEALTHY_MAX)
-    assert band_distance(LINEAR_MAX) == band_distance(middle) == band_distance(HEALTHY_MAX) == 0.0
-    assert band_distance(2 * HEALTHY_MAX) == pytest.approx(math.log(2))
-    assert band_distance(LINEAR_MAX / 2) == pytest.approx(math.log(2))
-
-
-def test_score_rows_default_single_and_aggregate():
-    from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
-
-    inside = math.sqrt(LINEAR_MAX * HEALTHY_MAX)
-    assert LINEAR_MAX > 1.0  # e's NLC of 1 lies below the band
-    rows = [
-        {"arch": "a", "status": "ok", "nlc": inside, "params": 100, "naswot": 1.0},
-        {"arch": "b", "status": "ok", "nlc": inside, "params": 1000, "naswot": 3.0},
-        {"arch": "c", "status": "ok", "nlc": 4 * HEALTHY_MAX, "params": 10**6, "naswot": 2.0},
-        {"arch": "d", "status": "degenerate", "nlc": None, "params": 10**7, "naswot": None},
-        {"arch": "e", "status": "ok", "nlc": 1.0, "params": 100, "naswot": None},
-    ]
-    out = score_rows(rows, ("score",))
-    assert [r["rank"] for r in out] == [2, 1, 4, 5, 3]
-    assert out[1]["score"] == pytest.approx(0.01 * 3)
-    assert out[2]["score"] == pytest.approx(-math.log(4) + 0.06)
-    assert out[3]["score"] is None
-    out = score_rows(rows, ("naswot",))
-    assert [r["rank"] for r in out] == [3, 1, 2, 4, 5]  # nulls last, in the space's order
-    out = score_rows(rows, ("params", "nlc"))
-    # params ranks (ok rows a,b,c,e): c=1, b=2, a=e=3.5; nlc (band): a=b=1.5, e=3, c=4
-    assert [r["score"] for r in out] == [-2.5, -1.75, -2.5, None, -3.25]
-    assert [r["rank"] for r in out] == [2, 1, 3, 5, 4]  # a and c tie: the space's order
-
 
 def test_directions_cover_every_column_and_cli_help():
     from zsad_cli.rank import METRICS_HELP
@@ -286,7 +256,7 @@ def test_cli_rank_table_json_and_file(space_dir):
     assert result.exit_code == 0, result.output
     assert "top 3 of 4" in result.stdout and "relu[init.weight_std=0.5]" in result.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [list(r) for r in rows[:1]] == [["arch", "status", "reason", "nlc", "nlc_std", "params", "score", "rank"]]
+    assert [list(r) for r in rows[:1]] == [["arch", "status", "reason", "nlc", "nlc_std", "nlc_block", "params", "score", "rank"]]
     result = run(*args, "--by", "nlc_std", "--top", 2, "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -495,23 +465,6 @@ def test_sigma2_matches_the_exact_spectrum_of_zsad_score(tmp_path):
     assert row["sigma2"] == pytest.approx(exact, rel=0.2)
 
 
-def test_default_score_penalizes_a_vanishing_jacobian():
-    healthy = {"status": "ok", "nlc": 1.3, "params": 1000, "sigma2": 0.5}  # inside the NLC band
-    vanishing = {**healthy, "sigma2": 1e-6}  # |ln| = 13.8, ln 100 = 4.6: penalty 4.6
-    exploding = {**healthy, "sigma2": 1e6}
-    assert rank_mod.default_score(healthy) == pytest.approx(0.03)
-    assert rank_mod.default_score(vanishing) == pytest.approx(0.03 - 0.5 * (math.log(1e6) - math.log(100)))
-    assert rank_mod.default_score(exploding) == pytest.approx(rank_mod.default_score(vanishing))
-    no_column = {k: v for k, v in healthy.items() if k != "sigma2"}
-    assert rank_mod.default_score(no_column) == pytest.approx(0.03)  # --metrics without sigma2
-    # computed but undefined (overflow in some initialization) or exactly 0: the largest penalty
-    worst = rank_mod.default_score({**healthy, "sigma2": 0.0})
-    assert rank_mod.default_score({**healthy, "sigma2": None}) == pytest.approx(worst)
-    assert worst < rank_mod.default_score({**healthy, "sigma2": 1e-300})
-    assert rank_mod.oriented("sigma2", 0.0) == pytest.approx(math.log(np.finfo(np.float64).tiny))
-    assert rank_mod.oriented("sigma2", 4.0) == pytest.approx(rank_mod.oriented("sigma2", 0.25))
-
-
 # --------------------------------------------------------------------------- shared draws, compiling ahead
 
 def _three_structures(tmp_path):
@@ -624,3 +577,19 @@ def test_architectures_differing_in_activations_share_one_program(tmp_path, monk
                     assert b[column] == pytest.approx(value, rel=1e-4, abs=1e-6), (a["arch"], column)
                 else:
                     assert b[column] == value, (a["arch"], column)
+
+
+def test_jacob_cov_is_left_out_where_the_batch_exceeds_the_input_dimension(tmp_path):
+    (tmp_path / "s.yaml").write_text(textwrap.dedent("""\
+        archs:
+          - {name: narrow, input: {shape: [4]}, layers: [{type: dense, features: 8}, {type: activation, fn: tanh},
+             {type: dense, features: 2}]}
+          - {name: wide, input: {shape: [16]}, layers: [{type: dense, features: 8}, {type: activation, fn: tanh},
+             {type: dense, features: 2}]}
+        """))
+    rows = by_arch(rank_space(load_space(tmp_path / "s.yaml"),
+                              RankOptions(seeds=1, batch=8, metrics=("nlc", "params", "jacob_cov"))).rows)
+    assert rows["narrow"]["jacob_cov"] is None and "jacob_cov: left out, degenerate" in rows["narrow"]["reason"]
+    assert rows["narrow"]["status"] == "ok" and rows["narrow"]["nlc"] is not None
+    assert rows["wide"]["jacob_cov"] is not None and math.isfinite(rows["wide"]["jacob_cov"])
+    assert rank_mod.jacob_cov_degenerate(8, (4,)) and not rank_mod.jacob_cov_degenerate(8, (2, 2, 2))

@@ -550,6 +550,9 @@ def _layer_names() -> tuple[str, ...]:
 
 #: Names of the outputs ``apply`` returns, in network order; ``head`` is the logits.
 LAYER_NAMES: tuple[str, ...] = _layer_names()
+#: The last feature map (the last cell's output), before the head's batch norm, ReLU, global average
+#: pooling and dense layer: where the Jacobian of the hidden part ends (``sigma2``).
+FEATURES: str = LAYER_NAMES[-2]
 
 
 class _NB201(nn.Module):
@@ -693,7 +696,14 @@ def _network(ops: tuple[str, ...] | None, scalars) -> Network:
         out, updates = run_constant.apply(variables, x, scalars, mutable=["batch_stats"])
         return out, {**variables, **updates}
 
-    return Network(init, apply, calibrate, scalars, LAYER_NAMES, INPUT_SHAPE, apply_calibrating=apply_calibrating)
+    def segment(variables, scalars, h, start, stop):
+        # The network can be cut only at its input: the output of any named layer, from the input.
+        if start != 0:
+            raise SpecError(f"NAS-Bench-201: a Jacobian starts at the input; got a start after {LAYER_NAMES[start - 1]}")
+        return run.apply(variables, h, scalars)[1][LAYER_NAMES[stop - 1]]
+
+    return Network(init, apply, calibrate, scalars, LAYER_NAMES, INPUT_SHAPE, segment=segment,
+                   apply_calibrating=apply_calibrating)
 
 
 def build_network(arch: Arch) -> Network:

@@ -62,32 +62,20 @@ from zsad.nlc import derangement_tangents, nlc_of_tangents, push_tangents
 from zsad.score import seed_keys
 from zsad.space import Space, SpaceItem
 from zsad.spectrum import hutchinson
-from zsad.verdict import HEALTHY_MAX, LINEAR_MAX, SCALE_BAND
+from zsad.ranking import (  # noqa: F401  (re-exported: the score lives in zsad.ranking)
+    CAPACITY_WEIGHT, DIRECTION, SCALE_FREE, SCALE_WEIGHT, band_distance, legacy_score, metric_columns, oriented,
+    score_meta, score_rows,
+)
+from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
 
 #: Metrics that ``--metrics`` selects from, in column order (``nlc`` gives ``nlc`` and ``nlc_std``).
 METRICS: tuple[str, ...] = ("nlc", "sigma2", "params", "flops", "naswot", "synflow", "grad_norm", "snip",
                              "jacob_cov")
 STATUSES = ("ok", "degenerate", "diverged", "failed")
 
-#: Weight of capacity in the default score: one decade of parameters is worth a
-#: log-distance of 0.01 of the NLC from its band (about 1% in NLC).
-CAPACITY_WEIGHT = 0.01
-
-#: The Jacobian-scale term of the default score: no penalty while the typical singular value
-#: sqrt(sigma2) lies within a factor 10 of 1 (|ln sigma2| <= ln SCALE_BAND = ln 100), then half the
-#: excess of |ln sigma2| (the log-factor by which the typical singular value leaves [0.1, 10]).
-SCALE_FREE = math.log(SCALE_BAND)
-SCALE_WEIGHT = 0.5
-
 #: Samples and Rademacher probes per sample of the ``sigma2`` estimate (Hutchinson).
 SIGMA2_SAMPLES = 8
 SIGMA2_PROBES = 4
-
-#: Direction of each metric column: ``higher`` or ``lower`` is better, or
-#: ``band``: best inside ``[LINEAR_MAX, HEALTHY_MAX]``, worse with the
-#: log-distance from it, or ``near 1``: best at 1, worse with ``|ln value|``.
-DIRECTION: dict[str, str] = {"nlc": "band", "nlc_std": "lower", "sigma2": "near 1", **proxies.DIRECTION,
-                             "score": "higher"}
 
 DESCRIPTION: dict[str, str] = {
     "arch": "architecture name (NAS-Bench-201: its architecture string)",
@@ -96,8 +84,12 @@ DESCRIPTION: dict[str, str] = {
     "nlc": f"nonlinearity coefficient of the output, mean over seeds; best inside the band "
            f"[{LINEAR_MAX}, {HEALTHY_MAX}] (zsad.verdict)",
     "nlc_std": "standard deviation of the NLC over seeds (sample, ddof=1); lower is more reliable",
+    "nlc_block": "largest growth of the NLC across one top-level block, max_b ln(NLC_b / NLC_{b-1}) over the "
+                 "profile of prefixes (NAS-Bench-201: stem, cells, reductions, head), mean over seeds; lower "
+                 "is better (no single block far more nonlinear than the rest)",
     "sigma2": "mean squared singular value of the Jacobian of the hidden layers (zsad score's default "
-              "segment; input to output where the network cannot be cut), Hutchinson's estimate on "
+              "segment, which ends before global pooling and the head; NAS-Bench-201: input to the last "
+              "cell's output; input to output where the network cannot be cut), Hutchinson's estimate on "
               f"{SIGMA2_SAMPLES} samples x {SIGMA2_PROBES} probes, mean over seeds; best near 1 "
               "(vanishing below, exploding above)",
     "params": "trainable parameters (exact count); higher taken as better (zero-cost NAS convention)",
@@ -115,16 +107,6 @@ DESCRIPTION: dict[str, str] = {
     "score": "ranking score (see score.formula), higher is better; null ranks last",
     "rank": "1 = best; ties keep the space's order",
 }
-
-SCORE_FORMULA = (
-    "score = -d(nlc) - max(0, |ln sigma2| - ln 100) / 2 + 0.01 * log10(params), "
-    f"d(nlc) = max(0, ln({LINEAR_MAX:g} / nlc), ln(nlc / {HEALTHY_MAX:g})): the log-distance of the NLC from the "
-    f"band [LINEAR_MAX, HEALTHY_MAX] = [{LINEAR_MAX:g}, {HEALTHY_MAX:g}] of zsad.verdict (a wrong-sized nonlinearity), minus the "
-    "log-factor by which the typical Jacobian singular value sqrt(sigma2) leaves [0.1, 10] (vanishing or "
-    "exploding signals), plus capacity (log params) as a tie-breaker; chosen by the ground-truth study "
-    "(benchmarks/RESULTS.md). Without the sigma2 column (--metrics without it) the scale term is left out. "
-    "Degenerate, diverged and failed architectures have no score and rank last."
-)
 
 _CHUNK = 256  # architectures read from the space at a time (grouped by structure within)
 _PROGRAMS = 8  # compiled programs kept (LRU), shared by every run in the process
@@ -184,62 +166,9 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
 
 
-def metric_columns(metrics: Sequence[str]) -> list[str]:
-    out = []
-    for m in metrics:
-        out += ["nlc", "nlc_std"] if m == "nlc" else [m]
-    return out
-
-
 def columns(metrics: Sequence[str]) -> list[str]:
     """Columns of the results file: arch, status, reason, the metric columns, score, rank."""
     return ["arch", "status", "reason", *metric_columns(metrics), "score", "rank"]
-
-
-# --------------------------------------------------------------------------- scores
-
-def band_distance(nlc: float) -> float:
-    """Log-distance of ``nlc`` from the band ``[LINEAR_MAX, HEALTHY_MAX]`` (0 inside it).
-
-    Examples:
-      >>> band_distance(1.3), round(band_distance(2.8), 4)   # the band [1.2, 1.4]
-      (0.0, 0.6931)
-    """
-    return max(0.0, math.log(LINEAR_MAX / nlc), math.log(nlc / HEALTHY_MAX))
-
-
-def oriented(column: str, value: float | None) -> float | None:
-    """``value`` mapped so that higher is better (``band``: minus :func:`band_distance`)."""
-    if value is None:
-        return None
-    direction = DIRECTION[column]
-    if direction == "higher":
-        return float(value)
-    if direction == "lower":
-        return -float(value)
-    if direction == "near 1":
-        return -_abs_log_sigma2(value)
-    return -band_distance(float(value))
-
-
-def _abs_log_sigma2(sigma2: float | None) -> float:
-    """``|ln sigma2|``; an exactly vanished Jacobian (0) or an undefined one (None: non-finite in some
-    initialization, i.e. overflowing) counts as far from 1 as float64 can say."""
-    if sigma2 is None:
-        return -math.log(np.finfo(np.float64).tiny)
-    return abs(math.log(max(float(sigma2), np.finfo(np.float64).tiny)))
-
-
-def default_score(row: dict) -> float | None:
-    """The default score (:data:`SCORE_FORMULA`); None for rows that are not ``ok``."""
-    if row.get("status") != "ok" or row.get("nlc") is None:
-        return None
-    score = -band_distance(row["nlc"])
-    if "sigma2" in row:  # the column was computed
-        score -= SCALE_WEIGHT * max(0.0, _abs_log_sigma2(row["sigma2"]) - SCALE_FREE)
-    if row.get("params"):
-        score += CAPACITY_WEIGHT * math.log10(row["params"])
-    return score
 
 
 def parse_by(by: str, metrics: Sequence[str]) -> tuple[str, ...]:
@@ -259,58 +188,6 @@ def parse_by(by: str, metrics: Sequence[str]) -> tuple[str, ...]:
             raise SpecError(f"--by: expected score or computed metrics ({', '.join(available)}); got {name!r}"
                             f"{closest(name, available)}")
     return names
-
-
-def _average_ranks(values: list[float | None]) -> list[float]:
-    """Ranks (1 = best, higher value better), ties averaged; None shares the bottom positions."""
-    n = len(values)
-    order = sorted((i for i, v in enumerate(values) if v is not None), key=lambda i: -values[i])
-    ranks = [0.0] * n
-    pos = 0
-    while pos < len(order):
-        end = pos
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[pos]]:
-            end += 1
-        for k in range(pos, end + 1):
-            ranks[order[k]] = (pos + end) / 2 + 1
-        pos = end + 1
-    bottom = (len(order) + 1 + n) / 2
-    for i, v in enumerate(values):
-        if v is None:
-            ranks[i] = bottom
-    return ranks
-
-
-def _tidy(x: float) -> float:
-    return float(f"{x:.12g}") + 0.0  # + 0.0: no negative zero
-
-
-def score_rows(rows: list[dict], by: Sequence[str]) -> list[dict]:
-    """Fills ``score`` and ``rank`` (rows in the space's order; ties keep it).
-
-    ``by == ("score",)``: :func:`default_score`. One metric: its value oriented
-    so that higher is better. Several: minus the mean of the per-metric ranks
-    (each with its direction, ties averaged). Rows whose status is not ``ok``
-    have no score and rank last.
-    """
-    ok = [r.get("status") == "ok" for r in rows]
-    if tuple(by) == ("score",):
-        scores = [default_score(r) for r in rows]
-    elif len(by) == 1:
-        scores = [oriented(by[0], r.get(by[0])) if good else None for r, good in zip(rows, ok)]
-    else:
-        idx = [i for i, good in enumerate(ok) if good]
-        per_metric = [_average_ranks([oriented(m, rows[i].get(m)) for i in idx]) for m in by]
-        scores = [None] * len(rows)
-        for j, i in enumerate(idx):
-            scores[i] = -sum(r[j] for r in per_metric) / len(by)
-    order = sorted(range(len(rows)), key=lambda i: (scores[i] is None, -(scores[i] or 0.0), i))
-    out = [dict(r) for r in rows]
-    for i, s in enumerate(scores):
-        out[i]["score"] = None if s is None else _tidy(s)
-    for rank, i in enumerate(order, start=1):
-        out[i]["rank"] = rank
-    return out
 
 
 # --------------------------------------------------------------------------- the compiled program
@@ -355,7 +232,7 @@ def seed_inputs(keys: jax.Array, x: jax.Array, tangents: int | None) -> dict:
 
 
 def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate, apply_calibrating, metrics,
-             code_layers, input_shape, batched, segment=None, segment_range=None):
+             code_layers, input_shape, batched, segment=None, segment_range=None, sigma2_output=None):
     """All metrics of one architecture for every seed.
 
     ``per_seed``: :func:`seed_inputs`, plus ``flats`` (``{dist: [seeds, size]}``, the network's
@@ -375,17 +252,18 @@ def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate,
             else:
                 v_cal = calibrate(v0, scalars, x)
                 fn = lambda z: (apply(v_cal, scalars, z), v_cal)  # noqa: E731
-            ((y, outs), v), ((pushed, _), _) = push_tangents(fn, x, seed["tangents"])
+            ((y, outs), v), ((pushed, pushed_outs), _) = push_tangents(fn, x, seed["tangents"])
             r = nlc_of_tangents(y, pushed)
+            block = _largest_block_growth([nlc_of_tangents(outs[k], pushed_outs[k]).nlc for k in outs])
         else:
             v = calibrate(v0, scalars, x)
             y, outs = apply(v, scalars, x)
         res = {"finite": jnp.stack([_all_finite(o) for o in outs.values()]), "constant": _constant(y)}
         if "nlc" in metrics:
-            res["nlc"], res["nlc_finite"] = r.nlc, r.finite
+            res["nlc"], res["nlc_finite"], res["nlc_block"] = r.nlc, r.finite, block
         if "sigma2" in metrics:
             res["sigma2"] = _sigma2(v, scalars, x, jax.random.fold_in(seed["key"], 3), apply=apply, segment=segment,
-                                    segment_range=segment_range)
+                                    segment_range=segment_range, output=sigma2_output)
         if "naswot" in metrics and code_layers:
             codes = proxies.relu_codes([x if name is None else outs[name] for name in code_layers])
             s = proxies.naswot(codes)
@@ -411,12 +289,24 @@ def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate,
     return map_leading(one, per_seed, batched=batched)
 
 
-def _sigma2(variables, scalars, x, key, *, apply, segment, segment_range) -> jax.Array:
+def _largest_block_growth(profile: Sequence[jax.Array]) -> jax.Array:
+    """``max_b ln(NLC_b / NLC_{b-1})`` over the top-level outputs (``NLC_{-1} = 1``, the input): how much
+    more nonlinear the most nonlinear single block makes the network. NaN where a prefix's NLC is not
+    finite (constant or diverged intermediate outputs)."""
+    logs = jnp.log(jnp.stack([jnp.ones((), profile[0].dtype), *profile]))
+    return jnp.max(jnp.diff(logs))
+
+
+def _sigma2(variables, scalars, x, key, *, apply, segment, segment_range, output=None) -> jax.Array:
     """Hutchinson's estimate of the mean squared singular value of the segment's Jacobian, averaged
-    over the first :data:`SIGMA2_SAMPLES` samples (:func:`zsad.spectrum.hutchinson`)."""
+    over the first :data:`SIGMA2_SAMPLES` samples (:func:`zsad.spectrum.hutchinson`). Where the
+    network cannot be cut, from the input to its intermediate output ``output`` (None: the output)."""
     xs = x[:SIGMA2_SAMPLES]
     if segment is None or segment_range is None:
-        h, fn = xs, lambda u: apply(variables, scalars, u[None])[0][0]
+        if output is None:
+            h, fn = xs, lambda u: apply(variables, scalars, u[None])[0][0]
+        else:
+            h, fn = xs, lambda u: apply(variables, scalars, u[None])[1][output][0]
     else:
         start, stop = segment_range
         h = xs if start == 0 else segment(variables, scalars, xs, 0, start)
@@ -441,14 +331,22 @@ class _Program:
     compiled: bool = False  # fn has run (or been compiled ahead) once
 
 
+def jacob_cov_degenerate(batch: int, input_shape: Sequence[int]) -> bool:
+    """jacob_cov is a constant when the batch exceeds the input dimension: the n x n correlation matrix of
+    the per-sample input gradients has rank at most d_in, so its zero eigenvalues dominate the score."""
+    return batch > math.prod(input_shape)
+
+
 def _make_program(net: Network, options: RankOptions, code_layers: tuple | None, *, params: int | None,
-                  flops: int | None, dtype, batched: bool, segment_range: tuple[int, int] | None = None) -> _Program:
-    metrics = tuple(m for m in options.metrics if m not in ("params", "flops"))
+                  flops: int | None, dtype, batched: bool, segment_range: tuple[int, int] | None = None,
+                  sigma2_output: str | None = None) -> _Program:
+    metrics = tuple(m for m in options.metrics if m not in ("params", "flops")
+                    and not (m == "jacob_cov" and jacob_cov_degenerate(options.batch, net.input_shape)))
     measure = functools.partial(
         _measure, init=net.init, init_with=net.init_with, apply=net.apply, calibrate=net.calibrate,
         apply_calibrating=net.apply_calibrating, metrics=metrics,
         code_layers=code_layers, input_shape=tuple(net.input_shape), batched=batched, segment=net.segment,
-        segment_range=segment_range)
+        segment_range=segment_range, sigma2_output=sigma2_output)
     shared = (net.init_with is not None and draws.available()
               and options.seeds * sum(math.prod(sh) for *_, shapes in net.draws for sh in shapes) <= _SHARED_DRAWS)
     labels = None
@@ -833,7 +731,8 @@ class Scorer:
             inp = self.context.input
             program = self._program(("nb201",), lambda: _make_program(
                 nb201.build_masked_network(), self.options, tuple(n for n in nb201.LAYER_NAMES if n != "head"),
-                params=None, flops=None, dtype=self._dtype(inp), batched=self.batched))
+                params=None, flops=None, dtype=self._dtype(inp), batched=self.batched,
+                sigma2_output=nb201.FEATURES))
             x = self._x(inp, self.context.base_dir, self.context.source)
             return program, x, nb201.default_scalars(ops), False, program.layer_names
         arch: Architecture = item.arch
@@ -898,10 +797,18 @@ class Scorer:
             if all(math.isfinite(v) for v in values):
                 row["nlc"] = _short(np.mean(values))
                 row["nlc_std"] = _short(np.std(values, ddof=1)) if len(values) > 1 else None
+                blocks = [float(res["nlc_block"][s]) for s in good]
+                if all(math.isfinite(v) for v in blocks):
+                    row["nlc_block"] = _short(np.mean(blocks))
             else:
                 reasons.append("nlc: undefined (constant output in some initialization)")
         for m in ("naswot", "synflow", "grad_norm", "snip", "jacob_cov"):
             if m not in metrics:
+                continue
+            if m == "jacob_cov" and m not in res:
+                reasons.append(f"jacob_cov: left out, degenerate when the batch ({opts.batch}) exceeds the input "
+                               "dimension (the per-sample gradients' correlation matrix is singular); use --batch "
+                               "at most the input dimension to compute it")
                 continue
             if m == "naswot" and m not in res:
                 reasons.append("naswot: needs activation layers of an architecture file" if module
@@ -1128,10 +1035,7 @@ def make_meta(space: Space, options: RankOptions, by: Sequence[str]) -> dict:
                   "fingerprint": space.fingerprint},
         "options": options.to_json(),
         "columns": {c: {"direction": DIRECTION.get(c), "description": DESCRIPTION[c]} for c in cols},
-        "score": {"by": list(by), "formula": SCORE_FORMULA if tuple(by) == ("score",) else
-                  (f"oriented {by[0]} (higher is better)" if len(by) == 1 else
-                   "minus the mean of the per-metric ranks (1 = best, each with its direction, ties averaged)"),
-                  "scale_term": "sigma2" in options.metrics},
+        "score": score_meta(by, options.metrics),
     }
 
 
@@ -1247,7 +1151,7 @@ def rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str |
         raise ZsadError(f"{len(missing)} architecture(s) came back without a row (first: {missing[0]}); "
                         f"every finished row is in {out}: rerun with --resume" if out else
                         f"{len(missing)} architecture(s) came back without a row (first: {missing[0]})")
-    rows = score_rows([done_rows[a] for a in order], by_cols)
+    rows = score_rows([done_rows[a] for a in order], by_cols, options.metrics)
     if results is not None:
         results.finish(rows)
     return RankResult(rows, cols, by_cols, counts["computed"], counts["resumed"], {**meta, "complete": True})

@@ -19,17 +19,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zsad import nasbench201 as nb201
 from zsad._batching import map_leading
 from zsad._errors import NumericsError, SpecError
 from zsad._types import Network
 from zsad.arch.build import build
-from zsad.arch.spec import Architecture
+from zsad.arch.spec import Architecture, family_of
 from zsad.data import load_inputs
 from zsad.nlc import NLCResult, nlc_profile
+from zsad.space import CellArchitecture
 from zsad.spectrum import JacobianSpectrum, jacobian_spectrum
 from zsad.spectrum import _resolve_method as resolve_method
 from zsad.meanfield_arch import meanfield_summary
-from zsad.verdict import SCALE_BAND, Verdict, combine, meanfield_verdict, nlc_verdict
+from zsad.verdict import COVERED, SCALE_BAND, Verdict, combine, meanfield_verdict, nlc_verdict, outside_evidence
 
 
 @dataclass(frozen=True)
@@ -184,22 +186,28 @@ class ScoreReport:
         }
 
 
-def score_architecture(arch: Architecture, options: ScoreOptions = ScoreOptions()) -> ScoreReport:
+def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOptions = ScoreOptions()) -> ScoreReport:
     """Scores ``arch``: NLC with spread over ``options.seeds`` initializations and its profile.
+
+    ``arch``: an architecture file's, or one architecture of a built-in space
+    (:class:`zsad.space.CellArchitecture`, from ``space:`` + ``arch:``), whose Jacobian runs
+    from the input to the last feature map and which has no mean-field summary.
 
     A seed whose forward pass overflows contributes ``None`` and the first layer
     with non-finite values is recorded in ``diverged``; an output that is constant
     across the batch gives ``None`` with a reason. Never raises on numerics.
     """
     t0 = time.perf_counter()
-    net = build(arch)
+    cell = isinstance(arch, CellArchitecture)
+    net = nb201.build_network(arch.ops) if cell else build(arch)
     x = load_inputs(arch.input, options.batch, seed=options.data_seed, base_dir=arch.base_dir,
                     source=arch.source)
     x = jnp.asarray(x, dtype=jnp.result_type(float) if arch.input.dtype == "float32" else x.dtype)
     names = list(net.layer_names)
     spectrum_cfg = between = None
     if options.spectrum:
-        start, stop, between = resolve_between(arch, names, options.between, has_segment=net.segment is not None)
+        start, stop, between = (_cell_between(names, options.between) if cell else
+                                resolve_between(arch, names, options.between, has_segment=net.segment is not None))
         spectrum_cfg = SpectrumConfig(start, stop, options.spectrum_method, options.spectrum_steps,
                                       options.spectrum_probes, min(options.spectrum_samples, x.shape[0]))
     fn = make_metrics_fn(net, options.tangents, spectrum_cfg)
@@ -223,12 +231,13 @@ def score_architecture(arch: Architecture, options: ScoreOptions = ScoreOptions(
         vals = [None if s in diverged else _num(result.nlc[n][s]) for s in range(options.seeds)]
         m, sd = _stats(vals)
         profile.append({"layer": n, "nlc": m, "nlc_std": sd})
+    outside = outside_evidence(**(_CELL_FAMILY if cell else family_of(arch)))
     items = [nlc_verdict(mean, std, diverged_at=diverged[min(diverged)] if len(diverged) == options.seeds else None,
-                         constant_output=constant and not diverged)]
+                         constant_output=constant and not diverged, outside=outside)]
     if diverged and len(diverged) < options.seeds:
         items.append(("warning", f"{len(diverged)} of {options.seeds} initializations diverge "
                                  f"(first non-finite layer: {diverged[min(diverged)]})"))
-    extra: dict = {}
+    extra: dict = {"evidence": {"bands_cover": COVERED, "outside": outside}}
     density = None
     if spectrum_cfg is not None:
         d_in, d_out = _segment_dims(net, x, spectrum_cfg)
@@ -238,11 +247,16 @@ def score_architecture(arch: Architecture, options: ScoreOptions = ScoreOptions(
             1 for n in names[spectrum_cfg.start:spectrum_cfg.stop] if _kind(n) in _AFFINE_KINDS)
         items.extend(spectrum_verdict(extra["spectrum"]))
         density = spectrum_density(spec, sorted(diverged))
-    if options.meanfield:
+    if options.meanfield and cell:
+        extra["meanfield"] = {"reason": "mean field propagates an architecture file's layers; a built-in space's "
+                                        "cells are not described that way"}
+    elif options.meanfield:
         extra["meanfield"] = meanfield_summary(arch, np.asarray(x))
         items.extend(meanfield_verdict(extra["meanfield"]))
+    if cell:
+        extra["space"] = {"name": arch.space, "arch": arch.notation}
     return ScoreReport(
-        name=arch.name, params=param_count(net), nlc_per_seed=per_seed, nlc_mean=mean, nlc_std=std,
+        name=arch.name, params=nb201.param_count(arch.ops) if cell else param_count(net), nlc_per_seed=per_seed, nlc_mean=mean, nlc_std=std,
         nlc_reason=reason, profile=profile, diverged=diverged, verdict=combine(items), options=options,
         seconds=time.perf_counter() - t0, extra=extra, density=density,
     )
@@ -276,13 +290,32 @@ def _index(point: str, names: list[str], *, end: bool) -> int:
     return index % len(names)
 
 
+#: What a NAS-Bench-201 network holds, for :func:`zsad.verdict.outside_evidence`.
+_CELL_FAMILY = {"kinds": {"conv", "batch_norm", "activation", "avg_pool", "global_avg_pool", "dense"},
+                "residual_conv": True, "multi_branch": True, "foreign": False}
+
+
+def _cell_between(names: list[str], between: tuple[str, str] | None) -> tuple[int, int, tuple[str, str]]:
+    """The Jacobian's segment in a NAS-Bench-201 network: from the input (the only place it can be cut) to
+    a named output; default the last feature map (:data:`zsad.nasbench201.FEATURES`)."""
+    a, b = between or ("input", nb201.FEATURES)
+    if a != "input":
+        raise SpecError(f"--between: a NAS-Bench-201 network's Jacobian starts at the input; got {a!r}")
+    stop = _index(b, names, end=True)
+    if stop < 0:
+        raise SpecError(f"--between: the second point must be a layer ({', '.join(names)}); got {b!r}")
+    return 0, stop + 1, ("input", names[stop])
+
+
 def resolve_between(arch: Architecture, names: list[str], between: tuple[str, str] | None, *,
                     has_segment: bool = True) -> tuple[int, int, tuple[str, str]]:
     """(start, stop, labels) of the Jacobian's segment: layers ``start .. stop-1``.
 
     Default: from the output of the first dense/conv layer to the output of the
-    layer before the last dense/conv layer (the hidden, square-ish part), or the
-    whole network when that part is empty or the network cannot be cut.
+    layer before the last dense/conv layer (the hidden, square-ish part), stopping
+    before a global average pooling inside it (which alone scales the mean squared
+    singular value by 1/(H W)), or the whole network when that part is empty or
+    the network cannot be cut.
     """
     n = len(names)
     if not has_segment:
@@ -295,6 +328,10 @@ def resolve_between(arch: Architecture, names: list[str], between: tuple[str, st
         affine = [i for i, kind in enumerate(kinds) if kind in _AFFINE_KINDS]
         if len(affine) >= 2 and affine[-1] - 1 > affine[0]:
             a, b = affine[0], affine[-1] - 1
+            # Global pooling alone scales sigma2 by 1 / (H W): the hidden part ends before it.
+            pools = [i for i in range(a + 1, b + 1) if kinds[i] == "global_avg_pool"]
+            if pools and pools[0] - 1 > a:
+                b = pools[0] - 1
         else:
             a, b = -1, n - 1
     else:

@@ -423,6 +423,68 @@ def _nb201_space(node, ctx, name, file, base_dir) -> Space:
     return Space("nas-bench-201", name, file, size, fp, input=inp, items=items)
 
 
+@dataclass(frozen=True)
+class CellArchitecture:
+    """One architecture of a built-in space, as ``zsad score`` reads it from a file with ``space:`` and ``arch:``.
+
+    Attributes:
+      name: the file's ``name`` (default: the file's stem).
+      space: the built-in space (``nas-bench-201``).
+      ops: the architecture in the space's own terms (NAS-Bench-201: its six operations).
+      input: the input, as in a space file.
+      source: the file it came from.
+    """
+
+    name: str
+    space: str
+    ops: Nb201Ops
+    input: Input
+    source: str | None = None
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source).resolve().parent if self.source else Path.cwd()
+
+    @property
+    def notation(self) -> str:
+        return nb201.format_arch(self.ops)
+
+
+def parse_cell(node: Any, *, file: str | None = None) -> CellArchitecture:
+    """Validates a mapping ``{space: nas-bench-201, arch: '<string>', name?, input?, data?}``."""
+    ctx = _Ctx(file)
+    _mapping(node, ctx, ("name", "space", "arch", "input", "data"), "architecture of a built-in space")
+    kind = node["space"]
+    if isinstance(kind, str):
+        kind = _NB201_ALIASES.get(kind.lower(), kind.lower())
+    if kind not in NB201_NAMES:
+        from zsad.activations import closest
+
+        raise ctx.child(node, "space").error(f"one of {', '.join(NB201_NAMES)}", node["space"],
+                                             closest(str(node["space"]), NB201_NAMES))
+    if "arch" not in node:
+        raise ctx.error("a field 'arch' (a NAS-Bench-201 architecture string '|a~0|+|b~0|c~1|+|d~0|e~1|f~2|')")
+    actx = ctx.child(node, "arch")
+    if not isinstance(node["arch"], str):
+        raise actx.error("a NAS-Bench-201 architecture string '|a~0|+|b~0|c~1|+|d~0|e~1|f~2|'", node["arch"])
+    try:
+        ops = nb201.parse_arch(node["arch"])
+    except SpecError as err:
+        raise SpecError(f"{_loc(actx)}: arch: {err}") from None
+    name = node.get("name", Path(file).stem if file else "cell")
+    if not isinstance(name, str) or not name:
+        raise ctx.child(node, "name").error("a non-empty string", name)
+    return CellArchitecture(name, kind, ops, _nb201_input(node, ctx), file)
+
+
+def load_scorable(path: str | Path) -> Union[Architecture, CellArchitecture]:
+    """An architecture file, or a file naming one architecture of a built-in space (``space:`` + ``arch:``)."""
+    node = read_yaml(path)
+    if isinstance(node, dict) and "space" in node and "archs" not in node:
+        return parse_cell(node, file=str(path))
+    return load_architecture(path)
+
+
 def _nb201_input(node, ctx) -> Input:
     shape = list(nb201.INPUT_SHAPE)
     if "input" in node:

@@ -34,7 +34,47 @@ SCALE_BAND = 1e2
 #: up to about 6 xi_c layers).
 DEPTH_SCALES_MAX = 6.0
 
-STATUSES = ("good", "warning", "bad")
+#: Verdict statuses, least severe first. ``unknown``: the evidence behind the bands does not cover the
+#: network and nothing else raised a concern (it outranks ``good``: a healthy spectrum does not make
+#: up for a measurement the evidence cannot judge).
+STATUSES = ("good", "unknown", "warning", "bad")
+
+#: The families the NLC bands' evidence covers (the ground-truth study: MLPs, plain or residual,
+#: without normalization or with layer or batch norm; convolutional networks without normalization
+#: and without residual connections, on 8x8 images).
+COVERED = ("dense networks (plain or residual, with or without layer or batch norm) and plain convolutional "
+           "networks without normalization")
+
+
+def outside_evidence(kinds: set[str], *, residual_conv: bool = False, multi_branch: bool = False,
+                     foreign: bool = False) -> str | None:
+    """What puts a network outside :data:`COVERED` (None: inside), from the layer types it has.
+
+    Args:
+      kinds: layer types present anywhere in the network (``dense``, ``conv``, ``batch_norm``, ...).
+      residual_conv: a residual connection around convolutions.
+      multi_branch: parallel paths other than an identity shortcut (a residual with its own shortcut
+        layers, a NAS cell).
+      foreign: a module zsad cannot look into (flax).
+
+    Examples:
+      >>> outside_evidence({"dense", "activation", "batch_norm"}) is None
+      True
+      >>> outside_evidence({"conv", "batch_norm", "activation"})
+      'batch-normalized convolutions'
+    """
+    if foreign:
+        return "a module whose layers zsad cannot inspect"
+    reasons = []
+    if "conv" in kinds and ({"batch_norm", "layer_norm"} & kinds):
+        reasons.append("batch-normalized convolutions" if "batch_norm" in kinds else "normalized convolutions")
+    if residual_conv:
+        reasons.append("residual convolutional blocks")
+    if multi_branch:
+        reasons.append("multi-branch cells")
+    if not reasons:
+        return None
+    return reasons[0] if len(reasons) == 1 else ", ".join(reasons[:-1]) + " and " + reasons[-1]
 
 
 class Verdict(NamedTuple):
@@ -50,8 +90,14 @@ def _worst(statuses: Sequence[str]) -> str:
 
 
 def nlc_verdict(mean: float | None, std: float | None, *, diverged_at: str | None = None,
-                constant_output: bool = False) -> tuple[str, str]:
-    """(status, reason) for the network's NLC."""
+                constant_output: bool = False, outside: str | None = None) -> tuple[str, str]:
+    """(status, reason) for the network's NLC.
+
+    ``outside``: what puts the network outside the families the bands were estimated on
+    (:func:`outside_evidence`). There an NLC above the band gets no judgment (``unknown``): on
+    NAS-Bench-201 (batch-normalized, multi-branch cells) a higher NLC went with a higher trained
+    accuracy. An NLC below the band is still a warning: near-linear networks underfit in both.
+    """
     if diverged_at is not None:
         return "bad", (f"activations stop being finite at layer {diverged_at}: the network diverges at "
                        "initialization (reduce weight_std, add normalization, or score with --x64)")
@@ -66,6 +112,11 @@ def nlc_verdict(mean: float | None, std: float | None, *, diverged_at: str | Non
                            "perform like a linear model; use a more nonlinear activation or deeper stack")
     if mean <= HEALTHY_MAX:
         return "good", f"{value} lies in the right-sized band [{LINEAR_MAX}, {HEALTHY_MAX}]"
+    if outside:
+        return "unknown", (f"{value} is above the band [{LINEAR_MAX}, {HEALTHY_MAX}], which was estimated on "
+                           f"{COVERED}; this network has {outside}, outside that evidence (on NAS-Bench-201 a "
+                           "higher NLC went with higher accuracy), so the NLC alone gives no verdict: compare it "
+                           "with alternatives using zsad rank")
     if mean <= CHAOTIC_MIN:
         return "warning", (f"{value} is above {HEALTHY_MAX}: more nonlinear than the networks that trained "
                            "best in the ground-truth study; expect less stable training and higher test error "
@@ -109,6 +160,7 @@ def combine(items: Sequence[tuple[str, str]]) -> Verdict:
     """Combines (status, reason) pairs; the summary states the worst finding first."""
     status = _worst([s for s, _ in items])
     headline = {
+        "unknown": "No verdict from the evidence",
         "good": "Likely to train well",
         "warning": "Trainable, with a caveat",
         "bad": "Unlikely to train well",

@@ -227,6 +227,27 @@ def activations_of(layers: tuple[Layer, ...]) -> Iterator[Activation]:
             yield from activations_of(layer.branch)
 
 
+def family_of(arch: Architecture) -> dict:
+    """The layer types an architecture holds, for :func:`zsad.verdict.outside_evidence`:
+    ``{"kinds", "residual_conv", "multi_branch", "foreign"}``."""
+    kinds: set[str] = set()
+    flags = {"residual_conv": False, "multi_branch": False}
+
+    def walk(layers: tuple[Layer, ...]) -> set[str]:
+        seen: set[str] = set()
+        for layer in expand(layers):
+            seen.add(layer.kind)
+            if isinstance(layer, Residual):
+                inner = walk(layer.branch) | walk(layer.shortcut)
+                seen |= inner
+                flags["residual_conv"] |= "conv" in inner
+                flags["multi_branch"] |= bool(layer.shortcut)
+        return seen
+
+    kinds = walk(arch.layers)
+    return {"kinds": kinds, **flags, "foreign": arch.module is not None}
+
+
 # --------------------------------------------------------------------------- YAML reading
 
 class _Ctx:
