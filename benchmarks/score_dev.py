@@ -136,7 +136,8 @@ def nb201_rows(split: str) -> tuple[list[dict], dict[str, np.ndarray]]:
     if missing:
         raise SystemExit(f"{path}: {len(missing)} architectures of {name} not measured yet: run 'measure'")
     rows = [r for r in rows if r["arch"] in acc]
-    return rows, {t: np.array([float(acc[r["arch"]][t]) for r in rows]) for t in targets}
+    value = lambda text: float(text) if text.strip() else np.nan  # noqa: E731  (one ImageNet value is missing)
+    return rows, {t: np.array([value(acc[r["arch"]][t]) for r in rows]) for t in targets}
 
 
 def _block_from_profile(profile: list | None) -> float | None:
@@ -180,9 +181,16 @@ def figures(rows: list[dict], targets: dict[str, np.ndarray], groups: np.ndarray
         key = by if isinstance(by, str) else "-".join(by)
         out[key] = {}
         for t, y in targets.items():
-            fig = correlation(x, y, boot)
+            keep = np.isfinite(y)  # rows with a trained accuracy for this target
+            if keep.all():
+                xs, ys, bs = x, y, boot
+            else:
+                xs, ys = x[keep], y[keep]
+                bs = resamples(groups[keep])
+            fig = correlation(xs, ys, bs)
+            fig["n"] = int(keep.sum())
             if top:
-                fig.update(top_quality(x, y))
+                fig.update(top_quality(xs, ys))
             out[key][t] = fig
     return out
 
@@ -237,6 +245,9 @@ def compute() -> dict:
     res: dict = {"candidates": {k: list(v) for k, v in CANDIDATES.items()}, "nb201": {}, "study": {},
                  "study_within": {}}
     for split in SPLITS:
+        if not (RESULTS / f"score_dev_{split}.csv").exists():
+            print(f"{split}: not measured yet (run 'measure'); left out of the report", file=sys.stderr)
+            continue
         rows, targets = nb201_rows(split)
         res["nb201"][split] = figures(rows, targets, np.arange(len(rows)), [*SINGLE, *cands], top=True)
         res["nb201"][split]["_n"] = len(rows)
@@ -251,7 +262,7 @@ def compute() -> dict:
     res["selection"] = select(nb, study)
     variants = ablation(res["selection"]["chosen"])
     res["ablation"] = {"variants": ["-".join(v) for v in variants], "nb201": {}, "study": {}}
-    for split in SPLITS:
+    for split in res["nb201"]:
         rows, targets = nb201_rows(split)
         res["ablation"]["nb201"][split] = figures(rows, targets, np.arange(len(rows)), variants, top=True)
     for ds, (rows, targets, groups) in study_rows().items():

@@ -62,6 +62,15 @@ def _study_table(res: dict, keys: list[str], within: bool = False) -> list[str]:
     return lines
 
 
+def _scored(block: dict) -> str:
+    n, ok = block["_n"], block["_ok"]
+    first = ("Every architecture is scored" if ok == n else
+             f"{ok} of {n} architectures are scored; the other {n - ok} are degenerate (no path from the cell "
+             "input to its output) and rank last in every ranking")
+    return (f"{first}. Top-k columns: CIFAR-10 accuracy of the picks and its percentile in the split "
+            "(100 = best).")
+
+
 def write_report(res: dict, path: Path) -> None:
     cands = list(res["candidates"])
     single = [k for k in res["nb201"]["200ep"] if not k.startswith("_") and k not in cands]
@@ -95,14 +104,16 @@ def write_report(res: dict, path: Path) -> None:
                  f"{LABELS.get(b, b)} ρ = {nb200[b][t]['spearman']:+.3f} (difference "
                  f"{fig[t]['spearman'] - nb200[b][t]['spearman']:+.3f}).")
     L += ["", "## NAS-Bench-201, 300 architectures, 200-epoch validation accuracy", "",
-          f"{res['nb201']['200ep']['_ok']} of {res['nb201']['200ep']['_n']} architectures are scored; the "
-          "others are degenerate (no path from the cell input to its output) and rank last in every ranking. "
-          "Top-k columns: CIFAR-10 accuracy of the picks and its percentile in the split (100 = best).", ""]
+          _scored(res["nb201"]["200ep"]), ""]
     L += _nb_table(nb200, res, [*cands, *single])
     L += ["", "## NAS-Bench-201, 1,000 architectures, 12-epoch test accuracy (not used to choose)", "",
           "Short training favours cells that train fast; this split shows how the score behaves when the "
           "training budget is short.", ""]
-    L += _nb_table(res["nb201"]["12ep"], res, [*cands, *single])
+    if "12ep" in res["nb201"]:
+        L += [_scored(res["nb201"]["12ep"]), ""]
+        L += _nb_table(res["nb201"]["12ep"], res, [*cands, *single])
+    else:
+        L.append("Not measured yet: `python -m benchmarks.score_dev measure`.")
     L += ["", "## Ground-truth study (MLPs and small CNNs on 8×8 digits and MNIST)", "",
           "Population of 330 architectures per data set in 30 structures; ranks within each data set.", ""]
     skeys = [k for k in res["study"][next(iter(res["study"]))] if not k.startswith("_")]

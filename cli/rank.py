@@ -10,6 +10,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from zsad.ranking import short_formula
 from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
 from zsad_cli.app import cli, emit_json, err_console, fail, handle_errors, out_console, x64_option
 from zsad_cli.render import fmt
@@ -17,13 +18,12 @@ from zsad_cli.render import fmt
 _BAND = f"[{LINEAR_MAX:g}, {HEALTHY_MAX:g}]"
 
 METRICS_HELP = (
-    f"Comma-separated metrics, or 'all' (default): nlc (band: best inside {_BAND}; also nlc_std, lower is "
-    "better), sigma2 (near 1: mean squared Jacobian singular value of the hidden layers), params (higher), "
+    f"Comma-separated metrics, or 'all' (default): nlc (band: best inside {_BAND}; also nlc_std and nlc_block, "
+    "lower is better), sigma2 (near 1: mean squared Jacobian singular value of the hidden layers), params (higher), "
     "flops (higher), naswot (higher), synflow (higher, log), grad_norm (higher, log), snip (higher, log), "
     "jacob_cov (higher).")
 BY_HELP = (
-    f"Rank by 'score' (default: minus the log-distance of the NLC from {_BAND}, minus the log-factor by "
-    "which sqrt(sigma2) leaves [0.1, 10], plus 0.01·log10(params); set by the ground-truth study), by one "
+    f"Rank by 'score' (default: {short_formula()}; see benchmarks/RESULTS_SCORE.md), by one "
     "metric column (its direction), or by several comma-separated (mean of per-metric ranks).")
 
 

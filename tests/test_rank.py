@@ -157,7 +157,7 @@ def test_bad_by_and_metrics(space_dir):
     space = load_space(space_dir / "small.yaml")
     with pytest.raises(SpecError, match="--by: expected score or computed metrics .*got 'naswot'"):
         rank_space(space, FAST, by="naswot")
-    with pytest.raises(SpecError, match="the default score needs nlc"):
+    with pytest.raises(SpecError, match="the default score needs at least one of nlc, sigma2, flops"):
         rank_space(space, RankOptions(metrics=("params",)))
     with pytest.raises(SpecError, match="metrics: expected names among .*got 'nlcc'; did you mean 'nlc'"):
         RankOptions(metrics=("nlcc",))

@@ -132,3 +132,21 @@ def test_candidate_scores_k0_is_the_legacy_formula():
     assert ranking.candidate_scores(rows, "K0") == [legacy_score(r) for r in rows]
     for k, names in CANDIDATES.items():
         assert all(n in INGREDIENTS for n in names), k
+
+
+def test_the_default_and_its_evidence_are_those_of_the_committed_benchmark():
+    """DEFAULT_CANDIDATE is what the selection rule chose on the stored figures, and EVIDENCE quotes them."""
+    import json
+    from pathlib import Path
+
+    res = json.loads((Path(__file__).parent.parent / "benchmarks/results/score_dev.json").read_text())
+    assert res["selection"]["chosen"] == DEFAULT_CANDIDATE
+    assert res["candidates"] == {k: list(v) for k, v in CANDIDATES.items()}
+    figs = res["nb201"]["200ep"][DEFAULT_CANDIDATE]
+    quoted = {"nas-bench-201 cifar10": figs["cifar10_val_200ep"]["spearman"],
+              "nas-bench-201 cifar100": figs["cifar100_val_200ep"]["spearman"],
+              "nas-bench-201 imagenet16-120": figs["imagenet16_val_200ep"]["spearman"]}
+    for ds, cases in res["study"].items():
+        for t, fig in cases[DEFAULT_CANDIDATE].items():
+            quoted[f"study {ds} {t}"] = fig["spearman"]
+    assert ranking.EVIDENCE == {k: round(v, 2) for k, v in quoted.items()}

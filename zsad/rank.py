@@ -63,7 +63,8 @@ from zsad.score import seed_keys
 from zsad.space import Space, SpaceItem
 from zsad.spectrum import hutchinson
 from zsad.ranking import (  # noqa: F401  (re-exported: the score lives in zsad.ranking)
-    CAPACITY_WEIGHT, DIRECTION, SCALE_FREE, SCALE_WEIGHT, band_distance, legacy_score, metric_columns, oriented,
+    CAPACITY_WEIGHT, DIRECTION, INGREDIENTS, SCALE_FREE, SCALE_WEIGHT, band_distance, default_ingredients,
+    legacy_score, metric_columns, oriented,
     score_meta, score_rows,
 )
 from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
@@ -176,10 +177,10 @@ def parse_by(by: str, metrics: Sequence[str]) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(b.strip() for b in by.split(",") if b.strip()))
     available = metric_columns(metrics)
     if names in ((), ("score",)):
-        missing = [m for m in ("nlc", "params") if m not in metrics]
-        if missing:
-            raise SpecError(f"--by score: the default score needs {' and '.join(missing)}; add "
-                            f"{'them' if len(missing) > 1 else 'it'} to --metrics or rank --by a computed metric")
+        needed = sorted({INGREDIENTS[n].column for n in default_ingredients()}, key=METRICS.index)
+        if not default_ingredients(metrics):
+            raise SpecError(f"--by score: the default score needs at least one of {', '.join(needed)}; add it to "
+                            "--metrics or rank --by a computed metric")
         return ("score",)
     for name in names:
         if name not in available:

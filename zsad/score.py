@@ -245,7 +245,7 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
         extra["spectrum"] = summarize_spectrum(spec, sorted(diverged), between, method, spectrum_cfg.samples)
         extra["spectrum"]["affine_layers"] = sum(
             1 for n in names[spectrum_cfg.start:spectrum_cfg.stop] if _kind(n) in _AFFINE_KINDS)
-        items.extend(spectrum_verdict(extra["spectrum"]))
+        items.extend(spectrum_verdict(extra["spectrum"], outside=outside))
         density = spectrum_density(spec, sorted(diverged))
     if options.meanfield and cell:
         extra["meanfield"] = {"reason": "mean field propagates an architecture file's layers; a built-in space's "
@@ -387,8 +387,14 @@ SPREAD_MAX = 10.0
 ISOMETRIC_SHARE = 0.8
 
 
-def spectrum_verdict(summary: dict) -> list[tuple[str, str]]:
-    """(status, reason) items from the Jacobian spectrum (SPEC §2, §8 point 1)."""
+def spectrum_verdict(summary: dict, outside: str | None = None) -> list[tuple[str, str]]:
+    """(status, reason) items from the Jacobian spectrum.
+
+    ``outside``: what puts the network outside the families the scale band was estimated on
+    (:func:`zsad.verdict.outside_evidence`); there a scale outside the band is reported without a
+    judgment (``unknown``): in NAS-Bench-201's batch-normalized cells the input-to-features σ² runs
+    from about 1 to 1e16 and does not go with trained accuracy (benchmarks/RESULTS_SCORE.md).
+    """
     mean, ratio = summary.get("sigma2_mean"), summary.get("sigma2_ratio")
     a, b = summary["between"]
     items = []
@@ -397,8 +403,14 @@ def spectrum_verdict(summary: dict) -> list[tuple[str, str]]:
     if mean < 1 / SCALE_BAND or mean > SCALE_BAND:
         word = "vanish" if mean < 1 else "explode"
         status = "bad" if (mean < 1 / SCALE_BAND**2 or mean > SCALE_BAND**2) else "warning"
-        items.append((status, f"signals and gradients {word} between {a} and {b}: mean σ² = {mean:.3g} "
-                              "(1 is isometric; adjust weight_std towards the edge of chaos)"))
+        if outside:
+            items.append(("unknown", f"mean σ² = {mean:.3g} between {a} and {b} lies outside [{1 / SCALE_BAND:g}, "
+                                     f"{SCALE_BAND:g}], the range that trained well on {COVERED}; this network "
+                                     f"has {outside}, where the scale of σ² has not gone with trained accuracy "
+                                     "(NAS-Bench-201), so no judgment from it"))
+        else:
+            items.append((status, f"signals and gradients {word} between {a} and {b}: mean σ² = {mean:.3g} "
+                                  "(1 is isometric; adjust weight_std towards the edge of chaos)"))
     elif ratio is not None and ratio > SPREAD_MAX:
         items.append(("warning", f"the Jacobian between {a} and {b} is far from isometric: var(σ²)/mean(σ²)² = "
                                  f"{ratio:.3g}"))
