@@ -53,9 +53,8 @@ def measure(split: str) -> Path:
     from zsad.rank import RankOptions, rank_space
     from zsad.space import load_space
 
-    name, _ = SPLITS[split]
-    archs = [r["arch"] for r in csv.DictReader(open(DATA / name))]
     out = RESULTS / f"score_dev_{split}.csv"
+    archs = measuring_order(split)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"nb201_dev_{split}.yaml"
         path.write_text("space: nas-bench-201\narchs:\n" + "".join(f"  - '{a}'\n" for a in archs))
@@ -64,6 +63,18 @@ def measure(split: str) -> Path:
                    on_progress=lambda done, total: print(f"\r{split}: {done}/{total}", end="", file=sys.stderr))
     print(file=sys.stderr)
     return out
+
+
+def measuring_order(split: str) -> list[str]:
+    """The split's architectures in the order ``measure`` computes them: the file's order for the
+    200-epoch split; a seeded random order for the 1,000-architecture split, so that a measurement
+    stopped early holds a uniform random sample of it (the report then uses the longest measured
+    prefix of this order, and says how many)."""
+    name, _ = SPLITS[split]
+    archs = [r["arch"] for r in csv.DictReader(open(DATA / name))]
+    if split == "12ep":
+        archs = [archs[i] for i in np.random.default_rng(SEED).permutation(len(archs))]
+    return archs
 
 
 # --------------------------------------------------------------------------- statistics
@@ -126,16 +137,17 @@ def nb201_rows(split: str) -> tuple[list[dict], dict[str, np.ndarray]]:
     name, targets = SPLITS[split]
     acc = {r["arch"]: r for r in csv.DictReader(open(DATA / name))}
     path = RESULTS / f"score_dev_{split}.csv"
-    rows = []
+    measured = {}
     for r in csv.DictReader(open(path)):
         row = {"arch": r["arch"], "status": r["status"]}
         for k in SINGLE:
             row[k] = float(r[k]) if r.get(k) not in (None, "") else None
-        rows.append(row)
-    missing = [a for a in acc if a not in {r["arch"] for r in rows}]
-    if missing:
-        raise SystemExit(f"{path}: {len(missing)} architectures of {name} not measured yet: run 'measure'")
-    rows = [r for r in rows if r["arch"] in acc]
+        measured[r["arch"]] = row
+    order = measuring_order(split)
+    prefix = next((i for i, a in enumerate(order) if a not in measured), len(order))
+    if prefix == 0:
+        raise SystemExit(f"{path}: nothing of {name} measured yet: run 'measure'")
+    rows = [measured[a] for a in order[:prefix]]  # the longest measured prefix of the measuring order
     value = lambda text: float(text) if text.strip() else np.nan  # noqa: E731  (one ImageNet value is missing)
     return rows, {t: np.array([value(acc[r["arch"]][t]) for r in rows]) for t in targets}
 
