@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 
 import click
 from rich import box
@@ -64,9 +65,10 @@ def rank(space_file, out, resume, overwrite, metrics, by, top, wide, seeds, batc
          ray_address, workers, devices):
     """Score every architecture of the search space in SPACE_FILE and rank them (1 = best)."""
     from zsad._errors import SpecError
-    from zsad.rank import RankInterrupted, RankOptions, parse_metrics, rank_space
+    from zsad.rank import RankInterrupted, RankOptions, check_out, parse_metrics, rank_space
     from zsad.space import load_space
 
+    check_out(out, resume=resume, overwrite=overwrite)  # before any work
     space = load_space(space_file)
     options = RankOptions(seeds=seeds, batch=batch, tangents=tangents, seed=seed, metrics=parse_metrics(metrics))
     if ray_address is None and workers is not None:
@@ -82,7 +84,7 @@ def rank(space_file, out, resume, overwrite, metrics, by, top, wide, seeds, batc
             result = rank_space(space, options, out=out, resume=resume, overwrite=overwrite, by=by,
                                 on_progress=advance, devices=local, runner=runner)
     except RankInterrupted as stop:
-        _interrupted(stop, space_file, out)
+        _interrupted(stop, out)
     finally:
         if runner is not None:
             runner.close()
@@ -102,6 +104,8 @@ class _progress:
         self.first = None
 
     def __enter__(self):
+        if not err_console.is_terminal:  # a file or a pipe: no bar (it would leave a blank line)
+            return lambda done, total: None
         self.bar.start()
 
         def advance(done, total):
@@ -117,10 +121,36 @@ class _progress:
         return False
 
 
-def _interrupted(stop, space_file, out) -> None:
+def resume_command() -> str:
+    """The command that continues this run: every option given, ``--overwrite`` left out, ``--resume`` added."""
+    import jax
+
+    ctx = click.get_current_context()
+    parts = ["zsad", ctx.command.name]
+    for param in ctx.command.params:
+        if isinstance(param, click.Argument):
+            parts.append(str(ctx.params[param.name]))
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in ("resume", "overwrite", "debug"):
+            continue
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default:
+            continue
+        if param.is_flag:
+            if value is True:
+                parts.append(param.opts[0])
+        else:
+            parts += [param.opts[0], str(value)]
+    if jax.config.jax_enable_x64:
+        parts.append("--x64")
+    parts.append("--resume")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _interrupted(stop, out) -> None:
     if out:
         fail(f"interrupted after {stop.done} architecture(s); every finished row is in {out}. "
-             f"Continue with: zsad rank {space_file} --out {out} --resume (same options)", 130)
+             f"Continue with: {resume_command()}", 130)
     fail(f"interrupted after {stop.done} architecture(s) (nothing saved: pass --out FILE to keep results)", 130)
 
 
