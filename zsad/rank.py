@@ -56,6 +56,7 @@ from zsad import proxies
 from zsad._batching import map_leading
 from zsad._errors import DataError, SpecError, ZsadError
 from zsad._files import FileLock, atomic_write, check_writable, unique_temp
+from zsad._memory import check_fits
 from zsad._types import Network
 from zsad.arch.build import activation_fns, build, signature, structure, with_choices
 from zsad.arch.spec import Activation, Architecture, Input, named_layers
@@ -748,6 +749,8 @@ class Scorer:
         def make() -> _Program:
             from zsad.score import param_count
 
+            check_fits(net, self.options.batch, dtype, source=arch.source, name="layers" if arch.module is None
+                       else "module")  # before anything is allocated: a failed row, not a crashed run
             return _make_program(
                 net, self.options, _code_layers(arch) if arch.module is None else None,
                 params=param_count(net) if "params" in metrics else None,

@@ -22,6 +22,7 @@ import numpy as np
 from zsad import nasbench201 as nb201
 from zsad._batching import map_leading
 from zsad._errors import NumericsError, SpecError
+from zsad._memory import check_fits
 from zsad._types import Network
 from zsad.arch.build import build
 from zsad.arch.spec import Architecture, family_of
@@ -200,6 +201,8 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
     t0 = time.perf_counter()
     cell = isinstance(arch, CellArchitecture)
     net = nb201.build_network(arch.ops) if cell else build(arch)
+    check_fits(net, options.batch, jnp.result_type(float) if arch.input.dtype == "float32" else arch.input.dtype,
+               source=arch.source, name="layers" if not cell else "arch")  # before anything is allocated
     x = load_inputs(arch.input, options.batch, seed=options.data_seed, base_dir=arch.base_dir,
                     source=arch.source)
     x = jnp.asarray(x, dtype=jnp.result_type(float) if arch.input.dtype == "float32" else x.dtype)
