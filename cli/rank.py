@@ -117,7 +117,8 @@ class _progress:
         return advance
 
     def __exit__(self, *exc):
-        self.bar.stop()
+        if self.bar.live.is_started:
+            self.bar.stop()
         return False
 
 
