@@ -1,6 +1,7 @@
 """The ``zsad`` command: JSON contract, exit codes and one-line errors."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -63,6 +64,12 @@ def test_diverging_network_reports_instead_of_crashing(tmp_path):
     doc = json.loads(result.stdout)
     assert doc["nlc"]["mean"] is None and "diverged" in doc["nlc"]["reason"]
     assert doc["verdict"]["status"] == "bad"
+    # the finite layers before the first non-finite one keep their values; from it on, none
+    names = [row["layer"] for row in doc["profile"]]
+    first = names.index(doc["diverged"]["0"])
+    assert first > 0 and doc["profile"][0]["nlc"] == pytest.approx(1.0, abs=1e-4)
+    assert all(row["nlc"] is not None and math.isfinite(row["nlc"]) for row in doc["profile"][:first])
+    assert all(row["nlc"] is None for row in doc["profile"][first:])
 
 
 BAD_INPUTS = {

@@ -230,8 +230,9 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
         reason = (f"diverged: non-finite values from layer {next(iter(diverged.values()))}"
                   if len(diverged) == options.seeds else "output is constant across the batch")
     profile = []
-    for n in names:
-        vals = [None if s in diverged else _num(result.nlc[n][s]) for s in range(options.seeds)]
+    for i, n in enumerate(names):  # a diverged seed's layers before its first non-finite one still count
+        vals = [None if s in diverged and i >= names.index(diverged[s]) else _num(result.nlc[n][s])
+                for s in range(options.seeds)]
         m, sd = _stats(vals)
         profile.append({"layer": n, "nlc": m, "nlc_std": sd})
     outside = outside_evidence(**(_CELL_FAMILY if cell else family_of(arch)))
