@@ -120,6 +120,9 @@ class _Group(click.Group):
                 if ctrl_c.requested:  # a Ctrl-C that something swallowed: the command still ends with 130
                     raise KeyboardInterrupt
         except click.UsageError as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # `zsad` alone: the help, as click shows it
+                err.show()
+                sys.exit(err.exit_code)
             fail(usage_error(err).replace("\n", " "), EXIT_BAD_INPUT)
         except click.ClickException as err:
             fail(err.format_message().replace("\n", " "), err.exit_code)

@@ -147,3 +147,8 @@ def test_rank_errors_start_on_the_first_line(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --by: expected score or computed metrics") and \
         result.stderr.count("\n") == 1, repr(result.stderr)
+
+
+def test_the_command_alone_shows_its_help():
+    result = run()
+    assert result.exit_code == 2 and "Usage:" in result.output and "Commands:" in result.output
