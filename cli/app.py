@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from typing import Any, Callable
 
@@ -70,13 +71,69 @@ def emit_json(doc: Any, out: str | None, as_json: bool) -> None:
     """Writes ``doc`` to ``out`` and/or stdout (stdout carries JSON alone)."""
     text = json.dumps(doc, indent=2, allow_nan=False)
     if out:
-        with open(out, "w") as fh:
-            fh.write(text + "\n")
+        from zsad._files import atomic_write
+
+        atomic_write(out, text + "\n")
     if as_json:
         click.echo(text)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def usage_error(err: click.UsageError) -> str:
+    """Click's usage error as one line, ``FIELD: expected X; got Y`` where click says which value of which
+    option or argument is wrong, followed by the command's --help to read."""
+    command = f"{err.ctx.command_path} --help" if err.ctx is not None else "zsad --help"
+    param = getattr(err, "param", None)
+    name = None
+    if param is not None:
+        name = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+    if isinstance(err, click.MissingParameter) and name:
+        return f"{name}: expected a value; got none ({command})"
+    if isinstance(err, click.NoSuchOption):
+        maybe = f"; did you mean {err.possibilities[0]}?" if err.possibilities else ""
+        return f"{err.option_name}: expected an option of {command[:-7]}; got an unknown one{maybe} ({command})"
+    if isinstance(err, click.BadParameter) and name:
+        text = err.message.strip().rstrip(".")
+        for pattern, form in (
+                (r"(?:File|Directory|Path) '?(.+?)'? is a directory", "{0}: {name}: expected a file; got a folder"),
+                (r"(?:File|Directory|Path) '?(.+?)'? does not exist",
+                 "{0}: {name}: expected an existing file; got none there"),
+                (r"(.+?) is not in the range (.+)", "{name}: expected a value in the range {1}; got {0} ({command})"),
+                (r"'?(.+?)'? is not one of (.+)", "{name}: expected one of {1}; got '{0}' ({command})"),
+                (r"'?(.+?)'? is not a valid (.+?)(?: range)?", "{name}: expected {a} {1}; got '{0}' ({command})")):
+            m = re.fullmatch(pattern, text)
+            if m:
+                a = "an" if m.groups()[-1][:1] in tuple("aeiou") else "a"
+                return form.format(*m.groups(), name=name, command=command, a=a)
+        return f"{name}: {text} ({command})"
+    return f"{err.format_message().strip().rstrip('.')} ({command})"
+
+
+class _Group(click.Group):
+    """The ``zsad`` group: usage errors as one line (exit 2), Ctrl-C anywhere as exit 130."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from zsad import _interrupt as interrupt
+
+        try:
+            with interrupt.remembered() as ctrl_c:
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+                if ctrl_c.requested:  # a Ctrl-C that something swallowed: the command still ends with 130
+                    raise KeyboardInterrupt
+        except click.UsageError as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # `zsad` alone: the help, as click shows it
+                err.show()
+                sys.exit(err.exit_code)
+            fail(usage_error(err).replace("\n", " "), EXIT_BAD_INPUT)
+        except click.ClickException as err:
+            fail(err.format_message().replace("\n", " "), err.exit_code)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            fail("interrupted", 130)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="zsad")
 def cli() -> None:
     """Zero-shot architecture design: will this network train well? Ask before training.

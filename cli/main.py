@@ -1,14 +1,81 @@
 """Entry point of the ``zsad`` command: imports each command module so it registers itself."""
 
-from zsad_cli import score as _score  # noqa: F401
-from zsad_cli import rank as _rank  # noqa: F401
-from zsad_cli import normalize as _normalize  # noqa: F401
-from zsad_cli import phase as _phase  # noqa: F401
-from zsad_cli.app import cli
+import signal
+import sys
+
+
+class _Remember:
+    """SIGINT handler until the command runs: remembers Ctrl-C, raising it only once the imports are
+    done (an interrupt inside an extension module's initialization breaks the import instead of
+    stopping it). Has ``requested``, so zsad._interrupt uses it rather than installing its own."""
+
+    def __init__(self):
+        self.requested = False
+        self.raising = False
+
+    def __call__(self, signum, frame):
+        self.requested = True
+        if self.raising:
+            raise KeyboardInterrupt
+
+
+def _load():
+    import zsad  # noqa: F401  (JAX: the heavy import, here rather than at the first command)
+    from zsad_cli import score as _score  # noqa: F401
+    from zsad_cli import rank as _rank  # noqa: F401
+    from zsad_cli import normalize as _normalize  # noqa: F401
+    from zsad_cli import phase as _phase  # noqa: F401
+    from zsad_cli.app import cli
+
+    return cli
+
+
+def __getattr__(name):
+    if name == "cli":  # ``from zsad_cli.main import cli``, as the tests do
+        return _load()
+    raise AttributeError(name)
+
+
+def _unraisable(info, hook=sys.unraisablehook) -> None:
+    """A Ctrl-C that landed where Python cannot raise it (JAX's garbage-collection callback): not a
+    traceback on stderr; the handler remembered it and the command stops."""
+    if info.exc_type is not None and issubclass(info.exc_type, KeyboardInterrupt):
+        return
+    hook(info)
+
+
+def _interrupted() -> None:
+    sys.stderr.write("error: interrupted\n")
+    sys.stderr.flush()
+    sys.exit(130)
 
 
 def main() -> None:
-    cli(prog_name="zsad")
+    ctrl_c = _Remember()
+    signal.signal(signal.SIGINT, ctrl_c)
+    sys.unraisablehook = _unraisable
+    try:
+        try:
+            cli = _load()
+        except BaseException:
+            if ctrl_c.requested:
+                _interrupted()
+            raise
+        if ctrl_c.requested:
+            _interrupted()
+        ctrl_c.raising = True
+        try:
+            cli(prog_name="zsad")
+        except SystemExit:
+            raise
+        except BaseException:
+            if ctrl_c.requested:
+                _interrupted()
+            raise
+    finally:
+        # The command is over (its results written and printed, or its error reported): Ctrl-C during
+        # the interpreter's shutdown (JAX's atexit clean-up) would only add a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -40,10 +40,13 @@ def normalize(arch_file, target, method, out, space_file, seeds, batch, tol, max
     options = dict(method=method, seeds=seeds, batch=batch, tol=tol, max_iter=max_iter)
     if space_file:
         return _normalize_space(space_file, target, out, options, as_json)
+    from zsad._files import check_writable
+
     arch = zsad.load_architecture(arch_file)
+    out = out or str(Path(arch_file).with_name(f"{Path(arch_file).stem}-normalized.yaml"))
+    check_writable(out, "--out")  # before the work, not after it
     with err_console.status(f"normalizing {arch.name} to NLC {target:g} ({method})…"):
         result = zn.normalize(arch, target, **options)
-    out = out or str(Path(arch_file).with_name(f"{Path(arch_file).stem}-normalized.yaml"))
     zn.save(result.arch, out)
     doc = {**result.to_json(), "output": out}
     emit_json(doc, None, as_json)
@@ -58,8 +61,11 @@ def _normalize_space(space_file, target, out, options, as_json) -> None:
     from zsad import normalize as zn
     from zsad.space import load_space
 
+    from zsad._files import check_writable
+
     space = load_space(space_file)
     out = out or str(Path(space_file).with_name(f"{Path(space_file).stem}-normalized.yaml"))
+    check_writable(out, "--out")
     rows, archs = [], []
     for i, (arch_id, result, error) in enumerate(zn.normalize_space(space, target, **options), 1):
         err_console.print(f"[dim]{i}/{space.size or '?'}[/] {arch_id}: "

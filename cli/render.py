@@ -43,8 +43,13 @@ def render_score(doc: dict) -> None:
         head.add_row("Jacobian", f"[dim]{a} → {b} ({spec['method']}, {spec['samples']} inputs)[/]")
         head.add_row("  mean σ²", f"{fmt(spec['sigma2_mean'], sd['sigma2_mean'])}   "
                                   f"[dim]var/mean² {fmt(spec['sigma2_ratio'], digits=3)}[/]")
-        head.add_row("  σ max / min", f"{fmt(spec['sigma_max'], digits=3)} / {fmt(spec['sigma_min'], digits=3)}   "
-                                      f"[dim]condition {fmt(spec['condition'], digits=3)}[/]")
+        # below what the method resolves, σ_min is a bound ("< value") and the condition one too ("> value")
+        below = "< " if spec.get("sigma_min_is_bound") and spec["sigma_min"] is not None else ""
+        above = "> " if spec.get("condition_is_bound") and spec["condition"] is not None else ""
+        condition = (fmt(spec["condition"], digits=3) if spec["condition"] is not None or "condition_reason" not in spec
+                     else "∞ (singular)")
+        head.add_row("  σ max / min", f"{fmt(spec['sigma_max'], digits=3)} / {below}{fmt(spec['sigma_min'], digits=3)}"
+                                      f"   [dim]condition {above}{condition}[/]")
         head.add_row("  isometric", f"{100 * spec['isometry_share']:.0f}% of σ within a factor 2 of 1")
         if spec.get("plot"):
             head.add_row("  plot", spec["plot"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from zsad_cli.app import cli, emit_json, err_console, handle_errors, x64_option
+from zsad_cli.app import EXIT_FAILURE, cli, emit_json, err_console, fail, handle_errors, x64_option
 from zsad_cli.render import render_score
 
 
@@ -16,7 +16,7 @@ from zsad_cli.render import render_score
               help="Tangent vectors (permutations) per sample in the NLC estimator.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Base seed of the initializations.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Also write the JSON document here.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON document here.")
 @click.option("--spectrum/--no-spectrum", default=True, show_default=True, help="Jacobian singular-value spectrum.")
 @click.option("--between", nargs=2, metavar="A B", default=None,
               help="Jacobian from the output of layer A to the output of layer B (names, indices, input, output). "
@@ -35,8 +35,12 @@ def score(arch_file, seeds, batch, tangents, seed, as_json, out, spectrum, betwe
     """All metrics of the architecture in ARCH_FILE, with a plain-language verdict."""
     import zsad
 
+    from zsad._files import check_writable
     from zsad.space import load_scorable
 
+    for path, option in ((out, "--out"), (plot, "--plot")):  # before any work, not after it
+        if path:
+            check_writable(path, option)
     arch = load_scorable(arch_file)
     options = zsad.ScoreOptions(seeds=seeds, batch=batch, tangents=tangents, seed=seed, spectrum=spectrum or bool(plot),
                                 between=tuple(between) if between else None, spectrum_method=spectrum_method,
@@ -44,8 +48,20 @@ def score(arch_file, seeds, batch, tangents, seed, as_json, out, spectrum, betwe
     with err_console.status(f"scoring {arch.name} over {seeds} initializations…"):
         report = zsad.score_architecture(arch, options)
     doc = report.to_json()
+    unwritten = []  # a write that still fails: the report goes to stdout all the same, then one line
     if plot:
-        doc["spectrum"]["plot"] = str(zsad.plot_score_spectrum(report, plot))
-    emit_json(doc, out, as_json)
-    if not as_json:
+        try:
+            doc["spectrum"]["plot"] = str(zsad.plot_score_spectrum(report, plot))
+        except OSError as err:
+            unwritten.append(f"{plot}: --plot: could not write the plot ({err.strerror or err})")
+    if out:
+        try:
+            emit_json(doc, out, False)
+        except OSError as err:
+            unwritten.append(f"{out}: --out: could not write the report ({err.strerror or err}); it is on stdout")
+    if as_json:
+        emit_json(doc, None, True)
+    else:
         render_score(doc)
+    if unwritten:
+        fail("; ".join(unwritten), EXIT_FAILURE)

@@ -88,3 +88,56 @@ def test_cli_spectrum_json_and_plot(tmp_path, cli_env):
     assert png.stat().st_size > 1000 and spec["plot"] == str(png)
     bad = run_cli("score", path, "--between", 0, 99)
     assert bad.exit_code == 2 and "--between" in bad.stderr
+
+
+# --------------------------------------------------------------------------- σ_min: values, or honest bounds
+
+def tanh_net(width: int, depth: int, d_in: int):
+    import jax
+
+    arch = arch_from(mlp("tanh", depth=depth, width=width, d_in=d_in, weight_std=1.0, out=None))
+    net = zsad.build(arch)
+    v = net.init(jax.random.key(0), net.scalars)
+    return lambda u: net.apply(v, net.scalars, u[None])[0][0], np.random.default_rng(0).standard_normal(d_in)
+
+
+@pytest.mark.parametrize("width,depth,d_in", [(32, 3, 32), (64, 6, 16), (16, 4, 48)], ids=["square", "tall", "wide"])
+def test_sigma_min_of_a_tanh_net_against_a_float64_svd(width, depth, d_in):
+    """float32 singular values (QR, then an SVD) against a float64 SVD of the same float32 Jacobian: each
+    within the resolution the method claims; where σ_min lies above it, it is a value, not round-off."""
+    import jax
+
+    from zsad.spectrum import jacobian_singular_values, resolution
+
+    fn, x = tanh_net(width, depth, d_in)
+    x = x.astype(np.float32)
+    jac = np.asarray(jax.jacfwd(fn)(x), np.float64)
+    reference = np.linalg.svd(jac, compute_uv=False)
+    sigma = np.asarray(jacobian_singular_values(fn, x), np.float64)
+    floor = resolution("exact", d_in, width, np.float32) * reference[0]
+    assert sigma.shape == reference.shape
+    np.testing.assert_allclose(sigma, reference, rtol=0, atol=floor)
+    if reference[-1] > 10 * floor:  # resolved: a value with several correct digits
+        assert sigma[-1] == pytest.approx(reference[-1], rel=0.1)
+
+
+def test_a_sigma_min_below_the_resolution_is_a_bound_not_singular(tmp_path, cli_env):
+    """The README's tanh network: float32 cannot resolve its smallest σ; zsad says "< value" and keeps
+    the number with sigma_min_is_bound, never "singular"; the plot's σ² start at that floor."""
+    report = score_architecture(zsad.load_architecture("examples/tanh_mlp.yaml"), ScoreOptions(seeds=2, batch=64))
+    spec = report.to_json()["spectrum"]
+    assert spec["sigma_min_is_bound"] is True and spec["condition_is_bound"] is True
+    assert spec["sigma_min"] > 0 and spec["condition"] is not None and "condition_reason" not in spec
+    floor = (spec["sigma_min"] / 10) ** 2
+    assert report.density[0].min() > floor * 1e-3  # not round-off down to 1e-39
+    result = run_cli("score", "examples/tanh_mlp.yaml", "--seeds", 2, "--batch", 64)
+    assert result.exit_code == 0
+    line = next(l for l in result.stdout.splitlines() if "σ max / min" in l)
+    assert " / < " in line and "condition > " in line
+    assert "(singular)" not in result.stdout and "is singular" not in result.stdout
+
+
+def test_a_resolved_sigma_min_is_a_value(x64):
+    report = score_architecture(arch_from(linear("orthogonal")), ScoreOptions(seeds=2, batch=16))
+    spec = report.to_json()["spectrum"]
+    assert spec["sigma_min_is_bound"] is False and spec["sigma_min"] == pytest.approx(1.0, abs=1e-6)

@@ -127,7 +127,7 @@ BAD = [
     ("input: {shape: [4]}\ninit: {dist: gaussian}\nlayers:\n  - {type: dense, features: 3}\n",
      r"init\.dist: expected one of normal, truncated_normal"),
     ("input: {shape: [4]}\nlayers:\n  - {type: conv, features: 3, kernel: 3}\n",
-     r"arch\.yaml: layers\.0 \(conv\): expected an input of shape \[L, C\], got \[4\]"),
+     r"arch\.yaml:3:5: layers\.0 \(conv\): expected an input of shape \[L, C\], got \[4\]"),
     ("input: {shape: [8]}\nlayers:\n  - type: residual\n    branch: [{type: dense, features: 4}]\n",
      r"layers\.0 \(residual\): branch output shape \[4\] differs from shortcut output shape \[8\]"),
     ("layers:\n  - {type: dense, features: 3}\n", r"expected a field 'input'"),
@@ -156,7 +156,10 @@ def test_data_files(tmp_path):
     assert x.shape == (20, 6) and x.dtype == np.float32
     assert len({tuple(row) for row in x}) == 20  # drawn without replacement
     arch = load_architecture(write(tmp_path, "input: {shape: [6], data: d.npz, key: b}\nlayers: [{type: flatten}]\n"))
-    assert zsad.load_inputs(arch.input, 20, base_dir=arch.base_dir).shape == (3, 6)
+    assert zsad.load_inputs(arch.input, 3, base_dir=arch.base_dir).shape == (3, 6)
+    # fewer samples than the batch: refused, never a smaller batch than the one reported
+    with pytest.raises(zsad.DataError, match=r":1:\d+: input\.data: expected at least 20 samples \(the batch\); got 3"):
+        zsad.load_inputs(arch.input, 20, base_dir=arch.base_dir)
 
 
 @pytest.mark.parametrize("text,pattern", [

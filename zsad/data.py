@@ -15,12 +15,13 @@ def load_inputs(inp: Input, batch: int, *, seed: int = 0, base_dir: str | Path =
     """A batch of ``batch`` samples of shape ``inp.shape`` (float32 or float64 as ``inp.dtype``).
 
     ``gaussian``: i.i.d. N(0, std²) entries from ``numpy.random.default_rng(seed)``.
-    A file: ``batch`` samples drawn without replacement with the same generator (all
-    of them if the file holds fewer); the file must hold an array of shape
-    ``[N, *shape]`` (a .npz needs ``key`` unless it holds one array).
+    A file: ``batch`` samples drawn without replacement with the same generator; the
+    file must hold an array of shape ``[N, *shape]`` with ``N >= batch`` (a .npz needs
+    ``key`` unless it holds one array).
 
     Raises:
-      DataError: the file is missing, unreadable or of the wrong shape.
+      DataError: the file is missing, unreadable, not an array file, of the wrong shape,
+        or holds fewer samples than ``batch``.
     """
     if batch < 2:
         raise DataError(f"batch size must be at least 2 (the NLC needs a spread of inputs), got {batch}")
@@ -28,10 +29,18 @@ def load_inputs(inp: Input, batch: int, *, seed: int = 0, base_dir: str | Path =
     dtype = np.dtype(inp.dtype)
     if inp.data == "gaussian":
         return (inp.std * rng.standard_normal((batch, *inp.shape))).astype(dtype)
-    where = f"{locate(source)}: input.data"
+    where = f"{inp.at or locate(source)}: input.data"
     path = Path(inp.data)
     if not path.is_absolute():
         path = Path(base_dir) / path
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as err:
+        raise DataError(f"{where}: cannot read {str(path)!r}: {err.strerror or err}") from None
+    if not (magic.startswith(b"\x93NUMPY") or magic.startswith(b"PK\x03\x04")):
+        raise DataError(f"{where}: expected a NumPy array file (.npy or .npz); got {str(path)!r}, which is not "
+                        "one (save arrays with numpy.save or numpy.savez)")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -57,6 +66,9 @@ def load_inputs(inp: Input, batch: int, *, seed: int = 0, base_dir: str | Path =
         raise DataError(f"{where}: expected a numeric array, got dtype {array.dtype}")
     if array.shape[0] < 2:
         raise DataError(f"{where}: expected at least 2 samples, got {array.shape[0]}")
+    if array.shape[0] < batch:  # never a smaller batch than the one reported
+        raise DataError(f"{where}: expected at least {batch} samples (the batch); got {array.shape[0]} in "
+                        f"{str(path)!r}: pass --batch {array.shape[0]} or fewer")
     if array.shape[0] > batch:
         array = array[np.sort(rng.choice(array.shape[0], batch, replace=False))]
     array = np.asarray(array, dtype=dtype)

@@ -49,11 +49,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zsad import _interrupt as interrupt
 from zsad import draws
 from zsad import nasbench201 as nb201
 from zsad import proxies
 from zsad._batching import map_leading
 from zsad._errors import DataError, SpecError, ZsadError
+from zsad._files import FileLock, atomic_write, check_writable, unique_temp
+from zsad._memory import check_fits
 from zsad._types import Network
 from zsad.arch.build import activation_fns, build, signature, structure, with_choices
 from zsad.arch.spec import Activation, Architecture, Input, named_layers
@@ -112,6 +115,7 @@ DESCRIPTION: dict[str, str] = {
 _CHUNK = 256  # architectures read from the space at a time (grouped by structure within)
 _PROGRAMS = 8  # compiled programs kept (LRU), shared by every run in the process
 _PROGRAM_CACHE: "collections.OrderedDict[Any, _Program]" = collections.OrderedDict()
+_FLOPS_CACHE: dict[Any, int] = {}  # FLOPs per structure (activation functions included), see Scorer._flops
 #: The most elements (seeds x the initialization's draws) drawn once and shared by a structure's
 #: architectures; larger networks draw inside their program (same numbers, no memory held).
 _SHARED_DRAWS = 1 << 26
@@ -746,10 +750,12 @@ class Scorer:
         def make() -> _Program:
             from zsad.score import param_count
 
+            check_fits(net, self.options.batch, dtype, source=arch.source, name="layers" if arch.module is None
+                       else "module")  # before anything is allocated: a failed row, not a crashed run
             return _make_program(
                 net, self.options, _code_layers(arch) if arch.module is None else None,
                 params=param_count(net) if "params" in metrics else None,
-                flops=_xla_flops(net, dtype) if "flops" in metrics else None, dtype=dtype,
+                flops=_xla_flops(net, dtype) if "flops" in metrics and arch.module is not None else None, dtype=dtype,
                 batched=self.batched, segment_range=_segment_range(arch, net))
 
         # Keyed by what is compiled: the structure, activation choices included.
@@ -759,8 +765,19 @@ class Scorer:
         if "params" in metrics:
             row["params"] = program.params
         if "flops" in metrics:
-            row["flops"] = program.flops
+            row["flops"] = program.flops if arch.module is not None else self._flops(item.arch, net, choices, dtype)
         return program, self._x(arch.input, arch.base_dir, arch.source), net.scalars, arch.module is not None, names
+
+    def _flops(self, arch: Architecture, net: Network, choices: tuple | None, dtype) -> int:
+        """FLOPs of ``arch``'s own network: not of its group's program, whose activation layers may choose
+        among several functions (the count would then depend on which architectures share a chunk, and
+        a resumed file would differ from an uninterrupted one). Cached per structure and functions."""
+        key = (structure(arch.layers), tuple(arch.input.shape), arch.input.dtype, str(dtype))
+        if key not in _FLOPS_CACHE:
+            _FLOPS_CACHE[key] = _xla_flops(net if choices is None else build(arch), dtype)
+            while len(_FLOPS_CACHE) > 4096:
+                _FLOPS_CACHE.pop(next(iter(_FLOPS_CACHE)))
+        return _FLOPS_CACHE[key]
 
     def _finish(self, row: dict, program: _Program, res: dict, *, module: bool, names: tuple[str, ...]) -> dict:
         """Row from one architecture's per-seed results (leading axis: seeds); ``names``: its layers."""
@@ -853,13 +870,21 @@ def _parse_value(column: str, text: str) -> Any:
     return float(text)
 
 
+def _option_flag(key: str, value: Any) -> str | None:
+    """The ``zsad rank`` option that gives the option ``key`` of a results file's metadata the ``value``."""
+    if value is None:
+        return None
+    if key in ("seeds", "batch", "tangents", "seed"):
+        return f"--{key} {value}"
+    if key == "metrics":
+        return f"--metrics {','.join(value)}"
+    if key == "dtype":
+        return "--x64" if value == "float64" else "without --x64"
+    return None
+
+
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, text)  # a unique temporary name: two writers never share one
 
 
 class ResultsFile:
@@ -874,19 +899,28 @@ class ResultsFile:
         self.path = Path(path)
         self.columns = list(columns_)
         self.meta = meta
-        fmt = FORMATS.get(self.path.suffix.lower())
+        fmt = self.check(self.path)
+        self.format = fmt
+        self.journal = self.path.with_name(self.path.name + ".partial.jsonl") if fmt == "parquet" else self.path
+        self._fh: io.TextIOBase | None = None
+
+    @staticmethod
+    def check(path: str | Path) -> str:
+        """The format of a results file at ``path``; a one-line SpecError if it has no known extension,
+        needs a missing library, or cannot be written there (see :func:`zsad._files.check_writable`)."""
+        path = Path(path)
+        fmt = FORMATS.get(path.suffix.lower())
         if fmt is None:
-            raise SpecError(f"{self.path}: expected a results file ending in .csv, .jsonl or .parquet; "
-                            f"got {self.path.suffix or 'no extension'!r}")
+            raise SpecError(f"{path}: expected a results file ending in .csv, .jsonl or .parquet; "
+                            f"got {path.suffix or 'no extension'!r}")
         if fmt == "parquet":
             try:
                 import pyarrow  # noqa: F401
             except ImportError:
-                raise SpecError(f"{self.path}: writing Parquet needs pyarrow, which is not installed "
+                raise SpecError(f"{path}: writing Parquet needs pyarrow, which is not installed "
                                 "(pip install pyarrow), or use .csv or .jsonl") from None
-        self.format = fmt
-        self.journal = self.path.with_name(self.path.name + ".partial.jsonl") if fmt == "parquet" else self.path
-        self._fh: io.TextIOBase | None = None
+        check_writable(path, "--out")
+        return fmt
 
     # ---- reading
 
@@ -912,9 +946,10 @@ class ResultsFile:
         mine, old = self.meta["options"], meta.get("options", {})
         diff = [k for k in mine if mine.get(k) != old.get(k)]
         if diff:
-            k = diff[0]
-            raise SpecError(f"{self.path}: --resume: the file was computed with other options ({k} = "
-                            f"{old.get(k)!r}, now {mine[k]!r}); rerun with the same options, or use another --out")
+            said = "; ".join(f"{k} = {old.get(k)!r}, now {mine[k]!r}" for k in diff)
+            flags = " ".join(f for f in (_option_flag(k, old.get(k)) for k in diff) if f is not None)
+            raise SpecError(f"{self.path}: --resume: the file was computed with other options ({said}); rerun with "
+                            f"the same options{f' ({flags})' if flags else ''}, or use another --out")
 
     def read_rows(self) -> list[dict]:
         """Complete rows already in the file (a torn last line is dropped)."""
@@ -993,9 +1028,12 @@ class ResultsFile:
             import pyarrow.parquet as pq
 
             table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows])
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            pq.write_table(table, tmp)
-            os.replace(tmp, self.path)
+            tmp = unique_temp(self.path)
+            try:
+                pq.write_table(table, tmp)
+                os.replace(tmp, self.path)
+            finally:
+                tmp.unlink(missing_ok=True)
             self.journal.unlink(missing_ok=True)
         else:
             _atomic_write(self.path, self._text(rows, header=True))
@@ -1056,11 +1094,44 @@ def _chunks(items: Iterator[SpaceItem], size: int) -> Iterator[list[SpaceItem]]:
 Runner = Callable[[Iterator[list[SpaceItem]], SpaceContext, RankOptions], Iterator[dict]]
 
 
+def check_out(out: str | Path | None, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuses, before any work, options that do not go together and a results file that cannot be
+    written (an unknown extension, a missing folder, a folder that takes no new file)."""
+    if resume and overwrite:
+        raise SpecError("--resume, --overwrite: expected one of them (continue the results file, or replace "
+                        "it); got both")
+    if out is None:
+        if resume:
+            raise SpecError("--resume: expected --out FILE, the results file to continue; got no --out")
+        return
+    ResultsFile.check(out)
+
+
 def rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str | Path | None = None,
-               resume: bool = False, overwrite: bool = False, by: str = "score",
-               on_row: Callable[[dict], None] | None = None,
-               on_progress: Callable[[int, int | None], None] | None = None,
-               devices: Sequence | None = None, runner: Runner | None = None) -> RankResult:
+               resume: bool = False, overwrite: bool = False, **kwargs) -> RankResult:
+    # The results file is locked (FILE.lock) from before it is read to after it is final: a second
+    # run on the same file fails at once instead of racing this one.
+    check_out(out, resume=resume, overwrite=overwrite)
+    lock = FileLock(out).acquire() if out is not None else None
+    try:
+        with interrupt.remembered() as ctrl_c:  # a Ctrl-C that something swallows still stops the run
+            result = _rank_space(space, options, out=out, resume=resume, overwrite=overwrite,
+                                 stop=lambda: ctrl_c.requested, **kwargs)
+            if ctrl_c.requested:  # after the last row: the file is complete
+                raise RankInterrupted(result.computed + result.resumed, space.size,
+                                      str(out) if out is not None else None)
+        return result
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str | Path | None = None,
+                resume: bool = False, overwrite: bool = False, by: str = "score",
+                on_row: Callable[[dict], None] | None = None,
+                on_progress: Callable[[int, int | None], None] | None = None,
+                devices: Sequence | None = None, runner: Runner | None = None,
+                stop: Callable[[], bool] = lambda: False) -> RankResult:
     """Scores and ranks every architecture of ``space``.
 
     Args:
@@ -1082,7 +1153,8 @@ def rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str |
       :class:`RankResult`.
 
     Raises:
-      SpecError: bad ``by``/``metrics``, an unwritable or mismatched ``out``, a bad generator.
+      SpecError: bad ``by``/``metrics``, an unwritable, mismatched or locked ``out`` (another run holds
+        ``FILE.lock``), ``resume`` without ``out`` or with ``overwrite``, a bad generator.
       RankInterrupted: on Ctrl-C; ``out`` then holds every row computed so far.
     """
     by_cols = parse_by(by, options.metrics)
@@ -1138,6 +1210,10 @@ def rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str |
             if on_row:
                 on_row(row)
             progress()
+            if stop():
+                raise KeyboardInterrupt
+        if stop():
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         if results is not None:
             results.close()
@@ -1156,3 +1232,6 @@ def rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str |
     if results is not None:
         results.finish(rows)
     return RankResult(rows, cols, by_cols, counts["computed"], counts["resumed"], {**meta, "complete": True})
+
+
+rank_space.__doc__ = _rank_space.__doc__

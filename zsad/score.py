@@ -22,13 +22,14 @@ import numpy as np
 from zsad import nasbench201 as nb201
 from zsad._batching import map_leading
 from zsad._errors import NumericsError, SpecError
+from zsad._memory import check_fits
 from zsad._types import Network
 from zsad.arch.build import build
 from zsad.arch.spec import Architecture, family_of
 from zsad.data import load_inputs
 from zsad.nlc import NLCResult, nlc_profile
 from zsad.space import CellArchitecture
-from zsad.spectrum import JacobianSpectrum, jacobian_spectrum
+from zsad.spectrum import JacobianSpectrum, jacobian_spectrum, resolution
 from zsad.spectrum import _resolve_method as resolve_method
 from zsad.meanfield_arch import meanfield_summary
 from zsad.verdict import COVERED, SCALE_BAND, Verdict, combine, meanfield_verdict, nlc_verdict, outside_evidence
@@ -200,6 +201,8 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
     t0 = time.perf_counter()
     cell = isinstance(arch, CellArchitecture)
     net = nb201.build_network(arch.ops) if cell else build(arch)
+    check_fits(net, options.batch, jnp.result_type(float) if arch.input.dtype == "float32" else arch.input.dtype,
+               source=arch.source, name="layers" if not cell else "arch")  # before anything is allocated
     x = load_inputs(arch.input, options.batch, seed=options.data_seed, base_dir=arch.base_dir,
                     source=arch.source)
     x = jnp.asarray(x, dtype=jnp.result_type(float) if arch.input.dtype == "float32" else x.dtype)
@@ -227,8 +230,9 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
         reason = (f"diverged: non-finite values from layer {next(iter(diverged.values()))}"
                   if len(diverged) == options.seeds else "output is constant across the batch")
     profile = []
-    for n in names:
-        vals = [None if s in diverged else _num(result.nlc[n][s]) for s in range(options.seeds)]
+    for i, n in enumerate(names):  # a diverged seed's layers before its first non-finite one still count
+        vals = [None if s in diverged and i >= names.index(diverged[s]) else _num(result.nlc[n][s])
+                for s in range(options.seeds)]
         m, sd = _stats(vals)
         profile.append({"layer": n, "nlc": m, "nlc_std": sd})
     outside = outside_evidence(**(_CELL_FAMILY if cell else family_of(arch)))
@@ -242,11 +246,13 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
     if spectrum_cfg is not None:
         d_in, d_out = _segment_dims(net, x, spectrum_cfg)
         method = resolve_method(spectrum_cfg.method, d_in, d_out)
-        extra["spectrum"] = summarize_spectrum(spec, sorted(diverged), between, method, spectrum_cfg.samples)
+        floor = resolution(method, d_in, d_out, x.dtype)
+        extra["spectrum"] = summarize_spectrum(spec, sorted(diverged), between, method, spectrum_cfg.samples,
+                                               resolution=floor)
         extra["spectrum"]["affine_layers"] = sum(
             1 for n in names[spectrum_cfg.start:spectrum_cfg.stop] if _kind(n) in _AFFINE_KINDS)
         items.extend(spectrum_verdict(extra["spectrum"], outside=outside))
-        density = spectrum_density(spec, sorted(diverged))
+        density = spectrum_density(spec, sorted(diverged), resolution=floor)
     if options.meanfield and cell:
         extra["meanfield"] = {"reason": "mean field propagates an architecture file's layers; a built-in space's "
                                         "cells are not described that way"}
@@ -355,27 +361,56 @@ SPECTRUM_KEYS = ("sigma2_mean", "sigma2_var", "sigma2_ratio", "sigma_max", "sigm
                  "isometry_share")
 
 
-def summarize_spectrum(spec: JacobianSpectrum, skip: list[int], between, method: str, samples: int) -> dict:
-    """Per-seed means over samples, then mean and spread (std over seeds) of each summary."""
+def summarize_spectrum(spec: JacobianSpectrum, skip: list[int], between, method: str, samples: int, *,
+                       resolution: float | None = None) -> dict:
+    """Per-seed means over samples, then mean and spread (std over seeds) of each summary.
+
+    ``resolution`` (:func:`zsad.spectrum.resolution`): a σ_min below ``resolution * σ_max`` is
+    round-off, not a value; it counts as that bound, ``sigma_min_is_bound`` (and ``condition_is_bound``,
+    the condition then a lower bound) is true, and the Jacobian is called singular only where σ_min is
+    exactly 0. The Lanczos path's σ_min (the smallest Ritz value) is always an upper bound.
+    """
     out: dict[str, Any] = {"between": list(between), "method": method, "samples": samples}
     std: dict[str, float | None] = {}
+    arrays = {key: np.asarray(getattr(spec, key), dtype=np.float64) for key in SPECTRUM_KEYS}  # [S, samples]
+    keep = [s for s in range(arrays["sigma_max"].shape[0]) if s not in skip]
+    bound = np.zeros(arrays["sigma_min"].shape, bool)
+    exact_zero = bool(np.any(arrays["sigma_min"][keep] == 0)) if keep else False
+    if resolution is not None:
+        floor = resolution * arrays["sigma_max"]
+        bound = (arrays["sigma_min"] < floor) | (method != "exact")
+        arrays["sigma_min"] = np.maximum(arrays["sigma_min"], floor)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            arrays["condition"] = arrays["sigma_max"] / arrays["sigma_min"]
     for key in SPECTRUM_KEYS:
-        values = np.asarray(getattr(spec, key), dtype=np.float64)  # [S, samples]
-        per_seed = [_num(np.mean(values[s])) for s in range(values.shape[0]) if s not in skip]
+        per_seed = [_num(np.mean(arrays[key][s])) for s in keep]
         out[key], std[key] = _stats(per_seed)
     out["std"] = std
+    if resolution is not None and keep:
+        out["sigma_min_is_bound"] = out["condition_is_bound"] = bool(np.any(bound[keep]))
     if all(out[k] is None for k in SPECTRUM_KEYS):
         out["reason"] = "every initialization diverged"
+    elif exact_zero and (resolution is None or method == "exact"):
+        out["condition_reason"] = "infinite: the Jacobian is singular (σ_min = 0) at some input"
+        if resolution is not None:
+            out["condition"] = std["condition"] = None
     elif out["condition"] is None:
         out["condition_reason"] = "infinite: the Jacobian is singular (σ_min = 0) at some input"
     return out
 
 
-def spectrum_density(spec: JacobianSpectrum, skip: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+def spectrum_density(spec: JacobianSpectrum, skip: list[int], *,
+                     resolution: float | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Pooled σ² nodes and weights of the initializations not in ``skip``; values below what the method
+    resolves (``(resolution * σ_max)²``, round-off) are put at that floor, not at 1e-39."""
     keep = [s for s in range(np.shape(spec.sigma_max)[0]) if s not in skip]
     if not keep:
         return None
-    nodes = np.asarray(spec.density.nodes)[keep].reshape(-1)
+    nodes = np.asarray(spec.density.nodes)[keep]
+    if resolution is not None:
+        floor = (resolution * np.asarray(spec.sigma_max, np.float64)[keep]) ** 2  # [S, samples]
+        nodes = np.maximum(nodes, floor[..., None].astype(nodes.dtype))
+    nodes = nodes.reshape(-1)
     weights = np.asarray(spec.density.weights)[keep].reshape(-1)
     ok = np.isfinite(nodes) & np.isfinite(weights)
     return nodes[ok], weights[ok] / max(weights[ok].sum(), 1e-300)

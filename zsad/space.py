@@ -419,7 +419,8 @@ def _nb201_space(node, ctx, name, file, base_dir) -> Space:
         for ops in ops_iter():
             yield SpaceItem(nb201.format_arch(ops), tuple(ops))
 
-    fp = _fingerprint({"form": "nas-bench-201", "archs": spec, "input": dataclasses.asdict(inp)})
+    fp = _fingerprint({"form": "nas-bench-201", "archs": spec,  # where `input.data` was written is not the space
+                       "input": {k: v for k, v in dataclasses.asdict(inp).items() if k != "at"}})
     return Space("nas-bench-201", name, file, size, fp, input=inp, items=items)
 
 

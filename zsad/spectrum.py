@@ -260,9 +260,11 @@ def jacobian_singular_values(fn: PerSampleFn, x: jax.Array) -> jax.Array:
 
     ``J`` is built column by column with ``jacfwd`` when ``d_in <= d_out`` and
     row by row with ``jacrev`` otherwise (the number of passes is ``r``); the
-    singular values are the square roots of the eigenvalues of the ``r x r``
-    Gram matrix (``JᵀJ`` or ``JJᵀ``), so small ones are resolved to about
-    ``sqrt(eps) * sigma_max``.
+    singular values are those of the ``r x r`` triangular factor of a QR
+    decomposition of ``J`` (or ``Jᵀ``), by an SVD: backward stable, so small
+    ones are resolved to about ``eps * sigma_max`` (not ``sqrt(eps) * sigma_max``,
+    as the eigenvalues of the Gram matrix ``JᵀJ`` would be). See
+    :func:`resolution` for the smallest value a method resolves.
 
     Args:
       fn: per-sample map ``x -> y`` (arrays of any shape).
@@ -284,11 +286,26 @@ def jacobian_singular_values(fn: PerSampleFn, x: jax.Array) -> jax.Array:
     flat, x_flat = _flatten_fn(fn, x)
     d_in, d_out = _dims(fn, jnp.shape(x), jnp.result_type(x))
     jac = jax.jacfwd(flat)(x_flat) if d_in <= d_out else jax.jacrev(flat)(x_flat)
-    # Eigenvalues of the r x r Gram matrix rather than an SVD of the d_out x d_in matrix: LAPACK's
-    # SVD of a very wide Jacobian allocates workspace of the larger side squared.
-    gram = jac.T @ jac if d_in <= d_out else jac @ jac.T
-    sigma2 = jnp.clip(jnp.linalg.eigvalsh(gram), 0.0, None)
-    return jnp.sqrt(sigma2)[::-1]
+    # The SVD of the r x r factor R of J = QR (tall side first) rather than of J itself: LAPACK's SVD
+    # of a very wide Jacobian allocates workspace of the larger side squared; the QR does not. Not the
+    # eigenvalues of the Gram matrix JᵀJ either: they lose half the digits of the small singular values.
+    tall = jac if d_in <= d_out else jac.T
+    factor = jnp.linalg.qr(tall, mode="r") if tall.shape[0] > tall.shape[1] else tall
+    return jnp.linalg.svd(factor, compute_uv=False)
+
+
+def resolution(method: str, d_in: int, d_out: int, dtype) -> float:
+    """The smallest singular value, relative to ``sigma_max``, that ``method`` resolves in ``dtype``:
+    below ``resolution * sigma_max`` a computed value is round-off (an upper bound, not a value).
+
+    ``'exact'`` (QR and SVD, backward stable): ``eps * max(d_in, d_out)``, the numerical-rank
+    tolerance of LAPACK and NumPy. ``'lanczos'`` works with eigenvalues of the Gram operator, resolved
+    to ``eps * sigma_max**2``: ``sqrt(eps * min(d_in, d_out))``.
+    """
+    eps = float(jnp.finfo(dtype).eps)
+    if method == "exact":
+        return eps * max(d_in, d_out)
+    return math.sqrt(eps * min(d_in, d_out))
 
 
 # --------------------------------------------------------------------------- #

@@ -338,10 +338,11 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
     :data:`zsad._types.Network.draws`), used instead of drawing. ``plan_only``:
     returns the draws' ``(dist, fold_in index, dtype, shapes)`` instead.
     """
-    params = {mod: {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
-              for mod, leaves in template.get("params", {}).items()}
+    # a plan is shapes alone: nothing allocated (a network too large for memory is refused from them)
+    params = {} if plan_only else {mod: {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
+                                   for mod, leaves in template.get("params", {}).items()}
     for mod, leaves in template.get("params", {}).items():
-        if mod not in affine and "scale" in leaves:
+        if not plan_only and mod not in affine and "scale" in leaves:
             params[mod]["scale"] = jnp.ones(leaves["scale"].shape, leaves["scale"].dtype)
     pending: dict[str, list] = {"normal": [], "truncated_normal": [], "uniform": []}
     for i, (mod, (name, spec)) in enumerate(sorted(affine.items())):
@@ -454,7 +455,7 @@ def build(arch: Architecture) -> Network:
 def load_factory(arch: Architecture):
     """Imports ``package.module:factory`` (the architecture file's folder is importable)."""
     module_name, _, attr = arch.module.partition(":")
-    where = f"{locate(arch.source)}: module"
+    where = f"{arch.module_at or locate(arch.source)}: module"
     factory = import_callable(module_name, attr, arch.base_dir, where)
     try:
         module = factory()

@@ -18,7 +18,7 @@ Shape = tuple[int, ...]
 
 
 def _fail(arch: Architecture, layer: Layer, message: str) -> SpecError:
-    return SpecError(f"{locate(arch.source)}: {layer.path or '<layer>'} ({layer_label(layer)}): {message}")
+    return SpecError(f"{layer.at or locate(arch.source)}: {layer.path or '<layer>'} ({layer_label(layer)}): {message}")
 
 
 def spatial_out(n: int, window: int, stride: int, padding) -> int:

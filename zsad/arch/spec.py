@@ -57,6 +57,7 @@ class Input:
     std: float = 1.0
     dtype: str = "float32"
     key: str | None = None  # array name inside a .npz file
+    at: str | None = field(default=None, compare=False)  # FILE:LINE:COL of ``data`` (for error messages)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Layer:
     """Base of all layer specs. ``path`` locates the layer in its file (not part of equality)."""
 
     path: str = field(default="", compare=False, kw_only=True)
+    at: str | None = field(default=None, compare=False, kw_only=True)  # FILE:LINE:COL (error messages)
 
     @property
     def kind(self) -> str:
@@ -187,6 +189,7 @@ class Architecture:
     layers: tuple[Layer, ...] = ()
     module: str | None = None
     source: str | None = field(default=None, compare=False)
+    module_at: str | None = field(default=None, compare=False)  # FILE:LINE:COL of ``module`` (error messages)
 
     @property
     def base_dir(self) -> Path:
@@ -389,7 +392,9 @@ def _input(node: Any, ctx: _Ctx) -> Input:
     key = node.get("key")
     if key is not None and not isinstance(key, str):
         raise ctx.child(node, "key").error("the name of an array in the .npz file", key)
-    return Input(shape=shape, data=data, std=std, dtype=dtype, key=key)
+    dctx = ctx.child(node, "data")
+    at = locate(dctx.file, dctx.line, dctx.col) if "data" in node and dctx.line is not None else None
+    return Input(shape=shape, data=data, std=std, dtype=dtype, key=key, at=at)
 
 
 _LAYER_FIELDS = {
@@ -429,9 +434,10 @@ def _layer(node: Any, ctx: _Ctx, init: Init, *, spatial: int | None) -> Layer:
         extra += tuple(ACTIVATION_PARAMS.get(fn_name, {})) if isinstance(fn_name, str) else ()
     _mapping(node, ctx, _LAYER_FIELDS[kind] + extra, f"{kind} layer")
     repeat = _int(node["repeat"], ctx.child(node, "repeat")) if "repeat" in node else 1
-    layer = _build_layer(kind, node, ctx, init, spatial=spatial)
+    at = locate(ctx.file, ctx.line, ctx.col) if ctx.line is not None else None
+    layer = dataclasses.replace(_build_layer(kind, node, ctx, init, spatial=spatial), at=at)
     if kind != "block" and repeat != 1:
-        return Block(layers=(layer,), repeat=repeat, path=ctx.path)
+        return Block(layers=(layer,), repeat=repeat, path=ctx.path, at=at)
     if kind == "block":
         return dataclasses.replace(layer, repeat=repeat)
     return layer
@@ -525,7 +531,9 @@ def parse_architecture(node: Any, *, file: str | None = None, default_name: str 
             raise ctx.child(node, "module").error("'package.module:factory'", module)
         if "layers" in node:
             raise ctx.child(node, "layers").error("either 'layers' or 'module', not both")
-        return Architecture(name=name, input=inp, init=init, module=module, source=file)
+        mctx = ctx.child(node, "module")
+        return Architecture(name=name, input=inp, init=init, module=module, source=file,
+                            module_at=locate(mctx.file, mctx.line, mctx.col) if mctx.line is not None else None)
     if "layers" not in node:
         raise ctx.error("a field 'layers' (a list of layers) or 'module' ('package.module:factory')")
     spatial = len(inp.shape) - 1 if len(inp.shape) > 1 else None
@@ -547,9 +555,16 @@ def read_yaml(path: str | Path) -> Any:
     """Reads a YAML file into round-trip nodes (which remember line and column)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as err:
         raise SpecError(f"{path}: cannot read file: {err.strerror or err}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise SpecError(f"{locate(str(path), line, col)}: file: expected UTF-8 text (YAML); got byte "
+                        f"0x{data[err.start]:02x}, not a text file") from None
     try:
         return _yaml().load(text)
     except MarkedYAMLError as err:
