@@ -126,7 +126,8 @@ def render_selection(doc: dict) -> None:
     for kind, names in kinds.items():
         if kind != "critical":
             example = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
-            console.print(Text(f"compared as is ({kind}): {example}", style="dim"), soft_wrap=True)
+            why = "" if kind == "as is" else f" ({kind})"
+            console.print(Text(f"compared as is{why}: {example}", style="dim"), soft_wrap=True)
     spectrum_on = {c.get("spectrum_on") for p in doc["positions"] for c in p["candidates"] if c.get("spectrum_on")}
     for on in sorted(spectrum_on):
         console.print(Text(f"spectrum: {on}", style="dim"), soft_wrap=True)
@@ -163,7 +164,7 @@ def plot_selection(doc: dict, path: str) -> str:
                 ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, lw=2.5, ec="black"))
     ax.set_yticks(range(len(positions)), [p["name"] for p in positions], fontsize=8)
     ax.set_xticks(range(width), [f"candidate {i + 1}" for i in range(width)], fontsize=8)
-    fig.colorbar(im, ax=ax, label="marginal effect on the default score")
+    fig.colorbar(im, ax=ax, label="marginal effect (score)")
     ax.set_title(f"{doc['space']['name']}: {'fair initialization' if doc['options']['fair'] else 'as is'}, "
                  f"{doc['options']['samples']} architectures (framed: selected)", fontsize=9)
     fig.tight_layout()
