@@ -25,6 +25,7 @@ def _load():
     from zsad_cli import rank as _rank  # noqa: F401
     from zsad_cli import normalize as _normalize  # noqa: F401
     from zsad_cli import phase as _phase  # noqa: F401
+    from zsad_cli import select as _select  # noqa: F401
     from zsad_cli.app import cli
 
     return cli

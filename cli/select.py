@@ -1,0 +1,172 @@
+"""``zsad select``: the best candidate at each position of a search space, fairly, without training."""
+
+from __future__ import annotations
+
+import click
+from rich import box
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from zsad_cli.app import cli, emit_json, err_console, handle_errors, out_console, x64_option
+from zsad_cli.render import fmt
+
+
+@cli.command()
+@click.argument("space_file", type=click.Path(dir_okay=False))
+@click.option("--samples", type=click.IntRange(1), default=None,
+              help="Sampled architectures (default: the fewest for which every candidate of every position is "
+                   "expected 30 times, 30 x the most candidates of a position; fewer are refused).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sample, the initializations and "
+                                                                     "the bootstrap.")
+@click.option("--no-fair", "no_fair", is_flag=True,
+              help="Compare the candidates as they are only (default: with fair initialization, each activation "
+                   "candidate's feeding layer at the edge of chaos, and without it).")
+@click.option("--seeds", default=2, show_default=True, type=click.IntRange(1), help="Initializations per architecture.")
+@click.option("--batch", default=64, show_default=True, type=click.IntRange(2), help="Samples in the scoring batch.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the selection as JSON to this file.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Heatmap of the marginal effects (PNG).")
+@click.option("--json", "as_json", is_flag=True, help="Print the selection as JSON on stdout.")
+@x64_option
+@handle_errors
+def select(space_file, samples, seed, no_fair, seeds, batch, out, plot, as_json):
+    """Choose the candidate at each position of the search space in SPACE_FILE (a base + choices space or
+    NAS-Bench-201) by its marginal effect on the default score over a seeded uniform sample."""
+    from zsad.select import SelectOptions, load_select_space, select as run_select
+
+    space = load_select_space(space_file)
+    options = SelectOptions(samples=samples, seed=seed, fair=not no_fair, seeds=seeds, batch=batch)
+    with _Progress() as progress:
+        result = run_select(space, options, on_progress=progress)
+    doc = result.to_json()
+    if plot:
+        doc["plot"] = plot_selection(doc, plot)
+    emit_json(doc, out, as_json)
+    if not as_json:
+        render_selection(doc)
+        if out:
+            err_console.print(f"[dim]selection in {out}[/]")
+
+
+class _Progress:
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("ETA"), TimeRemainingColumn(), console=err_console, transient=True)
+        self.tasks = {}
+        self.bar.start()
+        return self
+
+    def __call__(self, label, done, total):
+        if label not in self.tasks:
+            self.tasks[label] = self.bar.add_task(f"scoring ({label})", total=total)
+        self.bar.update(self.tasks[label], completed=done, total=total)
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+        return False
+
+
+def _marginal(c: dict) -> str:
+    if c.get("marginal") is None:
+        return "—"
+    lo, hi = c.get("marginal_low"), c.get("marginal_high")
+    interval = f" [{lo:+.2f}, {hi:+.2f}]" if lo is not None else ""
+    return f"{c['marginal']:+.3f}{interval}"
+
+
+def render_selection(doc: dict) -> None:
+    """Positions as rows, candidates as columns: marginal effect [95% interval], σ², the selected one marked."""
+    fair = doc["options"]["fair"]
+    width = max(len(p["candidates"]) for p in doc["positions"])
+    title = (f"{doc['space']['name']}: marginal effect on the default score [95% bootstrap interval] over "
+             f"{doc['options']['samples']} sampled architectures ({'fair initialization' if fair else 'as is'}); "
+             "σ² of the candidate alone; ★ selected")
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    table.add_column("position", no_wrap=True)
+    for i in range(width):
+        table.add_column(f"candidate {i + 1}")
+    show_as_is = fair and doc["options"]["fair_changes_anything"]
+    for pos in doc["positions"]:
+        cells = []
+        for c in pos["candidates"]:
+            text = Text()
+            text.append(("★ " if c["selected"] else "") + c["choice"], style="bold green" if c["selected"] else "bold")
+            text.append(f"\n{_marginal(c)}")
+            if show_as_is and c.get("as_is", {}).get("marginal") is not None:
+                text.append(f"\nas is {_marginal(c['as_is'])}", style="dim")
+            s2 = c.get("sigma2")
+            iso = c.get("isometry_share")
+            text.append(f"\nσ² {fmt(s2, digits=3)}, iso {fmt(None if iso is None else 100 * iso, digits=3)}%, "
+                        f"κ {fmt(c.get('condition'), digits=3)}", style="dim")
+            if show_as_is and c.get("spectrum_as_is"):
+                text.append(f" (as is σ² {fmt(c['spectrum_as_is'].get('sigma2'), digits=3)})", style="dim")
+            cells.append(text)
+        cells += [""] * (width - len(cells))
+        table.add_row(Text(pos["name"]), *cells)
+    console = out_console
+    if not console.is_terminal:
+        w = Measurement.get(console, console.options.update_width(1000), table).maximum
+        console = Console(highlight=False, width=max(w, console.width))
+    console.print(table)
+    sel = doc["selected"]
+    console.print(Text(f"selected: {sel['arch']}", style="bold green"), soft_wrap=True)
+    console.print(Text(f"  score {fmt(sel['score'], digits=4)}, rank {sel['rank']} of {sel['ranked_among']} "
+                       f"(the sample{'' if sel['in_sample'] else ' and it'}); nlc {fmt(sel.get('nlc'), digits=4)}, "
+                       f"σ² {fmt(sel.get('sigma2'), digits=3)}, params {sel.get('params')}, "
+                       f"flops {sel.get('flops')}, status {sel['status']}"), soft_wrap=True)
+    for line in sel.get("fair_init") or []:
+        console.print(Text(f"  fair initialization: {line}", style="dim"), soft_wrap=True)
+    kinds = {}
+    for pos in doc["positions"]:
+        for c in pos["candidates"]:
+            kinds.setdefault(c["fair_init"]["kind"], []).append(f"{pos['name']}={c['choice']}")
+    for kind, names in kinds.items():
+        if kind != "critical":
+            example = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+            why = "" if kind == "as is" else f" ({kind})"
+            console.print(Text(f"compared as is{why}: {example}", style="dim"), soft_wrap=True)
+    spectrum_on = {c.get("spectrum_on") for p in doc["positions"] for c in p["candidates"] if c.get("spectrum_on")}
+    for on in sorted(spectrum_on):
+        console.print(Text(f"spectrum: {on}", style="dim"), soft_wrap=True)
+    for note in doc.get("notes", []):
+        console.print(Text(f"note: {note}", style="dim"), soft_wrap=True)
+
+
+def plot_selection(doc: dict, path: str) -> str:
+    """Heatmap (positions x candidates) of the marginal effect on the default score; the selected cells framed."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    positions = doc["positions"]
+    width = max(len(p["candidates"]) for p in positions)
+    grid = np.full((len(positions), width), np.nan)
+    for r, pos in enumerate(positions):
+        for c, cand in enumerate(pos["candidates"]):
+            if cand["marginal"] is not None:
+                grid[r, c] = cand["marginal"]
+    top = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+    fig = Figure(figsize=(1.6 + 1.9 * width, 0.9 + 0.6 * len(positions)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(grid, cmap="RdBu", norm=TwoSlopeNorm(0.0, -top or -1.0, top or 1.0), aspect="auto")
+    for r, pos in enumerate(positions):
+        for c, cand in enumerate(pos["candidates"]):
+            label = cand["choice"] if len(cand["choice"]) <= 14 else cand["choice"][:13] + "…"
+            value = "—" if cand["marginal"] is None else f"{cand['marginal']:+.2f}"
+            ax.text(c, r, f"{label}\n{value}", ha="center", va="center", fontsize=7)
+            if cand["selected"]:
+                ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, lw=2.5, ec="black"))
+    ax.set_yticks(range(len(positions)), [p["name"] for p in positions], fontsize=8)
+    ax.set_xticks(range(width), [f"candidate {i + 1}" for i in range(width)], fontsize=8)
+    fig.colorbar(im, ax=ax, label="marginal effect (score)")
+    ax.set_title(f"{doc['space']['name']}: {'fair initialization' if doc['options']['fair'] else 'as is'}, "
+                 f"{doc['options']['samples']} architectures (framed: selected)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return str(path)
