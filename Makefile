@@ -14,10 +14,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# PyTorch modules through torchax (the CPU build of torch, about 200 MB to download): the tests need it
+$(VENV)/.installed-torch: $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,torch]'
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/zsad score examples/tanh_mlp.yaml --seeds 3
 
-test: $(STAMP)
+test: $(STAMP) $(VENV)/.installed-torch
 	$(BIN)/python -m pytest -q -n 2 tests
 
 # speed side by side with an eager PyTorch reference, and scale-out (minutes each on 2 cores)

@@ -31,6 +31,8 @@ Networks:
   with Var(W) = weight_std²/fan_in and biases N(0, bias_std²), per-layer
   overrides included. Convolutions and pooling are not supported (the MLP
   space of the benchmarks does not use them).
+* PyTorch modules (:class:`TorchModule`): a ``torch.nn.Module`` run as it is, its own
+  initialization, batch norm calibrated and frozen as above.
 * NAS-Bench-201 (SPEC §6), built as ``zsad.nasbench201.build_network`` builds
   one architecture: stem conv3x3 3->16 (no bias) + BN; three stages of five
   cells (C = 16, 32, 64) with residual reduction blocks between them
@@ -460,6 +462,39 @@ class NB201(Model):
         y = torch.relu(bn(y, 1, NB201_EPS))
         y = y.mean((2, 3))
         return y @ params["head_kernel"] + params["head_bias"]
+
+
+class TorchModule(Model):
+    """A ``torch.nn.Module`` that ``factory()`` returns, run eagerly (``torch.func.functional_call``).
+
+    ``init``: the module's own initialization, ``factory()`` after ``torch.manual_seed`` of a seed drawn from
+    the generator (in a forked RNG state). Its parameters and buffers are the parameter dict. Batch norm in
+    training mode (or without running statistics) is calibrated on the batch and frozen (:class:`_BNState`:
+    batch mean and biased variance, in call order); its running buffers are neither read nor updated. A
+    batch norm in eval mode runs as PyTorch runs it.
+    """
+
+    def __init__(self, factory: Callable[[], torch.nn.Module]):
+        self.factory = factory
+        self.module = factory()
+        self.bns = [m for m in self.module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                    and (m.training or not m.track_running_stats)]
+
+    def init(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        seed = int(torch.randint(0, 2**62, (), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = self.factory()
+        return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+    def forward(self, params: dict, x: torch.Tensor, bn: _BNState) -> torch.Tensor:
+        for m in self.bns:
+            m.forward = lambda z, m=m: bn(z, 1, m.eps, m.weight, m.bias)
+        try:
+            return torch.func.functional_call(self.module, params, (x,))
+        finally:
+            for m in self.bns:
+                del m.forward
 
 
 def model_for(item) -> Model:

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from zsad._errors import ZsadError
 
@@ -22,7 +23,7 @@ EXIT_FAILURE = 1
 
 
 def fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)  # text, not markup
     sys.exit(code)
 
 

@@ -33,6 +33,8 @@ def render_score(doc: dict) -> None:
     head.add_column(style="bold")
     head.add_column()
     head.add_row("parameters", f"{doc['params']:,}")
+    if doc.get("init"):
+        head.add_row("initialization", doc["init"]["summary"])
     per_seed = ", ".join(fmt(v, digits=4) for v in nlc["per_seed"])
     nlc_text = fmt(nlc["mean"], nlc["std"]) if nlc["mean"] is not None else f"undefined ({nlc['reason']})"
     head.add_row("NLC", f"{nlc_text}   [dim](per seed: {per_seed})[/]")

@@ -379,7 +379,7 @@ def meanfield_profile(arch: Architecture, x: np.ndarray) -> list[dict]:
       DataError: ``x`` has the wrong shape or unusable values.
     """
     if arch.module is not None:
-        raise SpecError(f"{arch.name}: meanfield: a flax module entry point has no layer list to propagate")
+        raise SpecError(f"{arch.name}: meanfield: a module entry point (flax or PyTorch) has no layer list to propagate")
     return _propagate(arch, x)[0]
 
 
@@ -498,7 +498,7 @@ def meanfield_summary(arch: Architecture, x: np.ndarray) -> dict:
     """
     if arch.module is not None:
         out: dict[str, Any] = {k: None for k in SUMMARY_KEYS}
-        out["reason"] = ("a flax module entry point (module:) is a black box: the mean-field kernel can only be "
+        out["reason"] = ("a module entry point (module:, flax or PyTorch) is a black box: the mean-field kernel can only be "
                          "propagated through an architecture file's layers")
         out["layers"] = []
         return out
@@ -701,7 +701,7 @@ def phase_diagram(activation: str | None = None, *, arch: Architecture | None = 
     act = resolve_activation(activation) if activation is not None else None
     if arch is not None:
         if arch.module is not None:
-            raise SpecError(f"{arch.name}: --arch: a flax module entry point has no hidden layers to place")
+            raise SpecError(f"{arch.name}: --arch: a module entry point (flax or PyTorch) has no hidden layers to place")
         if x is None:
             x = np.random.default_rng(0).standard_normal((8, *arch.input.shape))
         summary = meanfield_summary(arch, x)

@@ -198,10 +198,12 @@ def parse_by(by: str, metrics: Sequence[str]) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- the compiled program
 
 def _is_kernel(path: tuple, leaf: Any) -> bool:
-    """Kernels of dense and convolution layers (leaf named ``kernel``/``*_kernel``), as Abdelfattah et al."""
-    del leaf
+    """Kernels of dense and convolution layers (leaf named ``kernel``/``*_kernel``; of a PyTorch module, a
+    ``*.weight`` of two or more dimensions), as Abdelfattah et al."""
     last = path[-1] if path else None
     name = getattr(last, "key", getattr(last, "name", None))
+    if isinstance(name, str) and name.endswith(".weight"):  # a PyTorch module's: Linear/Conv weights have 2+ dims
+        return len(getattr(leaf, "shape", ())) >= 2
     return isinstance(name, str) and name.endswith("kernel")
 
 
@@ -507,8 +509,9 @@ class Scorer:
             return ("error",)
         if item.is_nb201:
             return ("nb201",)
-        if arch.module is not None:
-            return ("module", arch.module, str(arch.base_dir), tuple(arch.input.shape), arch.input.dtype)
+        if arch.module is not None:  # a PyTorch module with init: shares its program across weight/bias_std
+            init = arch.init.dist if arch.init_set else None
+            return ("module", arch.module, str(arch.base_dir), tuple(arch.input.shape), arch.input.dtype, init)
         return ("layers", signature(arch.layers), tuple(arch.input.shape), arch.input.dtype)
 
     @staticmethod
@@ -745,6 +748,8 @@ class Scorer:
         if choices is not None and arch.module is None:
             arch = dataclasses.replace(arch, layers=with_choices(arch.layers, choices))
         net = build(arch)
+        if arch.module is not None:
+            names = tuple(net.layer_names)
         dtype = self._dtype(arch.input)
 
         def make() -> _Program:

@@ -261,6 +261,10 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
         items.extend(meanfield_verdict(extra["meanfield"]))
     if cell:
         extra["space"] = {"name": arch.space, "arch": arch.notation}
+    elif arch.module is not None and arch.module.startswith("torch:"):
+        from zsad.torch_bridge import init_description
+
+        extra["init"] = init_description(arch)
     return ScoreReport(
         name=arch.name, params=nb201.param_count(arch.ops) if cell else param_count(net), nlc_per_seed=per_seed, nlc_mean=mean, nlc_std=std,
         nlc_reason=reason, profile=profile, diverged=diverged, verdict=combine(items), options=options,
@@ -326,7 +330,7 @@ def resolve_between(arch: Architecture, names: list[str], between: tuple[str, st
     n = len(names)
     if not has_segment:
         if between not in (None, ("input", "output")):
-            raise SpecError(f"{arch.name}: --between needs an architecture file's layers; a flax module "
+            raise SpecError(f"{arch.name}: --between needs an architecture file's layers; a flax or PyTorch module "
                             "gives input → output only")
         return 0, n, ("input", "output")
     if between is None:

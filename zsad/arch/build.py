@@ -439,7 +439,11 @@ def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...]):
 
 
 def build(arch: Architecture) -> Network:
-    """Builds the network of ``arch`` (an architecture file's layers or a flax entry point)."""
+    """Builds the network of ``arch`` (an architecture file's layers, a flax or a PyTorch entry point)."""
+    if arch.module is not None and arch.module.startswith("torch:"):
+        from zsad.torch_bridge import build_torch  # imports torch only for PyTorch modules
+
+        return build_torch(arch)
     if arch.module is not None:
         return build_module(arch)
     init, apply, calibrate, segment, init_with, draws, apply_calibrating = _functions(structure(arch.layers),

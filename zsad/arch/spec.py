@@ -179,7 +179,10 @@ class Architecture:
     """A parsed architecture file.
 
     Either ``layers`` (built by ``zsad.arch.build``) or ``module`` (a
-    ``package.module:factory`` entry point returning a flax module) is set.
+    ``package.module:factory`` entry point returning a flax module, or
+    ``torch:package.module:factory`` returning a ``torch.nn.Module``:
+    :mod:`zsad.torch_bridge`) is set. ``init_set``: the file gives ``init:``
+    (a PyTorch module then takes zsad's distributions instead of its own).
     ``source`` is the file it came from; relative data paths resolve against it.
     """
 
@@ -190,6 +193,7 @@ class Architecture:
     module: str | None = None
     source: str | None = field(default=None, compare=False)
     module_at: str | None = field(default=None, compare=False)  # FILE:LINE:COL of ``module`` (error messages)
+    init_set: bool = False
 
     @property
     def base_dir(self) -> Path:
@@ -527,12 +531,14 @@ def parse_architecture(node: Any, *, file: str | None = None, default_name: str 
     init = _init(node["init"], ctx.child(node, "init"), Init()) if "init" in node else Init()
     module = node.get("module")
     if module is not None:
-        if not isinstance(module, str) or module.count(":") != 1:
-            raise ctx.child(node, "module").error("'package.module:factory'", module)
+        entry = module[len("torch:"):] if isinstance(module, str) and module.startswith("torch:") else module
+        if not isinstance(entry, str) or entry.count(":") != 1:
+            raise ctx.child(node, "module").error("'package.module:factory' (flax) or 'torch:package.module:factory'",
+                                                  module)
         if "layers" in node:
             raise ctx.child(node, "layers").error("either 'layers' or 'module', not both")
         mctx = ctx.child(node, "module")
-        return Architecture(name=name, input=inp, init=init, module=module, source=file,
+        return Architecture(name=name, input=inp, init=init, module=module, source=file, init_set="init" in node,
                             module_at=locate(mctx.file, mctx.line, mctx.col) if mctx.line is not None else None)
     if "layers" not in node:
         raise ctx.error("a field 'layers' (a list of layers) or 'module' ('package.module:factory')")
@@ -598,10 +604,12 @@ def architecture_to_dict(arch: Architecture) -> dict:
     if inp.key is not None:
         data["key"] = inp.key
     out["input"] = data
-    out["init"] = dataclasses.asdict(arch.init)
     if arch.module:
+        if arch.init_set:
+            out["init"] = dataclasses.asdict(arch.init)
         out["module"] = arch.module
         return out
+    out["init"] = dataclasses.asdict(arch.init)
     out["layers"] = [_layer_to_dict(layer, arch.init) for layer in arch.layers]
     return out
 
