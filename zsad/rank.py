@@ -261,13 +261,13 @@ def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate,
                 fn = lambda z: (apply(v_cal, scalars, z), v_cal)  # noqa: E731
             ((y, outs), v), ((pushed, pushed_outs), _) = push_tangents(fn, x, seed["tangents"])
             r = nlc_of_tangents(y, pushed)
-            block = _largest_block_growth([nlc_of_tangents(outs[k], pushed_outs[k]).nlc for k in outs])
+            profile = jnp.stack([nlc_of_tangents(outs[k], pushed_outs[k]).nlc for k in outs])
         else:
             v = calibrate(v0, scalars, x)
             y, outs = apply(v, scalars, x)
         res = {"finite": jnp.stack([_all_finite(o) for o in outs.values()]), "constant": _constant(y)}
         if "nlc" in metrics:
-            res["nlc"], res["nlc_finite"], res["nlc_block"] = r.nlc, r.finite, block
+            res["nlc"], res["nlc_finite"], res["nlc_profile"] = r.nlc, r.finite, profile
         if "sigma2" in metrics:
             res["sigma2"] = _sigma2(v, scalars, x, jax.random.fold_in(seed["key"], 3), apply=apply, segment=segment,
                                     segment_range=segment_range, output=sigma2_output)
@@ -296,12 +296,17 @@ def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate,
     return map_leading(one, per_seed, batched=batched)
 
 
-def _largest_block_growth(profile: Sequence[jax.Array]) -> jax.Array:
+def largest_block_growth(profile: Sequence[float]) -> float:
     """``max_b ln(NLC_b / NLC_{b-1})`` over the top-level outputs (``NLC_{-1} = 1``, the input): how much
-    more nonlinear the most nonlinear single block makes the network. NaN where a prefix's NLC is not
-    finite (constant or diverged intermediate outputs)."""
-    logs = jnp.log(jnp.stack([jnp.ones((), profile[0].dtype), *profile]))
-    return jnp.max(jnp.diff(logs))
+    more nonlinear the most nonlinear single block makes the network; NaN where a prefix's NLC is not
+    finite. On the host in float64, so that every program that gives the same profile gives the same value.
+
+    Examples:
+      >>> round(largest_block_growth([1.0, 2.0, 3.0]), 4)   # ln 2 (the second block) beats ln 1.5
+      0.6931
+    """
+    logs = np.log(np.concatenate([[1.0], np.asarray(profile, np.float64)]))
+    return float(np.max(np.diff(logs)))
 
 
 def _sigma2(variables, scalars, x, key, *, apply, segment, segment_range, output=None) -> jax.Array:
@@ -820,7 +825,7 @@ class Scorer:
             if all(math.isfinite(v) for v in values):
                 row["nlc"] = _short(np.mean(values))
                 row["nlc_std"] = _short(np.std(values, ddof=1)) if len(values) > 1 else None
-                blocks = [float(res["nlc_block"][s]) for s in good]
+                blocks = [largest_block_growth(res["nlc_profile"][s]) for s in good]
                 if all(math.isfinite(v) for v in blocks):
                     row["nlc_block"] = _short(np.mean(blocks))
             else:
