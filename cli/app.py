@@ -41,7 +41,7 @@ def handle_errors(fn: Callable) -> Callable:
         except ZsadError as err:
             if debug:
                 raise
-            fail(str(err).replace("\n", " "), EXIT_BAD_INPUT)
+            fail(str(err).replace("\n", " "), getattr(err, "exit_code", EXIT_BAD_INPUT))
         except KeyboardInterrupt:
             if debug:
                 raise

@@ -293,3 +293,27 @@ def test_sigint_at_random_moments_stops_cleanly_with_a_valid_file(space_dir):
             assert done.returncode == 0, done.stderr
             assert out.read_bytes() == straight
     assert codes.count(130) >= 1, (codes, seconds)  # at least one run was interrupted mid-way
+
+
+def test_a_final_rewrite_that_fails_keeps_the_rows_and_says_so(space_dir, monkeypatch):
+    """The last rewrite of a rank results file fails (disk full, say): one line, exit 1, and the rows
+    appended so far are in the file, so --resume finishes it."""
+    from zsad import rank as rank_mod
+
+    out = space_dir / "full.csv"
+
+    def no_space(self, rows):
+        self.close()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rank_mod.ResultsFile, "finish", no_space)
+    result = run_cli("rank", space_dir / "small.yaml", "--batch", 8, "--seeds", 1, "--metrics", "nlc,params",
+                     "--out", out)
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert "could not write the final results (No space left on device)" in line and "--resume" in line
+    assert len(out.read_text().strip().splitlines()) > 1  # the appended rows are kept
+    monkeypatch.undo()
+    done = run_cli("rank", space_dir / "small.yaml", "--batch", 8, "--seeds", 1, "--metrics", "nlc,params",
+                   "--out", out, "--resume")
+    assert done.exit_code == 0, done.output

@@ -19,6 +19,13 @@ class NumericsError(ZsadError):
     """A computation produced non-finite or undefined values."""
 
 
+class WriteError(ZsadError):
+    """An output that could not be written at the end of a run (exit 1, not bad input): what was computed
+    is kept, and the message says where."""
+
+    exit_code = 1
+
+
 def locate(file: str | None, line: int | None = None, col: int | None = None) -> str:
     """Formats ``FILE[:LINE:COL]`` (1-based line and column) for error messages."""
     if file is None:

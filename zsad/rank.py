@@ -54,7 +54,7 @@ from zsad import draws
 from zsad import nasbench201 as nb201
 from zsad import proxies
 from zsad._batching import map_leading
-from zsad._errors import DataError, SpecError, ZsadError
+from zsad._errors import DataError, SpecError, WriteError, ZsadError
 from zsad._files import FileLock, atomic_write, check_writable, unique_temp
 from zsad._memory import check_fits
 from zsad._types import Network
@@ -1240,7 +1240,12 @@ def _rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str 
                         f"{len(missing)} architecture(s) came back without a row (first: {missing[0]})")
     rows = score_rows([done_rows[a] for a in order], by_cols, options.metrics)
     if results is not None:
-        results.finish(rows)
+        try:
+            results.finish(rows)
+        except OSError as err:
+            raise WriteError(f"{out}: could not write the final results ({err.strerror or err}); every computed "
+                             "row is in it as appended (without score and rank): rerun with --resume to finish "
+                             "it") from None
     return RankResult(rows, cols, by_cols, counts["computed"], counts["resumed"], {**meta, "complete": True})
 
 
