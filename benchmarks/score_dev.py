@@ -263,6 +263,7 @@ def compute() -> dict:
         rows, targets = nb201_rows(split)
         res["nb201"][split] = figures(rows, targets, np.arange(len(rows)), [*SINGLE, *cands], top=True)
         res["nb201"][split]["_n"] = len(rows)
+        res["nb201"][split]["_of"] = len(measuring_order(split))
         res["nb201"][split]["_ok"] = sum(r["status"] == "ok" for r in rows)
     for ds, (rows, targets, groups) in study_rows().items():
         cols = [*SINGLE, "grad_norm", "snip", *cands]

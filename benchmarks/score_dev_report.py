@@ -64,7 +64,10 @@ def _study_table(res: dict, keys: list[str], within: bool = False) -> list[str]:
 
 def _scored(block: dict) -> str:
     n, ok = block["_n"], block["_ok"]
-    first = ("Every architecture is scored" if ok == n else
+    sample = (f"{n} of the split's {block['_of']} architectures are measured: the first {n} of a seeded random "
+              "order, a uniform random sample (the rest were not measured in time). " if n < block.get("_of", n)
+              else "")
+    first = sample + ("Every architecture is scored" if ok == n else
              f"{ok} of {n} architectures are scored; the other {n - ok} are degenerate (no path from the cell "
              "input to its output) and rank last in every ranking")
     return (f"{first}. Top-k columns: CIFAR-10 accuracy of the picks and its percentile in the split "
