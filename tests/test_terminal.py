@@ -13,21 +13,11 @@ import threading
 
 import pytest
 
-from helpers import cpu_subprocess_env
+from helpers import RELU_MLP_YAML, cpu_subprocess_env
 
 from zsad_cli.rank import short_names
 
-BASE = """\
-name: m
-input: {shape: [8]}
-init: {weight_std: 1.41}
-layers:
-  - {type: dense, features: 16}
-  - {type: activation, fn: relu}
-  - {type: dense, features: 16}
-  - {type: activation, fn: relu}
-  - {type: dense, features: 4}
-"""
+BASE = RELU_MLP_YAML.replace("name: relu", "name: m", 1)
 # Names such as m[layers.1.fn=tanh,init.weight_std=0.5]: what differs is in the middle and at the end.
 SPACE = "base: base.yaml\nchoices:\n  layers.1.fn: [tanh, relu]\n  init.weight_std: [0.5, 1.0, 1.41]\n"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
