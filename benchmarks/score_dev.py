@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from benchmarks.ground_truth.analysis import cluster_resamples, spearman_each
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 RESULTS = HERE / "results"
@@ -96,27 +98,10 @@ def ranking_of(rows: list[dict], by: str) -> np.ndarray:
     return out
 
 
-def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    rx = stats.rankdata(x, axis=-1)
-    ry = stats.rankdata(y, axis=-1)
-    rx -= rx.mean(-1, keepdims=True)
-    ry -= ry.mean(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (rx * ry).sum(-1) / np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
-
-
-def resamples(groups: np.ndarray, n_boot: int = N_BOOT, seed: int = SEED) -> list[np.ndarray]:
-    """Bootstrap index sets that resample whole groups (each row its own group: plain resampling)."""
-    labels, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(labels))]
-    rng = np.random.default_rng(seed)
-    return [np.concatenate([members[g] for g in rng.integers(0, len(labels), len(labels))]) for _ in range(n_boot)]
-
-
 def correlation(x: np.ndarray, y: np.ndarray, boot: list[np.ndarray]) -> dict:
     rho = float(stats.spearmanr(x, y).statistic)
     tau = float(stats.kendalltau(x, y).statistic)
-    rhos = np.array([_spearman_rows(x[b], y[b]) for b in boot])
+    rhos = spearman_each(x, y, boot)
     return {"spearman": rho, "spearman_ci": [float(np.nanpercentile(rhos, 2.5)), float(np.nanpercentile(rhos, 97.5))],
             "kendall": tau}
 
@@ -186,7 +171,7 @@ def study_rows() -> dict[str, tuple[list[dict], dict[str, np.ndarray], np.ndarra
 
 def figures(rows: list[dict], targets: dict[str, np.ndarray], groups: np.ndarray, columns: list[str],
             top: bool) -> dict:
-    boot = resamples(groups)
+    boot = cluster_resamples(groups, N_BOOT, SEED)
     out = {}
     for by in columns:
         x = ranking_of(rows, by)
@@ -198,7 +183,7 @@ def figures(rows: list[dict], targets: dict[str, np.ndarray], groups: np.ndarray
                 xs, ys, bs = x, y, boot
             else:
                 xs, ys = x[keep], y[keep]
-                bs = resamples(groups[keep])
+                bs = cluster_resamples(groups[keep], N_BOOT, SEED)
             fig = correlation(xs, ys, bs)
             fig["n"] = int(keep.sum())
             if top:

@@ -50,3 +50,34 @@ def mlp(fn: str, depth: int = 3, width: int = 64, d_in: int = 32, *, weight_std=
         layers.append({"type": "dense", "features": out})
     return {"name": f"{fn}-mlp", "input": {"shape": [d_in], "std": std},
             "init": {"dist": dist, "weight_std": weight_std, "bias_std": bias_std}, "layers": layers}
+
+
+def interrupt_after(k):
+    """``(on_row, seen)``: an ``on_row`` callback of ``rank_space`` that raises KeyboardInterrupt at the
+    ``k``-th row (``seen`` lists the rows' architectures)."""
+    seen = []
+
+    def on_row(row):
+        seen.append(row["arch"])
+        if len(seen) == k:
+            raise KeyboardInterrupt
+
+    return on_row, seen
+
+
+def interrupt_scoring_at(monkeypatch, k):
+    """Makes ``zsad.rank.Scorer.row`` raise KeyboardInterrupt at its ``k``-th call (Ctrl-C in a CLI run);
+    returns the original method, to put back with ``monkeypatch.setattr``."""
+    from zsad import rank as rank_mod
+
+    original = rank_mod.Scorer.row
+    calls = []
+
+    def row(self, item, choices=None):
+        calls.append(item.id)
+        if len(calls) == k:
+            raise KeyboardInterrupt
+        return original(self, item, choices)
+
+    monkeypatch.setattr(rank_mod.Scorer, "row", row)
+    return original

@@ -26,7 +26,7 @@ from zsad.rank import (
 from zsad.ranking import INGREDIENTS
 from zsad.space import load_space
 
-from helpers import RELU_MLP_YAML, cpu_subprocess_env, run_cli
+from helpers import RELU_MLP_YAML, cpu_subprocess_env, interrupt_after, interrupt_scoring_at, run_cli
 
 BASE = RELU_MLP_YAML
 # One structure: ok (1.0, 1.41), constant output (0.0), overflow in float32 (1e15 over three layers).
@@ -165,17 +165,6 @@ def test_bad_by_and_metrics(space_dir):
 
 # --------------------------------------------------------------------------- results files and resume
 
-def interrupt_after(k):
-    seen = []
-
-    def on_row(row):
-        seen.append(row["arch"])
-        if len(seen) == k:
-            raise KeyboardInterrupt
-
-    return on_row, seen
-
-
 @pytest.mark.parametrize("ext", ["csv", "jsonl"])
 def test_resume_after_interrupt_is_byte_identical(space_dir, ext):
     space = load_space(space_dir / "small.yaml")
@@ -265,16 +254,7 @@ def test_cli_rank_table_json_and_file(space_dir):
 
 
 def test_cli_interrupt_prints_how_to_resume(space_dir, monkeypatch):
-    original = rank_mod.Scorer.row
-    calls = []
-
-    def row(self, item, choices=None):
-        calls.append(item.id)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(self, item, choices)
-
-    monkeypatch.setattr(rank_mod.Scorer, "row", row)
+    interrupt_scoring_at(monkeypatch, 2)
     out = space_dir / "r.csv"
     result = run("rank", space_dir / "small.yaml", "--batch", 8, "--metrics", "nlc,params", "--out", out)
     assert result.exit_code == 130

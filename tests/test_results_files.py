@@ -25,7 +25,7 @@ from zsad.arch.build import build
 from zsad.rank import RankInterrupted, RankOptions, meta_path, rank_space
 from zsad.space import load_space
 
-from helpers import RELU_MLP_YAML, cpu_subprocess_env, run_cli
+from helpers import RELU_MLP_YAML, cpu_subprocess_env, interrupt_after, interrupt_scoring_at, run_cli
 
 run = run_cli
 # Four architectures of one shape signature: the activation is chosen by a traced index in one program.
@@ -108,13 +108,7 @@ def test_flops_are_each_architectures_own_and_resume_is_byte_identical_across_a_
     assert len({r["flops"] for r in first.rows}) == 2  # tanh and relu differ
     for done in (1, 3):  # the rest of the group alone: one activation, a program without a choice
         out = space_dir / f"r{done}.csv"
-        seen = []
-
-        def on_row(row):
-            seen.append(row)
-            if len(seen) == done:
-                raise KeyboardInterrupt
-
+        on_row, _ = interrupt_after(done)
         with pytest.raises(RankInterrupted):
             rank_space(space, FAST, out=out, on_row=on_row)
         rank_mod._FLOPS_CACHE.clear()
@@ -208,16 +202,7 @@ def test_interrupt_prints_the_full_resume_command_and_a_mismatch_names_every_opt
             "--by", "nlc", "--top", "2", "--out", str(out)]
     straight = space_dir / "straight.csv"
     assert run(*args[:-1], straight).exit_code == 0
-    original = rank_mod.Scorer.row
-    calls = []
-
-    def row(self, item, choices=None):
-        calls.append(item.id)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return original(self, item, choices)
-
-    monkeypatch.setattr(rank_mod.Scorer, "row", row)
+    original = interrupt_scoring_at(monkeypatch, 3)
     result = run(*args, "--overwrite")
     assert result.exit_code == 130
     line = one_error_line(result)

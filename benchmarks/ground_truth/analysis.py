@@ -127,7 +127,7 @@ def cluster_resamples(groups, n_boot: int, seed: int = SEED) -> list[np.ndarray]
     return [np.concatenate([members[g] for g in d]) for d in draws]
 
 
-def _spearman_each(x: np.ndarray, y: np.ndarray, boots: list[np.ndarray]) -> np.ndarray:
+def spearman_each(x: np.ndarray, y: np.ndarray, boots: list[np.ndarray]) -> np.ndarray:
     """Spearman rho of (x[b], y[b]) for every index set b (sets of equal length computed together)."""
     out = np.empty(len(boots))
     by_len: dict[int, list[int]] = {}
@@ -158,7 +158,7 @@ def correlation(x: np.ndarray, y: np.ndarray, n_boot: int, kendall: bool = True,
     idx = np.flatnonzero(ok)
     g = np.arange(n) if groups is None else np.asarray(groups)[ok]
     boots = [idx[b] for b in cluster_resamples(g, n_boot, seed)]
-    rho = _spearman_each(x, y, boots)
+    rho = spearman_each(x, y, boots)
     out["spearman_ci"] = [float(np.nanpercentile(rho, 2.5)), float(np.nanpercentile(rho, 97.5))]
     if kendall:
         tau = np.array([stats.kendalltau(x[b], y[b]).statistic for b in boots])
