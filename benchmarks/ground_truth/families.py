@@ -165,6 +165,9 @@ def case_figures(rows: list[dict], acc: np.ndarray, groups: np.ndarray, ranks, n
     for label, by in ranks:
         x = scores(rows, by)
         xr = stats.rankdata(x)  # finite stand-in with the same ranks
+        if np.ptp(xr) == 0:  # a constant ranking says nothing
+            out[label] = {"spearman": None, "n": int(len(acc))}
+            continue
         rho = spearman_each(xr, acc, boots)
         boot_rho[label] = rho
         fig = {"spearman": float(stats.spearmanr(xr, acc).statistic),
@@ -175,6 +178,8 @@ def case_figures(rows: list[dict], acc: np.ndarray, groups: np.ndarray, ranks, n
         out[label] = fig
     if REFERENCE in boot_rho:
         for label, fig in out.items():
+            if label not in boot_rho:
+                continue
             fig["vs_params"] = fig["spearman"] - out[REFERENCE]["spearman"]
             fig["vs_params_ci"] = _ci(boot_rho[label] - boot_rho[REFERENCE])
     return out
@@ -188,8 +193,8 @@ def subfamily_figures(rows: list[dict], acc: np.ndarray, groups: np.ndarray, ran
         x = stats.rankdata(scores(rows, by))
         for f in sorted(set(fam.tolist())):
             m = (fam == f) & np.isfinite(acc)
-            rho = stats.spearmanr(x[m], acc[m]).statistic if np.ptp(x[m]) > 0 else float("nan")
-            out.setdefault(f, {"n": int(m.sum()), "structures": int(len(np.unique(groups[m])))})[label] = float(rho)
+            rho = float(stats.spearmanr(x[m], acc[m]).statistic) if np.ptp(x[m]) > 0 else None
+            out.setdefault(f, {"n": int(m.sum()), "structures": int(len(np.unique(groups[m])))})[label] = rho
     return out
 
 
@@ -198,7 +203,8 @@ def compute(fam_rows: dict | None = None, n_boot: int = N_BOOT) -> dict:
     if fam_rows is None:
         fam_rows = family_rows(mlp_rows(), cnn_rows())
     ranks = rankings()
-    res: dict = {"cases": {}, "subfamilies": {}, "sizes": {}}
+    res: dict = {"cases": {}, "subfamilies": {}, "sizes": {},
+                 "cnn_structures": {ds: sorted(set(g.tolist())) for ds, (_, _, g) in fam_rows["CNN"].items()}}
     for family, per_ds in fam_rows.items():
         res["cases"][family] = {}
         for ds, (rows, accs, groups) in per_ds.items():
@@ -221,9 +227,12 @@ def post_hoc(res: dict) -> dict:
     for family, cases in res["cases"].items():
         if not cases:
             continue
-        out[family] = {k: {"worst": min(c[k]["spearman"] for c in cases.values()),
-                           "mean": float(np.mean([c[k]["spearman"] for c in cases.values()]))}
-                       for k in ranking.CANDIDATES}
+        out[family] = {}
+        for k in ranking.CANDIDATES:
+            figs = [c[k]["spearman"] for c in cases.values()]
+            ok = [f for f in figs if f is not None]
+            out[family][k] = {"worst": min(figs) if len(ok) == len(figs) else None,
+                              "mean": float(np.mean(ok)) if ok else None}
     return out
 
 
@@ -233,6 +242,8 @@ HEADING = "## The score's principles on CNN families"
 
 
 def _rho(fig: dict) -> str:
+    if fig.get("spearman") is None:
+        return "— (constant)"
     lo, hi = fig["spearman_ci"]
     return f"{fig['spearman']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
@@ -249,11 +260,12 @@ def _family_table(cases: dict) -> list[str]:
              "|---|" + "---|" * (len(names) + 4)]
     for label in labels:
         figs = [cases[c][label] for c in names]
-        within = [f["within"] for f in figs if f["within"] is not None]
-        cells = [_rho(f) for f in figs] + [f"{np.mean([f['spearman'] for f in figs]):+.2f}",
-                                           f"{np.mean(within):+.2f}" if within else "—",
-                                           f"{np.mean([f['top1_pct'] for f in figs]):.0f}",
-                                           f"{np.mean([f['top10_median_pct'] for f in figs]):.0f}"]
+        defined = [f for f in figs if f.get("spearman") is not None]
+        within = [f["within"] for f in defined if f["within"] is not None]
+        cells = [_rho(f) for f in figs] + (
+            [f"{np.mean([f['spearman'] for f in defined]):+.2f}", f"{np.mean(within):+.2f}" if within else "—",
+             f"{np.mean([f['top1_pct'] for f in defined]):.0f}",
+             f"{np.mean([f['top10_median_pct'] for f in defined]):.0f}"] if defined else ["—"] * 4)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
@@ -273,7 +285,10 @@ def _principles(res: dict, default: str) -> list[str]:
         for family, cases in res["cases"].items():
             if not cases:
                 continue
-            figs = [c[label] for c in cases.values()]
+            figs = [c[label] for c in cases.values() if c[label].get("spearman") is not None]
+            if not figs:
+                parts.append(f"{family}: constant")
+                continue
             pos = sum(f["spearman_ci"][0] > 0 for f in figs)
             neg = sum(f["spearman_ci"][1] < 0 for f in figs)
             mean = np.mean([f["spearman"] for f in figs])
@@ -283,7 +298,7 @@ def _principles(res: dict, default: str) -> list[str]:
                          f"{len(figs)} cases{w}")
         out.append(f"- **{text}**: " + "; ".join(parts) + ".")
     cnn = res["cases"].get("CNN", {})
-    if cnn and REFERENCE in next(iter(cnn.values())):
+    if cnn and all("vs_params" in c[default] for c in cnn.values()):
         figs = [c[default] for c in cnn.values()]
         better = sum(f["vs_params_ci"][0] > 0 for f in figs)
         worse = sum(f["vs_params_ci"][1] < 0 for f in figs)
@@ -292,6 +307,21 @@ def _principles(res: dict, default: str) -> list[str]:
         out.append(f"- **`{default}` against ln params alone on the CNN family** (paired difference of ρ, "
                    f"structures resampled): {deltas}; the interval lies above 0 (better than params) in {better} "
                    f"and below 0 in {worse} of {len(figs)} cases.")
+    return out
+
+
+def _cnn_coverage(res: dict, pop) -> list[str]:
+    """Which CNN structures are measured and trained, per data set (``run`` goes cheapest first, so a population
+    measured in part leans towards small networks: the missing ones are named)."""
+    planned = [s.id for s, _ in pop]
+    n_arch = sum(len(ms) for _, ms in pop)
+    out = []
+    for ds, done in res.get("cnn_structures", {}).items():
+        missing = [s for s in planned if s not in done]
+        text = (f"**CNN coverage on {ds}:** {res['sizes']['CNN'][ds]['architectures']} of {n_arch} architectures, "
+                f"{len(done)} of {len(planned)} structures")
+        out.append(text + (f"; not yet trained: {', '.join(f'`{m}`' for m in missing)} (`run --population cnn` "
+                           "computes them).\n" if missing else ".\n"))
     return out
 
 
@@ -326,7 +356,8 @@ def render(res: dict) -> list[str]:
              "Zero-shot metrics: `zsad rank` with its default options (2 seeds, batch 64, every metric), on the "
              "data set's training images.\n")
     sizes = res["sizes"]
-    L.append("**Coverage:** " + "; ".join(
+    L += _cnn_coverage(res, pop)
+    L.append("**Rows per family:** " + "; ".join(
         f"{fam}: " + ", ".join(f"{ds} {s['architectures']} architectures in {s['structures']} structures"
                                for ds, s in per.items()) for fam, per in sizes.items()) + ".\n")
     L.append("Figures: Spearman ρ with the **test accuracy** (1 − test error; positive = the ranking puts the "
@@ -357,8 +388,8 @@ def render(res: dict) -> list[str]:
                                           for f in fams) + " |")
         L.append("|---|" + "---|" * len(fams))
         for label in labels:
-            L.append(f"| {label} | " + " | ".join(f"{np.nanmean([c[f][label] for c in cases]):+.2f}" for f in fams)
-                     + " |")
+            vals = [[c[f][label] for c in cases if c[f][label] is not None] for f in fams]
+            L.append(f"| {label} | " + " | ".join(f"{np.mean(v):+.2f}" if v else "—" for v in vals) + " |")
         L.append("")
     L.append("### Post hoc: the selection rule's statistic on each family (not part of the selection)\n")
     L.append("The worst and the mean of each candidate's ρ over the family's cases (the rule of "
@@ -368,7 +399,8 @@ def render(res: dict) -> list[str]:
     L.append("| candidate | " + " | ".join(f"{f} worst | {f} mean" for f in fams) + " |")
     L.append("|---|" + "---|---|" * len(fams))
     for k in ranking.CANDIDATES:
-        cells = [f"{res['post_hoc'][f][k]['worst']:+.2f} | {res['post_hoc'][f][k]['mean']:+.2f}" for f in fams]
+        fmt = lambda v: "—" if v is None else f"{v:+.2f}"  # noqa: E731
+        cells = [f"{fmt(res['post_hoc'][f][k]['worst'])} | {fmt(res['post_hoc'][f][k]['mean'])}" for f in fams]
         mark = " (default)" if k == default else ""
         L.append(f"| {k}{mark} | " + " | ".join(cells) + " |")
     L.append("")
