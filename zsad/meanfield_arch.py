@@ -179,7 +179,7 @@ def _fixed_point_dict(hidden: HiddenLayer) -> tuple[dict, dict]:
 def meanfield_summary(arch: Architecture, x: np.ndarray) -> dict:
     """Mean-field summary of ``arch`` at infinite width, with the input statistics of ``x``.
 
-    Keys (SPEC §5 ``meanfield``): ``q_star``, ``q_converged``, ``chi1``, ``chi_q``,
+    Keys (the ``meanfield`` entry of ``zsad score --json``): ``q_star``, ``q_converged``, ``chi1``, ``chi_q``,
     ``c_star``, ``chi_c``, ``xi_q``, ``xi_c``, ``phase`` (``'ordered'``,
     ``'critical'`` or ``'chaotic'``, :func:`zsad.meanfield.phase`),
     ``nlc_predicted``, ``hidden`` (the layer the fixed point describes),
@@ -214,7 +214,7 @@ def meanfield_summary(arch: Architecture, x: np.ndarray) -> dict:
     .. math::
         \\mathrm{NLC}^2 \\approx C_f'(1)\\,\\frac{1-\\overline{c_{\\rm in}}}{1-\\overline{C_f(c_{\\rm in})}}
 
-    (SPEC §3; :func:`zsad.meanfield.predicted_nlc`).
+    (:func:`zsad.meanfield.predicted_nlc`).
 
     Args:
       arch: a parsed architecture.

@@ -1,6 +1,6 @@
 """Nonlinearity normalization: shape the activations so that the network's NLC equals a target.
 
-Every activation layer :math:`l` gets one shaping scalar (SPEC §4), applied to
+Every activation layer :math:`l` gets one shaping scalar, applied to
 its current activation :math:`\\phi_l` (the registry function with the layer's
 existing shaping, if any):
 
@@ -86,7 +86,7 @@ activation and the depth:
   :math:`w = c_1^2/(c_1^2 + c_2^2)`: :math:`C'(1) = 1` for every :math:`a`, so a plain
   network stays at the edge of chaos, and its NLC is largest with :math:`|s|` in
   every layer, :math:`\\approx (1 - k^L(\\bar c))^{-1/2}` for :math:`L` activation layers
-  (SPEC §3): 1.66, 2.85, 4.24, 6.86, 11.9 for :math:`L` = 1, 4, 8, 16, 32 at
+  (the predicted NLC of :func:`zsad.meanfield.predicted_nlc`): 1.66, 2.85, 4.24, 6.86, 11.9 for :math:`L` = 1, 4, 8, 16, 32 at
   infinite width, about 0.3 more per layer, and less at finite width (measured:
   2.72 for a width-64 MLP with 4 layers; 4.1 to 5.9 at 32 layers, width 64; 5.8
   to 6.9 at width 256). No scalar of this family gets a plain ReLU network to an

@@ -223,7 +223,7 @@ def predicted_nlc(state: KernelState, c_in) -> jax.Array:
       The predicted NLC (scalar); ``nan`` when all inputs coincide (``c_in = 1``).
 
     References:
-      G. Philipp, arXiv:2105.12210 (2021), sec. 6; SPEC section 3.
+      G. Philipp, arXiv:2105.12210 (2021), sec. 6.
     """
     num = 1.0 - jnp.mean(as_float(c_in))
     den = 1.0 - jnp.mean(state.c)
@@ -293,7 +293,7 @@ def mlp_nlc(
       1.4054
 
     References:
-      G. Philipp, arXiv:2105.12210 (2021); Poole et al. (2016); SPEC section 3.
+      G. Philipp, arXiv:2105.12210 (2021); Poole et al. (2016).
     """
     if depth < 1:
         raise ValueError(f"mlp_nlc: depth: expected a positive integer, got {depth!r}")
