@@ -18,7 +18,6 @@ import json
 import math
 import re
 
-import jax
 import numpy as np
 import pytest
 
