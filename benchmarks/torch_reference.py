@@ -4,7 +4,7 @@ Run (the correctness check; a few minutes on two cores):
 
     .venv/bin/python benchmarks/torch_reference.py [--seeds 4] [--batch 64] [--tangents 2] [--nb201 2]
 
-The estimator is the one of SPEC §1 and ``zsad/nlc.py``, written out eagerly with
+The estimator is the one of ``zsad/nlc.py``, written out eagerly with
 ``torch.func.jvp`` on the CPU. For a batch ``x_1..x_n`` with mean ``mu`` and
 ``K`` random derangements ``pi_k`` (each a uniformly random single n-cycle:
 ``pi(o_i) = o_{i+1}`` for a random order ``o``)::
@@ -33,7 +33,7 @@ Networks:
   space of the benchmarks does not use them).
 * PyTorch modules (:class:`TorchModule`): a ``torch.nn.Module`` run as it is, its own
   initialization, batch norm calibrated and frozen as above.
-* NAS-Bench-201 (SPEC §6), built as ``zsad.nasbench201.build_network`` builds
+* NAS-Bench-201 (Dong & Yang, ICLR 2020), built as ``zsad.nasbench201.build_network`` builds
   one architecture: stem conv3x3 3->16 (no bias) + BN; three stages of five
   cells (C = 16, 32, 64) with residual reduction blocks between them
   (ReLU-conv3x3 stride 2-BN, ReLU-conv3x3-BN, shortcut 2x2 average pool then

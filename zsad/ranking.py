@@ -306,8 +306,9 @@ def candidate_scores(rows: Sequence[dict], candidate: str) -> list[float | None]
     return rank_combination(rows, CANDIDATES[candidate])
 
 
-def _tidy(x: float) -> float:
-    return float(f"{x:.12g}") + 0.0  # + 0.0: no negative zero
+def _score_value(x: float) -> float:
+    """A score as written to results files: 12 significant digits, never a negative zero."""
+    return float(f"{x:.12g}") + 0.0
 
 
 def score_rows(rows: list[dict], by: Sequence[str], metrics: Sequence[str] | None = None) -> list[dict]:
@@ -336,7 +337,7 @@ def score_rows(rows: list[dict], by: Sequence[str], metrics: Sequence[str] | Non
     order = sorted(range(len(rows)), key=lambda i: (scores[i] is None, -(scores[i] or 0.0), i))
     out = [dict(r) for r in rows]
     for i, s in enumerate(scores):
-        out[i]["score"] = None if s is None else _tidy(s)
+        out[i]["score"] = None if s is None else _score_value(s)
     for rank, i in enumerate(order, start=1):
         out[i]["rank"] = rank
     return out

@@ -1,6 +1,6 @@
 """Architecture files: YAML -> immutable, validated spec objects. No jax here.
 
-The canonical form is SPEC §5. Every field is checked before anything is traced;
+The file format is the README's "Architecture files". Every field is checked before anything is traced;
 errors are one line, ``FILE:LINE:COL: FIELD.PATH: expected X, got Y``.
 
 Scalars (initialization scales, residual scales, activation parameters and
