@@ -219,8 +219,16 @@ class _Affine(nn.Module):
         return y
 
 
-class _BatchNorm(nn.Module):
+class FrozenBatchNorm(nn.Module):
+    """Affine batch norm over the last axis whose statistics are frozen variables.
+
+    ``calibrate``: False uses the stored ``batch_stats`` (``mean``, biased ``var``); True computes them on
+    the batch and stores them (training mode); ``"constant"`` as True with the statistics held constant
+    (``stop_gradient``). Parameters ``scale`` and ``bias`` (``2C``) where ``affine``, none otherwise.
+    """
+
     epsilon: float
+    affine: bool = True
 
     @nn.compact
     def __call__(self, x, calibrate: bool | str):
@@ -237,9 +245,11 @@ class _BatchNorm(nn.Module):
                 mean.value, var.value = m, v
         else:
             m, v = mean.value, var.value
+        n = x.ndim
+        if not self.affine:
+            return (x - _chan(m, n)) * _chan(jax.lax.rsqrt(v + self.epsilon), n)
         scale = self.param("scale", nn.initializers.ones, (c,), x.dtype)
         bias = self.param("bias", nn.initializers.zeros, (c,), x.dtype)
-        n = x.ndim
         return (x - _chan(m, n)) * _chan(jax.lax.rsqrt(v + self.epsilon) * scale, n) + _chan(bias, n)
 
 
@@ -375,7 +385,7 @@ class _Net(nn.Module):
                         for c in layer.choices]
             return jax.lax.switch(s["choice"], branches, x)  # unbatched: only the chosen branch runs
         if isinstance(layer, BatchNorm):
-            return _BatchNorm(layer.epsilon, name=mod_name)(x, calibrate)
+            return FrozenBatchNorm(layer.epsilon, name=mod_name)(x, calibrate)
         if isinstance(layer, LayerNorm):
             return _LayerNorm(layer.epsilon, name=mod_name)(x)
         if isinstance(layer, AvgPool):
