@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
-from zsad import nasbench201 as nb201
+from zsad.spaces import nasbench201 as nb201
 
 
 
