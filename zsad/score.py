@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zsad import nasbench201 as nb201
+from zsad.spaces import nasbench201 as nb201
 from zsad._batching import map_leading
 from zsad._errors import NumericsError, SpecError
 from zsad._memory import check_fits
@@ -46,14 +46,14 @@ class ScoreOptions:
       seed: base seed; initialization ``i`` uses ``fold_in(key(seed), i)``.
       data_seed: seed of the Gaussian inputs (or of the subset drawn from a data file);
         the same inputs serve every initialization, so the spread is the initialization's.
-      spectrum: whether to compute the Jacobian spectrum (SPEC §2).
+      spectrum: whether to compute the Jacobian singular-value spectrum (:mod:`zsad.spectrum`).
       between: the two points of the network whose Jacobian is taken: layer names
         or indices, ``"input"`` or ``"output"``; default: from the output of the
         first dense/conv layer to the input of the last one (square-ish map).
       spectrum_method: ``auto``, ``exact`` or ``lanczos`` (see ``zsad.spectrum``).
       spectrum_samples: inputs at which the Jacobian is evaluated.
       spectrum_steps, spectrum_probes: Lanczos steps and probe vectors (matrix-free path).
-      meanfield: whether to add the mean-field summary (SPEC §3, infinite width, from
+      meanfield: whether to add the mean-field summary (:mod:`zsad.meanfield_arch`; infinite width, from
         the scoring batch's statistics; no weights sampled).
     """
 
@@ -307,7 +307,7 @@ _CELL_FAMILY = {"kinds": {"conv", "batch_norm", "activation", "avg_pool", "globa
 
 def _cell_between(names: list[str], between: tuple[str, str] | None) -> tuple[int, int, tuple[str, str]]:
     """The Jacobian's segment in a NAS-Bench-201 network: from the input (the only place it can be cut) to
-    a named output; default the last feature map (:data:`zsad.nasbench201.FEATURES`)."""
+    a named output; default the last feature map (:data:`zsad.spaces.nasbench201.FEATURES`)."""
     a, b = between or ("input", nb201.FEATURES)
     if a != "input":
         raise SpecError(f"--between: a NAS-Bench-201 network's Jacobian starts at the input; got {a!r}")
