@@ -254,9 +254,63 @@ def test_case_figures_known_answers():
     assert d["vs_params_ci"][0] <= d["vs_params"] <= d["vs_params_ci"][1]
     assert figs["ln params"]["vs_params"] == 0.0
     assert d["structures"] == 6 and d["n"] == len(rows)
-    x = np.where(ok, acc, -1.0)
-    per = [stats.spearmanr(x[groups == g], acc[groups == g]).statistic for g in np.unique(groups)]
-    assert d["within"] == pytest.approx(np.mean(per)) and sorted(per)[1:] == [1.0] * (len(per) - 1)
+    # within structures: over the rows the ranking defines (the degenerate row is left out of its structure)
+    assert d["within"]["mean"] == pytest.approx(1.0) and d["within"]["structures"] == 6
+    assert figs["ln params"]["within"]["mean"] == pytest.approx(-1.0)
+    assert figs["flat"]["within"] is None  # constant inside every structure
+
+
+def test_within_figure_uses_defined_rows_of_large_enough_structures():
+    from benchmarks.ground_truth import families as F
+
+    x = np.array([1.0, 2.0, 3.0, -np.inf, -np.inf, 5.0, 4.0, 3.0, 1.0, 2.0])
+    y = np.array([0.1, 0.2, 0.3, 0.0, 0.9, 0.1, 0.2, 0.3, 0.5, 0.6])
+    groups = np.array(["a"] * 3 + ["b"] * 2 + ["c"] * 3 + ["d"] * 2)
+    w = F.within_figure(x, y, groups, n_boot=200)
+    # a: rho +1; b: no defined row; c: rho -1; d: two rows only (fewer than WITHIN_MIN)
+    assert F.WITHIN_MIN == 3 and w["structures"] == 2 and w["mean"] == pytest.approx(0.0)
+    assert w["ci"][0] >= -1.0 and w["ci"][1] <= 1.0 and w["ci"][0] < 0 < w["ci"][1]
+
+
+def test_band_ranking_is_minus_the_log_distance():
+    from benchmarks.ground_truth import families as F
+
+    rows = [{"status": "ok", "nlc": v} for v in (1.0, 1.3, 2.8)] + [{"status": "degenerate", "nlc": None}]
+    got = F.scores(rows, F.Band(1.2, 1.4))
+    np.testing.assert_allclose(got[:3], [-np.log(1.2), 0.0, -np.log(2.0)])
+    assert got[3] == -np.inf and F.Band(1.2, 1.4).label() == "NLC band [1.2, 1.4]"
+
+
+def test_band_rankings_read_the_sensitivity_bands(tmp_path):
+    from benchmarks.ground_truth import families as F
+    from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
+
+    path = tmp_path / "summary.json"
+    path.write_text('{"band_sensitivity_pooled": {"0.125": [1.2, 1.3], "0.5": [1.1, 1.5]}}')
+    got = F.band_rankings(path)
+    assert [b for _, b in got] == [(LINEAR_MAX, HEALTHY_MAX), (1.1, 1.5), (1.2, 1.3)]
+    assert got[1][0] == "NLC band [1.1, 1.5] (minimum share 1/2)" and got[2][0].endswith("(minimum share 1/8)")
+    assert len(F.band_rankings(tmp_path / "missing.json")) == 1
+
+
+def test_subfamily_figures_rank_over_the_population():
+    from benchmarks.ground_truth import families as F
+
+    rows, acc, groups = _synthetic_case(n_struct=8)
+    for i, r in enumerate(rows):
+        r["family"] = "plain" if groups[i] in ("s0", "s1", "s2", "s3") else "cell"
+    figs = F.subfamily_figures(rows, acc, groups, [("ln NLC (higher)", ("nonlin",)), ("flat", ("complexity",))],
+                               n_boot=50)
+    assert set(figs) == {"plain", "cell"} and figs["cell"]["structures"] == 4 and figs["cell"]["n"] == 16
+    assert figs["cell"]["ln NLC (higher)"]["spearman"] == pytest.approx(1.0)  # every cell row ok, exact order
+    m = np.isin(groups, ["s0", "s1", "s2", "s3"])
+    ok = np.array([r["status"] == "ok" for r in rows])
+    expect = stats.spearmanr(np.where(ok, acc, -1.0)[m], acc[m]).statistic
+    assert figs["plain"]["ln NLC (higher)"]["spearman"] == pytest.approx(expect)
+    lo, hi = figs["plain"]["ln NLC (higher)"]["spearman_ci"]
+    assert lo <= hi <= 1.0
+    # 'flat' ranks only the degenerate row (a plain row) apart from the rest: constant on the cell rows
+    assert figs["cell"]["flat"] is None
 
 
 def test_join_rows_keeps_only_architectures_trained_at_every_rate():

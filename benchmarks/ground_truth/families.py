@@ -18,34 +18,66 @@ test accuracy (1 - test error): Spearman rho and Kendall tau-b (ties averaged; r
 leaves undefined rank below every defined row, tied), a 95% percentile cluster-bootstrap interval
 (whole structures resampled, ``N_BOOT`` resamples, the same resamples for every ranking of one
 case, so differences are paired), the difference from ln params with its paired interval, the
-mean Spearman rho within structures, and the top-k quality: the test accuracy of the top-1 pick
+mean Spearman rho within structures (over the rows the ranking defines, structures with at least
+``WITHIN_MIN`` of them; interval: the structures' rhos resampled), and the top-k quality: the test accuracy of the top-1 pick
 and the median of the top-10 picks, with their percentiles within the family (100 = best).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
+from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
 
 from benchmarks.ground_truth.analysis import cluster_resamples, spearman_each
-from benchmarks.ground_truth.runner import read_jsonl, results_of
+from benchmarks.ground_truth.runner import RESULTS, read_jsonl, results_of
 
 FAMILIES = ("MLP", "CNN", "both")
 N_BOOT = 1000
 SEED = 0
+#: Rows a structure needs (defined by the ranking) to enter the within-structure figure.
+WITHIN_MIN = 3
+
+
+class Band(NamedTuple):
+    """A ranking by -d(NLC; lo, hi), the log-distance of the NLC from the band [lo, hi] (0 inside)."""
+
+    lo: float
+    hi: float
+
+    def label(self) -> str:
+        return f"NLC band [{self.lo:g}, {self.hi:g}]"
+
 #: Single rankings: (label, what ranks): a tuple of ``zsad.ranking.INGREDIENTS`` (their rank combination;
 #: one ingredient: its own ranks) or a column ranked with zsad's direction (``zsad.ranking.oriented``).
 SINGLES = (
-    ("ln NLC (higher)", ("nonlin",)), ("NLC band [1.2, 1.4]", "nlc"), ("−|ln σ²|", ("scale_full",)),
+    ("ln NLC (higher)", ("nonlin",)), ("−|ln σ²|", ("scale_full",)),
     ("ln FLOPs", ("complexity",)), ("ln params", ("capacity",)), ("NASWOT", ("naswot",)),
     ("−nlc_block", ("block",)), ("−nlc_std", "nlc_std"), ("synflow", "synflow"), ("grad_norm", "grad_norm"),
     ("snip", "snip"), ("jacob_cov", "jacob_cov"),
 )
 REFERENCE = "ln params"
+
+
+def band_rankings(summary: Path | None = None) -> list[tuple[str, Band]]:
+    """The NLC band of ``zsad.verdict`` (``LINEAR_MAX``, ``HEALTHY_MAX``), then the pooled bands the main
+    population's band search finds at each minimum share (``band_sensitivity_pooled`` of its ``summary.json``,
+    when stored): how much the band's principle depends on that setting."""
+    from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
+
+    out = [(f"{Band(LINEAR_MAX, HEALTHY_MAX).label()} (zsad.verdict)", Band(LINEAR_MAX, HEALTHY_MAX))]
+    summary = summary or RESULTS / "summary.json"
+    pooled = json.loads(summary.read_text()).get("band_sensitivity_pooled", {}) if summary.exists() else {}
+    for share, (lo, hi) in sorted(pooled.items(), key=lambda kv: -float(kv[0])):
+        frac = Fraction(float(share)).limit_denominator(64)
+        out.append((f"{Band(lo, hi).label()} (minimum share {frac.numerator}/{frac.denominator})", Band(lo, hi)))
+    return out
 
 
 # --------------------------------------------------------------------------- rows
@@ -113,14 +145,17 @@ def rankings() -> list[tuple[str, object]]:
     """(label, what ranks): every candidate, then :data:`SINGLES`."""
     from zsad import ranking
 
-    return [(k, k) for k in ranking.CANDIDATES] + list(SINGLES)
+    return [(k, k) for k in ranking.CANDIDATES] + list(SINGLES[:2]) + band_rankings() + list(SINGLES[2:])
 
 
 def scores(rows: list[dict], by) -> np.ndarray:
     """Higher is better; -inf where the ranking leaves a row undefined (it ranks last)."""
     from zsad import ranking
 
-    if isinstance(by, tuple):
+    if isinstance(by, Band):
+        vals = [-max(0.0, math.log(by.lo / r["nlc"]), math.log(r["nlc"] / by.hi))
+                if r.get("status") == "ok" and r.get("nlc") else None for r in rows]
+    elif isinstance(by, tuple):
         vals = ranking.rank_combination(rows, by)
     elif by in ranking.CANDIDATES:
         vals = ranking.candidate_scores(rows, by)
@@ -139,14 +174,21 @@ def top_quality(score: np.ndarray, acc: np.ndarray) -> dict:
             "top10_median": float(np.median(top10)), "top10_median_pct": pct(float(np.median(top10)))}
 
 
-def within_mean(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float | None:
-    """Mean Spearman rho within groups (groups where neither x nor y is constant)."""
+def within_figure(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int = N_BOOT,
+                  seed: int = SEED) -> dict | None:
+    """Mean Spearman rho within groups, over the rows where ``x`` is finite (a row the ranking leaves undefined
+    says nothing about the order inside its structure), in groups with at least :data:`WITHIN_MIN` such rows and
+    neither x nor y constant; 95% interval from the groups' rhos resampled; None when no group qualifies."""
     rhos = []
     for g in np.unique(groups):
-        m = groups == g
-        if np.ptp(x[m]) > 0 and np.ptp(y[m]) > 0:
+        m = (groups == g) & np.isfinite(x)
+        if m.sum() >= WITHIN_MIN and np.ptp(x[m]) > 0 and np.ptp(y[m]) > 0:
             rhos.append(stats.spearmanr(x[m], y[m]).statistic)
-    return float(np.mean(rhos)) if rhos else None
+    if not rhos:
+        return None
+    rhos = np.asarray(rhos)
+    boot = rhos[np.random.default_rng(seed).integers(0, len(rhos), size=(n_boot, len(rhos)))].mean(axis=1)
+    return {"mean": float(rhos.mean()), "ci": _ci(boot), "structures": len(rhos)}
 
 
 def _ci(v: np.ndarray) -> list[float]:
@@ -173,7 +215,7 @@ def case_figures(rows: list[dict], acc: np.ndarray, groups: np.ndarray, ranks, n
         fig = {"spearman": float(stats.spearmanr(xr, acc).statistic),
                "kendall": float(stats.kendalltau(xr, acc).statistic), "spearman_ci": _ci(rho),
                "n": int(len(acc)), "structures": int(len(np.unique(groups))),
-               "undefined": int(np.sum(~np.isfinite(x))), "within": within_mean(xr, acc, groups)}
+               "undefined": int(np.sum(~np.isfinite(x))), "within": within_figure(x, acc, groups, n_boot, seed)}
         fig.update(top_quality(xr, acc))
         out[label] = fig
     if REFERENCE in boot_rho:
@@ -185,16 +227,25 @@ def case_figures(rows: list[dict], acc: np.ndarray, groups: np.ndarray, ranks, n
     return out
 
 
-def subfamily_figures(rows: list[dict], acc: np.ndarray, groups: np.ndarray, ranks) -> dict[str, dict]:
-    """Spearman rho of each ranking inside each sub-family (ranks taken over all ``rows``, as one space)."""
+def subfamily_figures(rows: list[dict], acc: np.ndarray, groups: np.ndarray, ranks, n_boot: int = N_BOOT,
+                      seed: int = SEED) -> dict[str, dict]:
+    """Spearman rho of each ranking inside each sub-family (ranks taken over all ``rows``, as one space), with a
+    95% interval from resampling the sub-family's structures; None where the ranking is constant there."""
     fam = np.array([r["family"] for r in rows])
+    ranked = [(label, stats.rankdata(scores(rows, by))) for label, by in ranks]
     out: dict = {}
-    for label, by in ranks:
-        x = stats.rankdata(scores(rows, by))
-        for f in sorted(set(fam.tolist())):
-            m = (fam == f) & np.isfinite(acc)
-            rho = float(stats.spearmanr(x[m], acc[m]).statistic) if np.ptp(x[m]) > 0 else None
-            out.setdefault(f, {"n": int(m.sum()), "structures": int(len(np.unique(groups[m])))})[label] = rho
+    for f in sorted(set(fam.tolist())):
+        m = (fam == f) & np.isfinite(acc)
+        y, g = acc[m], groups[m]
+        boots = cluster_resamples(g, n_boot, seed)
+        cell: dict = {"n": int(m.sum()), "structures": int(len(np.unique(g)))}
+        for label, x in ranked:
+            if np.ptp(x[m]) == 0:
+                cell[label] = None
+                continue
+            cell[label] = {"spearman": float(stats.spearmanr(x[m], y).statistic),
+                           "spearman_ci": _ci(spearman_each(x[m], y, boots))}
+        out[f] = cell
     return out
 
 
@@ -213,7 +264,7 @@ def compute(fam_rows: dict | None = None, n_boot: int = N_BOOT) -> dict:
             for t, acc in accs.items():
                 res["cases"][family][f"{ds}/{t}"] = case_figures(rows, acc, groups, ranks, n_boot)
                 if family == "CNN":
-                    res["subfamilies"][f"{ds}/{t}"] = subfamily_figures(rows, acc, groups, ranks)
+                    res["subfamilies"][f"{ds}/{t}"] = subfamily_figures(rows, acc, groups, ranks, n_boot)
     res["post_hoc"] = post_hoc(res)
     return res
 
@@ -241,46 +292,81 @@ def post_hoc(res: dict) -> dict:
 HEADING = "## The score's principles on CNN families"
 
 
-def _rho(fig: dict) -> str:
-    if fig.get("spearman") is None:
+def _rho(fig: dict | None) -> str:
+    if not fig or fig.get("spearman") is None:
         return "— (constant)"
     lo, hi = fig["spearman_ci"]
     return f"{fig['spearman']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
-def _word(ci: list[float]) -> str:
-    return "above 0" if ci[0] > 0 else ("below 0" if ci[1] < 0 else "contains 0")
+def _delta(fig: dict) -> str:
+    if fig.get("vs_params") is None:
+        return "—"
+    lo, hi = fig["vs_params_ci"]
+    return f"{fig['vs_params']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def _within(w: dict | None) -> str:
+    if not w:
+        return "—"
+    return f"{w['mean']:+.2f} [{w['ci'][0]:+.2f}, {w['ci'][1]:+.2f}] ({w['structures']})"
 
 
 def _family_table(cases: dict) -> list[str]:
     names = list(cases)
     labels = list(next(iter(cases.values())))
-    lines = ["| ranking | " + " | ".join(f"ρ {c}" for c in names) + " | mean ρ | within structures (mean ρ) "
-             "| top-1 pct | top-10 median pct |",
-             "|---|" + "---|" * (len(names) + 4)]
+    head = "".join(f" ρ {c} | Δρ vs ln params, {c} | within structures, {c} |" for c in names)
+    lines = ["| ranking |" + head + " top-1 pct | top-10 median pct |", "|---|" + "---|" * (3 * len(names) + 2)]
     for label in labels:
         figs = [cases[c][label] for c in names]
         defined = [f for f in figs if f.get("spearman") is not None]
-        within = [f["within"] for f in defined if f["within"] is not None]
-        cells = [_rho(f) for f in figs] + (
-            [f"{np.mean([f['spearman'] for f in defined]):+.2f}", f"{np.mean(within):+.2f}" if within else "—",
-             f"{np.mean([f['top1_pct'] for f in defined]):.0f}",
-             f"{np.mean([f['top10_median_pct'] for f in defined]):.0f}"] if defined else ["—"] * 4)
+        cells = [x for f in figs for x in (_rho(f), _delta(f), _within(f.get("within")))]
+        cells += ([f"{np.mean([f['top1_pct'] for f in defined]):.0f}",
+                   f"{np.mean([f['top10_median_pct'] for f in defined]):.0f}"] if defined else ["—", "—"])
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _principles(res: dict, default: str) -> list[str]:
-    """One computed sentence per ingredient of the default score and for the score itself, per family."""
+def _cases_word(figs: list[dict]) -> str:
+    """What the intervals of one ranking's cases say, in words."""
+    pos = sum(f["spearman_ci"][0] > 0 for f in figs)
+    neg = sum(f["spearman_ci"][1] < 0 for f in figs)
+    if neg:
+        return f"wrong direction in {neg} of {len(figs)} cases" + (f" (right in {pos})" if pos else "")
+    if pos == len(figs):
+        return f"predicts in every case ({pos} of {len(figs)} intervals above 0)"
+    if pos:
+        return f"predicts in {pos} of {len(figs)} cases (the other intervals contain 0)"
+    return f"no evidence (all {len(figs)} intervals contain 0)"
+
+
+def principle_items(res: dict, default: str) -> list[tuple[str, str]]:
+    """(label, description) of the rankings that test a principle of the default score or of the verdict."""
     from zsad import ranking
 
     labels = {"nonlin": "ln NLC (higher)", "scale_full": "−|ln σ²|", "complexity": "ln FLOPs",
-              "capacity": "ln params", "naswot": "NASWOT", "block": "−nlc_block", "band": "NLC band [1.2, 1.4]"}
-    items = [(default, f"the default score `{default}`")] + [
-        (labels[n], f"its ingredient {ranking.INGREDIENTS[n].text} ({ranking.INGREDIENTS[n].failure})")
-        for n in ranking.CANDIDATES[default] if n in labels]
+              "capacity": "ln params", "naswot": "NASWOT", "block": "−nlc_block"}
+    ing = ranking.INGREDIENTS
+    items = [(default, f"the default score `{default}` ({', '.join(ing[n].text for n in ranking.CANDIDATES[default])})")]
+    items += [(labels[n], f"higher {ing[n].text}: against {ing[n].failure}")
+              for n in ranking.CANDIDATES[default] if n in labels]
+    if "capacity" not in ranking.CANDIDATES[default]:
+        items.append((labels["capacity"], f"higher {ing['capacity'].text}: against {ing['capacity'].failure}"))
+    first = next(iter(next(iter(res["cases"].values())).values()))
+    for label in first:
+        if label.startswith("NLC band "):
+            band, _, source = label[len("NLC band "):].partition(" (")
+            where = ("the healthy band of `zsad.verdict`" if source.startswith("zsad.verdict") else
+                     f"the main population's band search at {source.rstrip(')')}")
+            items.append((label, f"an NLC inside {band} ({where})"))
+    return items
+
+
+def _principles(res: dict, default: str) -> list[str]:
+    """One computed sentence per principle (the default score, its ingredients, params, the verdict's band at each
+    minimum share), per family, then per CNN sub-family."""
     out = []
-    for label, text in items:
+    for label, text in principle_items(res, default):
         parts = []
         for family, cases in res["cases"].items():
             if not cases:
@@ -289,25 +375,63 @@ def _principles(res: dict, default: str) -> list[str]:
             if not figs:
                 parts.append(f"{family}: constant")
                 continue
-            pos = sum(f["spearman_ci"][0] > 0 for f in figs)
-            neg = sum(f["spearman_ci"][1] < 0 for f in figs)
-            mean = np.mean([f["spearman"] for f in figs])
-            within = [f["within"] for f in figs if f["within"] is not None]
+            within = [f["within"]["mean"] for f in figs if f.get("within")]
             w = f", within structures {np.mean(within):+.2f}" if within else ""
-            parts.append(f"{family}: mean ρ {mean:+.2f}, interval above 0 in {pos} and below 0 in {neg} of "
-                         f"{len(figs)} cases{w}")
-        out.append(f"- **{text}**: " + "; ".join(parts) + ".")
+            parts.append(f"{family}: mean ρ {np.mean([f['spearman'] for f in figs]):+.2f}, {_cases_word(figs)}{w}")
+        sub = _subfamily_words(res, label)
+        out.append(f"- **{text}**: " + "; ".join(parts) + "." + (f" Inside the CNN sub-families: {sub}." if sub
+                                                                    else ""))
     cnn = res["cases"].get("CNN", {})
-    if cnn and all("vs_params" in c[default] for c in cnn.values()):
+    if cnn and all(c[default].get("vs_params") is not None for c in cnn.values()):
         figs = [c[default] for c in cnn.values()]
         better = sum(f["vs_params_ci"][0] > 0 for f in figs)
         worse = sum(f["vs_params_ci"][1] < 0 for f in figs)
-        deltas = ", ".join(f"{c}: {f['vs_params']:+.2f} [{f['vs_params_ci'][0]:+.2f}, {f['vs_params_ci'][1]:+.2f}]"
-                           for c, f in zip(cnn, figs))
+        deltas = ", ".join(f"{c}: {_delta(f)}" for c, f in zip(cnn, figs))
         out.append(f"- **`{default}` against ln params alone on the CNN family** (paired difference of ρ, "
                    f"structures resampled): {deltas}; the interval lies above 0 (better than params) in {better} "
                    f"and below 0 in {worse} of {len(figs)} cases.")
+    out += _what_failed(res, default)
     return out
+
+
+def _subfamily_words(res: dict, label: str) -> str:
+    """Per CNN sub-family: in how many cases the ranking's interval lies above / below 0."""
+    subs = list(res.get("subfamilies", {}).values())
+    if not subs:
+        return ""
+    parts = []
+    for fam in subs[0]:
+        figs = [c[fam][label] for c in subs if c[fam].get(label)]
+        if not figs:
+            parts.append(f"{fam} constant")
+            continue
+        mean = np.mean([f["spearman"] for f in figs])
+        pos = sum(f["spearman_ci"][0] > 0 for f in figs)
+        neg = sum(f["spearman_ci"][1] < 0 for f in figs)
+        parts.append(f"{fam} {mean:+.2f} ({pos} above, {neg} below 0)")
+    return ", ".join(parts)
+
+
+def _what_failed(res: dict, default: str) -> list[str]:
+    """The rankings that did not predict the CNN family's accuracy, by kind of failure."""
+    cnn = res["cases"].get("CNN", {})
+    if not cnn:
+        return []
+    labels = list(next(iter(cnn.values())))
+    figs = {k: [c[k] for c in cnn.values() if c[k].get("spearman") is not None] for k in labels}
+    wrong = [k for k, f in figs.items() if f and any(x["spearman_ci"][1] < 0 for x in f)]
+    none = [k for k, f in figs.items() if f and all(x["spearman_ci"][0] <= 0 <= x["spearman_ci"][1] for x in f)]
+    inverted = [k for k, f in figs.items() if f and all(x.get("within") for x in f)
+                and all(x["within"]["ci"][1] < 0 for x in f)]
+    not_better = [k for k, f in figs.items() if k != REFERENCE and f and all(x.get("vs_params") is not None for x in f)
+                  and not any(x["vs_params_ci"][0] > 0 for x in f)]
+    q = lambda ks: ", ".join(f"`{k}`" for k in ks) or "none"  # noqa: E731
+    n = len(cnn)
+    return [f"- **What did not work on the CNN family** ({n} cases): no evidence either way (every interval contains "
+            f"0): {q(none)}; wrong direction in at least one case: {q(wrong)}; within structures in the wrong "
+            f"direction in every case (interval below 0): {q(inverted)}. Rankings whose ρ is not above ln params' "
+            f"(paired interval above 0) in any case: {len(not_better)} of {len(figs) - 1}"
+            + (f", the default `{default}` among them" if default in not_better else "") + "."]
 
 
 def _cnn_coverage(res: dict, pop) -> list[str]:
@@ -363,12 +487,18 @@ def render(res: dict) -> list[str]:
     L.append("Figures: Spearman ρ with the **test accuracy** (1 − test error; positive = the ranking puts the "
              f"better-trained networks first), 95% interval from {N_BOOT} cluster-bootstrap resamples of whole "
              "structures; ranks taken within the family, as `zsad rank` would on a space file of that family alone "
-             "(ties averaged; a row a ranking leaves undefined ranks last). 'within structures': mean ρ inside "
-             "each structure (its settings differ only in weight_std, bias_std and branch scale). Top-1 / top-10: "
+             "(ties averaged; a row a ranking leaves undefined ranks last). Δρ vs ln params: the paired difference "
+             "from ranking by the parameter count alone (the same resamples). 'within structures': mean ρ inside "
+             "each structure (its settings differ only in weight_std, bias_std and branch scale), over the rows the "
+             f"ranking defines, in structures with at least {WITHIN_MIN} of them and neither side constant; 95% "
+             "interval from resampling those structures; their number in parentheses. NLC band rows: the verdict's "
+             "band (`zsad.verdict`) and the bands the main population's band search finds at each minimum share "
+             "(section 'How the band depends on the minimum share'), so that the band's sensitivity to that setting "
+             "is visible on CNNs too. Top-1 / top-10: "
              "percentile (100 = best) of the top pick's accuracy and of the top-10 picks' median, mean over the "
              "cases. The MLP family's columns come from the main population's measurements (`zsad score`'s NLC "
              "and σ², `zsad rank`'s proxies), the CNN family's from `zsad rank`: in 'both', ranks mix the two.\n")
-    L.append("### What each principle of the default score does on each family\n")
+    L.append("### What each principle of the score does on each family\n")
     L += _principles(res, default)
     L.append("")
     for family, cases in res["cases"].items():
@@ -379,18 +509,20 @@ def render(res: dict) -> list[str]:
         L.append("")
     if res["subfamilies"]:
         L.append("### Inside the CNN population\n")
-        L.append("Spearman ρ with test accuracy inside each CNN family (ranks taken over the whole CNN "
-                 "population), mean over the cases; few structures each, so no intervals: read as descriptions.\n")
-        cases = list(res["subfamilies"].values())
-        fams = list(cases[0])
-        labels = [k for k in cases[0][fams[0]] if k not in ("n", "structures")]
-        L.append("| ranking | " + " | ".join(f"{f} ({cases[0][f]['structures']} str., {cases[0][f]['n']} arch.)"
-                                          for f in fams) + " |")
-        L.append("|---|" + "---|" * len(fams))
-        for label in labels:
-            vals = [[c[f][label] for c in cases if c[f][label] is not None] for f in fams]
-            L.append(f"| {label} | " + " | ".join(f"{np.mean(v):+.2f}" if v else "—" for v in vals) + " |")
-        L.append("")
+        L.append("Spearman ρ with test accuracy inside each CNN sub-family (ranks taken over the whole CNN "
+                 f"population, as `zsad rank` would rank it), 95% interval from {N_BOOT} resamples of the sub-family's "
+                 "structures. With 4 to 6 structures per sub-family the intervals are wide and themselves rough "
+                 "(few distinct resamples): read them as descriptions.\n")
+        for case, cells in res["subfamilies"].items():
+            fams = list(cells)
+            labels = [k for k in cells[fams[0]] if k not in ("n", "structures")]
+            L.append(f"**{case}**\n")
+            L.append("| ranking | " + " | ".join(f"{f} ({cells[f]['structures']} str., {cells[f]['n']} arch.)"
+                                              for f in fams) + " |")
+            L.append("|---|" + "---|" * len(fams))
+            for label in labels:
+                L.append(f"| {label} | " + " | ".join(_rho(cells[f][label]) for f in fams) + " |")
+            L.append("")
     L.append("### Post hoc: the selection rule's statistic on each family (not part of the selection)\n")
     L.append("The worst and the mean of each candidate's ρ over the family's cases (the rule of "
              "`benchmarks/score_selection.md` takes the worst figure). Computed after the choice, on a population "
