@@ -340,3 +340,18 @@ def test_family_rows_pool_both_families():
     rows, acc, groups = fam["both"]["digits"]
     assert [r["arch"] for r in rows] == ["m", "c", "d"] and list(groups) == ["g1", "g2", "g2"]
     np.testing.assert_allclose(acc["lr 0.01"], [0.5, 0.6, 0.7])
+
+
+def test_prior_columns_must_match_the_constants_they_are_labelled_with():
+    from benchmarks.ground_truth import analysis as A
+    from benchmarks.ground_truth import metrics as M
+
+    nlc, params = 7.5, 1000.0
+    good = {"nlc": nlc, "params": params, "band_distance": float(np.log(nlc / M.PRIOR_BAND[1])),
+            "default_score": float(-np.log(nlc / M.PRIOR_BAND[1]) + M.PRIOR_CAPACITY_WEIGHT * 3.0)}
+    assert A.derived(good, {"arch": "a", "depth": 2})["band_distance"] == good["band_distance"]
+    # the same NLC scored against another band (e.g. zsad's verdict band of the day) is refused
+    moved = {**good, "band_distance": float(np.log(nlc / 1.4))}
+    with pytest.raises(ValueError, match="a: stored band_distance"):
+        A.derived(moved, {"arch": "a", "depth": 2})
+    A.derived({"nlc": None, "params": params}, {"arch": "b", "depth": 2})  # undefined NLC: nothing stored, fine

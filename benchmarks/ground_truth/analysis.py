@@ -32,8 +32,24 @@ def _log(v):
     return math.log(v) if v is not None and v > 0 else None
 
 
+def check_prior_columns(m: dict, rec: dict) -> None:
+    """Raises ValueError unless the stored ``band_distance`` and ``default_score`` are those of the prior band
+    and capacity weight of :mod:`benchmarks.ground_truth.metrics`, the constants their labels name."""
+    from benchmarks.ground_truth import metrics as M
+
+    nlc = m.get("nlc")
+    want = {"band_distance": M.prior_band_distance(nlc) if nlc else None,
+            "default_score": M.prior_score(nlc, m.get("params"))}
+    for col, v in want.items():
+        got = m.get(col, v)
+        if (got is None) != (v is None) or (v is not None and not math.isclose(got, v, rel_tol=1e-9, abs_tol=1e-12)):
+            raise ValueError(f"{rec.get('arch')}: stored {col} {got} is not the one of the band {M.PRIOR_BAND} and "
+                             f"capacity weight {M.PRIOR_CAPACITY_WEIGHT} ({v}): recompute the metrics")
+
+
 def derived(m: dict, rec: dict) -> dict:
     """Metric columns of one (architecture, data set), including derived signal-propagation terms."""
+    check_prior_columns(m, rec)
     out = dict(m)
     nlc = m.get("nlc")
     out["log_nlc"] = _log(nlc)
@@ -254,8 +270,13 @@ def band_profile(log_nlc: np.ndarray, err: np.ndarray, edges: np.ndarray) -> lis
     return out
 
 
-def best_band(nlc: np.ndarray, err: np.ndarray, grid: np.ndarray, min_n: int = 15,
-              n_boot: int = 400, seed: int = SEED, groups=None, min_share: float = 0.25) -> dict:
+#: The band search's defaults: an interval must hold this share of the architectures, and at least BAND_MIN_N.
+BAND_MIN_SHARE = 1 / 4
+BAND_MIN_N = 15
+
+
+def best_band(nlc: np.ndarray, err: np.ndarray, grid: np.ndarray, min_n: int = BAND_MIN_N,
+              n_boot: int = 400, seed: int = SEED, groups=None, min_share: float = BAND_MIN_SHARE) -> dict:
     """The NLC interval [a, b] (a < b from ``grid``) whose architectures have the lowest median test
     error among intervals holding at least ``min_n`` architectures *and* a share ``min_share`` of the
     defined ones, and a bootstrap distribution of a and b (``groups``: whole groups resampled, the
@@ -304,7 +325,7 @@ BAND_SHARES = (1 / 2, 1 / 4, 1 / 8)
 
 
 def band_sensitivity(nlc: np.ndarray, err: np.ndarray, grid: np.ndarray, shares=BAND_SHARES, n_boot: int = 400,
-                     seed: int = SEED, groups=None, min_n: int = 15) -> dict[float, dict]:
+                     seed: int = SEED, groups=None, min_n: int = BAND_MIN_N) -> dict[float, dict]:
     """:func:`best_band` for each minimum share in ``shares``: {share: band}."""
     return {share: best_band(nlc, err, grid, min_n=min_n, n_boot=n_boot, seed=seed, groups=groups,
                              min_share=share) for share in shares}

@@ -9,7 +9,12 @@ from fractions import Fraction
 
 import numpy as np
 
+from benchmarks.ground_truth.metrics import PRIOR_BAND, PRIOR_CAPACITY_WEIGHT
 from zsad import verdict as V
+
+#: The prior band and the previous default score, as the prose writes them.
+PRIOR = f"[{PRIOR_BAND[0]:g}, {PRIOR_BAND[1]:g}]"
+PRIOR_SCORE = f"−d(NLC; {PRIOR_BAND[0]:g}, {PRIOR_BAND[1]:g}) + {PRIOR_CAPACITY_WEIGHT:g}·log10 params"
 
 DATASETS = ("digits", "mnist")
 
@@ -120,7 +125,7 @@ def sections(res, lrs, targets) -> dict[str, str]:
     s.append("Spearman ρ with test error (95% bootstrap interval, whole structures resampled); negative means "
              "that higher values go with lower error.\n")
     s.append("| data set | target | previous default score | adopted default score "
-             f"({_adopted_name(res)}) | band distance (prior band [1.2, 5]) | NLC | best baseline proxy |")
+             f"({_adopted_name(res)}) | band distance (prior band {PRIOR}) | NLC | best baseline proxy |")
     s.append("|---|---|---|---|---|---|---|")
     for ds in DATASETS:
         for t, lab in targets:
@@ -137,16 +142,17 @@ def sections(res, lrs, targets) -> dict[str, str]:
         return "; ".join(f"{ds}/{_lr(t)}: {verdict(_corr(res, ds, t, metric), sign)}"
                          for ds in DATASETS for t in lr_targets if (ds, t) in res["corr"])
 
-    s.append("- **Previous default score** (−d(NLC; 1.2, 5) + 0.01·log10 params): " + per_case("default_score", -1)
+    s.append(f"- **Previous default score** ({PRIOR_SCORE}): " + per_case("default_score", -1)
              + ".")
     s.append(_adopted_bullet(res, lr_targets))
-    s.append("- **Band distance** of the NLC from [1.2, 5] (positive ρ expected): " + per_case("band_distance", +1)
+    s.append(f"- **Band distance** of the NLC from {PRIOR} (positive ρ expected): " + per_case("band_distance", +1)
              + ".")
     est = res.get("band_estimate", (lo, hi))
     mv = res.get("band_moves", {})
     s.append(f"- **Best NLC band** estimated from the data (pooled): [{est[0]:g}, {est[1]:g}]; the bootstrap "
-             f"intervals exclude the prior lower edge 1.2 in {mv.get('lo_excluding')} and the prior upper edge 5 "
-             f"in {mv.get('hi_excluding')} of {mv.get('cases')} cases, so the proposed band is [{lo:g}, {hi:g}] "
+             f"intervals exclude the prior lower edge {PRIOR_BAND[0]:g} in {mv.get('lo_excluding')} and the prior "
+             f"upper edge {PRIOR_BAND[1]:g} in {mv.get('hi_excluding')} of {mv.get('cases')} cases, so the proposed "
+             f"band is [{lo:g}, {hi:g}] "
              f"(an edge moves only when at least {mv.get('need')} of {mv.get('cases')} cases exclude its prior "
              "value); " + _sensitivity_sentence(res) + " See below.")
     out["summary"] = "\n".join(s) + "\n" + _summary_extra(res, lrs, targets)
@@ -189,7 +195,7 @@ def _proposal(res, lrs, targets) -> str:
     est = res.get("band_estimate", (lo, hi))
     p.append(f"Pooled estimate of the best band: [{est[0]:g}, {est[1]:g}]. Rule for moving an edge of "
              f"zsad/verdict.py: at least {mv.get('need')} of the {mv.get('cases')} (data set, learning rate) "
-             "bootstrap intervals of that edge must exclude its prior value (Philipp's band [1.2, 5]); otherwise "
+             f"bootstrap intervals of that edge must exclude its prior value (Philipp's band {PRIOR}); otherwise "
              "the data do not support moving it. Result:")
     p.append("")
     p.append(f"**(b) Verdict bands.** LINEAR_MAX = {lo:g}, HEALTHY_MAX = {hi:g}, CHAOTIC_MIN = "
@@ -216,7 +222,7 @@ def _proposal(res, lrs, targets) -> str:
             text += (", and " + " and ".join(f"{100 * v:.0f}% of the {ds} architectures" for ds, v in above2.items())
                      + " have an NLC of 2 or more, the range in which an upper edge above 2 gains architectures")
         p.append(text + ". " + _linear_sentence(res) + " These are small networks on 8×8 digit images; "
-                 "Philipp's band of roughly [1.2, 5] comes from larger networks and data sets.")
+                 f"Philipp's band of roughly {PRIOR} comes from larger networks and data sets.")
     consts = res.get("verdict_constants")
     if consts:
         same = (consts["LINEAR_MAX"], consts["HEALTHY_MAX"]) == tuple(res["band"]) and (
@@ -321,7 +327,7 @@ def _adopted(res, targets) -> str:
          f"is candidate **{info['candidate']}**: {info['formula']}. It is computed here from the study's stored "
          "metrics (`benchmarks.score_dev.study_rows()`: σ² is `zsad score`'s mean σ² of the hidden segment, "
          "nlc_block comes from the NLC profile), ranks taken within each data set; the previous default score is "
-         "the `default_score` column (−d(NLC; 1.2, 5) + 0.01·log10 params). Both are evaluated on the "
+         f"the `default_score` column ({PRIOR_SCORE}). Both are evaluated on the "
          "architectures where both are defined (`zsad rank` ranks the others last). *Pooled*: Spearman ρ with "
          "test error over a data set's architectures, structures resampled. *Within structures*: the mean over "
          "structures of the Spearman ρ across the architectures of one structure (structures with at least 5 "
@@ -465,7 +471,7 @@ def _proposal_extra(res, lrs, targets) -> str:
         s.append("**Does the band transfer?** The band estimated on one data set only, scored on the other "
                  "(Spearman ρ of the band distance's negative with test error; Δ against the prior band, "
                  "paired):\n")
-        s.append("| scored on | target | band from the other data set | ρ with that band | ρ with [1.2, 5] | "
+        s.append(f"| scored on | target | band from the other data set | ρ with that band | ρ with {PRIOR} | "
                  "Δρ [95%] |")
         s.append("|---|---|---|---|---|---|")
         for (ds, t), tr in res["transfer"].items():
@@ -477,7 +483,7 @@ def _proposal_extra(res, lrs, targets) -> str:
         k = len(res["transfer"])
         better = sum(1 for tr in res["transfer"].values() if tr["delta_ci"] and tr["delta_ci"][1] < 0)
         worse = sum(1 for tr in res["transfer"].values() if tr["delta_ci"] and tr["delta_ci"][0] > 0)
-        s.append(f"The band from the other data set orders better than [1.2, 5] (interval of Δρ below 0) in {better} "
+        s.append(f"The band from the other data set orders better than {PRIOR} (interval of Δρ below 0) in {better} "
                  f"of {k} cases" + (f", worse in {worse}" if worse else "") + ".")
         s.append("")
     return "\n".join(s) + "\n"

@@ -19,8 +19,8 @@ leaves undefined rank below every defined row, tied), a 95% percentile cluster-b
 (whole structures resampled, ``N_BOOT`` resamples, the same resamples for every ranking of one
 case, so differences are paired), the difference from ln params with its paired interval, the
 mean Spearman rho within structures (over the rows the ranking defines, structures with at least
-``WITHIN_MIN`` of them; interval: the structures' rhos resampled), and the top-k quality: the test accuracy of the top-1 pick
-and the median of the top-10 picks, with their percentiles within the family (100 = best).
+``WITHIN_MIN`` of them; interval: the structures' rhos resampled), and the top-k quality: the test
+accuracy of the top-1 pick and the median of the top-10 picks, with their percentiles within the family (100 = best).
 """
 
 from __future__ import annotations
@@ -347,19 +347,20 @@ def principle_items(res: dict, default: str) -> list[tuple[str, str]]:
     labels = {"nonlin": "ln NLC (higher)", "scale_full": "−|ln σ²|", "complexity": "ln FLOPs",
               "capacity": "ln params", "naswot": "NASWOT", "block": "−nlc_block"}
     ing = ranking.INGREDIENTS
-    items = [(default, f"the default score `{default}` ({', '.join(ing[n].text for n in ranking.CANDIDATES[default])})")]
-    items += [(labels[n], f"higher {ing[n].text}: against {ing[n].failure}")
-              for n in ranking.CANDIDATES[default] if n in labels]
+    items = [(labels[n], f"Does a higher {ing[n].text} predict accuracy? (against {ing[n].failure})")
+             for n in ranking.CANDIDATES[default] if n in labels]
     if "capacity" not in ranking.CANDIDATES[default]:
-        items.append((labels["capacity"], f"higher {ing['capacity'].text}: against {ing['capacity'].failure}"))
+        items.append((labels["capacity"], f"Does a higher {ing['capacity'].text} predict accuracy? (against "
+                                          f"{ing['capacity'].failure})"))
     first = next(iter(next(iter(res["cases"].values())).values()))
     for label in first:
         if label.startswith("NLC band "):
             band, _, source = label[len("NLC band "):].partition(" (")
             where = ("the healthy band of `zsad.verdict`" if source.startswith("zsad.verdict") else
                      f"the main population's band search at {source.rstrip(')')}")
-            items.append((label, f"an NLC inside {band} ({where})"))
-    return items
+            items.append((label, f"Does an NLC inside {band} predict accuracy? ({where})"))
+    terms = ", ".join(ing[n].text for n in ranking.CANDIDATES[default])
+    return items + [(default, f"The default score `{default}` (rank combination of {terms})")]
 
 
 def _principles(res: dict, default: str) -> list[str]:
@@ -408,7 +409,7 @@ def _subfamily_words(res: dict, label: str) -> str:
         mean = np.mean([f["spearman"] for f in figs])
         pos = sum(f["spearman_ci"][0] > 0 for f in figs)
         neg = sum(f["spearman_ci"][1] < 0 for f in figs)
-        parts.append(f"{fam} {mean:+.2f} ({pos} above, {neg} below 0)")
+        parts.append(f"{fam} {mean:+.2f} (interval above 0 in {pos}, below 0 in {neg} of {len(figs)})")
     return ", ".join(parts)
 
 
@@ -449,36 +450,45 @@ def _cnn_coverage(res: dict, pop) -> list[str]:
     return out
 
 
+def _population_text(C, summ: dict) -> str:
+    """The paragraph that describes the CNN population."""
+    from benchmarks.ground_truth import train as T
+    from zsad.rank import RankOptions
+
+    opts = RankOptions()
+    return (f"**The CNN population** ({summ['architectures']} architectures = {summ['structures']} structures × "
+            f"{C.SETTINGS_PER_STRUCTURE} settings of weight_std ∈ {list(C.WEIGHT_STDS)}, seed "
+            f"{C.CNN_POPULATION_SEED}; `python -m benchmarks.ground_truth population --population cnn` lists it): "
+            + ", ".join(f"{k}: {v // C.SETTINGS_PER_STRUCTURE} structures" for k, v in summ["family"].items())
+            + ". Layouts (`benchmarks/ground_truth/cnn_population.py`): plain CNNs `conv3×3 C, act, avg_pool to 4×4, "
+            "[conv3×3 C, act] × (D−1), flatten, dense 10`, with batch norm after every conv (`plain_bn`) or without "
+            "(`plain`); residual CNNs with D pre-activation blocks `x + s·[N?, act, conv, N?, act, conv](x)`; and "
+            "NAS-Bench-201-like cells scaled to 8×8 (stem conv + BN, K cells, a residual reduction to 4×4 and 2C "
+            "channels, K cells, BN, act, global pooling, dense 10), each cell a four-node DAG whose edges choose "
+            "among none / skip / conv1×1 / conv3×3 / avgpool3×3 (conv edges act–conv–BN), drawn among the "
+            "series-parallel cells that zsad architecture files express with nested `residual` layers. Depths "
+            + ", ".join(f"{k}: {v}" for k, v in summ["depth"].items()) + "; widths "
+            + ", ".join(f"{k}: {v}" for k, v in summ["width"].items()) + "; activations "
+            + ", ".join(f"{k}: {v}" for k, v in summ["activation"].items())
+            + f" (architectures). Training: the recipe above (Adam, {T.STEPS} steps of {T.BATCH}, learning rates "
+            f"{', '.join(f'{lr:g}' for lr in T.LEARNING_RATES)}, seed {T.INIT_SEED}). Zero-shot metrics: `zsad rank` "
+            f"with its default options ({opts.seeds} seeds, batch {opts.batch}, every metric), on the data set's "
+            "training images.\n")
+
+
 def render(res: dict) -> list[str]:
     from benchmarks.ground_truth import cnn_population as C
     from zsad import ranking
 
     default = ranking.DEFAULT_CANDIDATE
     pop = C.population()
-    summ = C.summary(pop)
     L = [HEADING, ""]
     L.append("Generated with the rest of this file (`python -m benchmarks.ground_truth report`; "
              "`python -m benchmarks.ground_truth families` rewrites this section alone) from "
              "`results/cnn/` and the main population's `results/` (code: `benchmarks/ground_truth/families.py`, "
              "`cnn_population.py`). **Post hoc**: the default score was chosen (`benchmarks/score_selection.md`) "
              "before the CNN population was trained; nothing here is part of that selection.\n")
-    L.append(f"**The CNN population** ({summ['architectures']} architectures = {summ['structures']} structures × "
-             f"{C.SETTINGS_PER_STRUCTURE} settings of weight_std ∈ {list(C.WEIGHT_STDS)}, seed "
-             f"{C.CNN_POPULATION_SEED}; `python -m benchmarks.ground_truth population --population cnn` lists it): "
-             + ", ".join(f"{k}: {v // C.SETTINGS_PER_STRUCTURE} structures" for k, v in summ["family"].items())
-             + ". Layouts (`benchmarks/ground_truth/cnn_population.py`): plain CNNs `conv3×3 C, act, avg_pool to 4×4, "
-             "[conv3×3 C, act] × (D−1), flatten, dense 10`, with batch norm after every conv (`plain_bn`) or without "
-             "(`plain`); residual CNNs with D pre-activation blocks `x + s·[N?, act, conv, N?, act, conv](x)`; and "
-             "NAS-Bench-201-like cells scaled to 8×8 (stem conv + BN, K cells, a residual reduction to 4×4 and 2C "
-             "channels, K cells, BN, act, global pooling, dense 10), each cell a four-node DAG whose edges choose among "
-             "none / skip / conv1×1 / conv3×3 / avgpool3×3 (conv edges act–conv–BN), drawn among the series-parallel "
-             "cells that zsad architecture files express with nested `residual` layers. Depths "
-             + ", ".join(f"{k}: {v}" for k, v in summ["depth"].items()) + "; widths "
-             + ", ".join(f"{k}: {v}" for k, v in summ["width"].items()) + "; activations "
-             + ", ".join(f"{k}: {v}" for k, v in summ["activation"].items())
-             + " (architectures). Training: the recipe above (Adam, 400 steps of 64, both learning rates, seed 7). "
-             "Zero-shot metrics: `zsad rank` with its default options (2 seeds, batch 64, every metric), on the "
-             "data set's training images.\n")
+    L.append(_population_text(C, C.summary(pop)))
     sizes = res["sizes"]
     L += _cnn_coverage(res, pop)
     L.append("**Rows per family:** " + "; ".join(
@@ -498,7 +508,10 @@ def render(res: dict) -> list[str]:
              "percentile (100 = best) of the top pick's accuracy and of the top-10 picks' median, mean over the "
              "cases. The MLP family's columns come from the main population's measurements (`zsad score`'s NLC "
              "and σ², `zsad rank`'s proxies), the CNN family's from `zsad rank`: in 'both', ranks mix the two.\n")
-    L.append("### What each principle of the score does on each family\n")
+    L.append("### What the figures say about each principle of the score\n")
+    L.append("Each principle as a ranking of its own, then the default score that combines them, on each family; "
+             "'predicts' = the case's interval lies above 0. Sentences and counts are computed from the tables "
+             "below.\n")
     L += _principles(res, default)
     L.append("")
     for family, cases in res["cases"].items():

@@ -93,7 +93,8 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
     w("Every architecture is a zsad `Architecture`; architectures that "
       "differ only in scalars (weight_std, bias_std, residual branch scale, activation parameter) share one "
       "structure, hence one compiled program per structure for each of: the rank proxies, the NLC/spectrum "
-      "program of `zsad score`, and the training program, which is vmapped over the structure's 11 settings × "
+      f"program of `zsad score`, and the training program, which is vmapped over the structure's "
+      f"{P.SETTINGS_PER_STRUCTURE} settings × "
       "2 learning rates and scans over the steps. Both data sets have the same input geometry (8×8), so the "
       "second one reuses every compiled program. The zero-shot programs run once, so workers compile them with "
       "XLA's backend optimization off; the training program asks for the default optimization back.\n")
@@ -167,7 +168,7 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
     w("Test error against the Jacobian scale (mean σ² of the hidden segment):\n")
     w(f"![test error vs mean sigma2](ground_truth/plots/{figs['sigma2']})\n")
     w("## Where is the best NLC band?\n")
-    w(BAND_METHOD)
+    w(band_method())
     w("| data set | target | best interval [a, b] | median test error inside | bootstrap 95% of a | of b |")
     w("|---|---|---|---|---|---|")
     for (ds, t), b in res["bands"].items():
@@ -177,8 +178,13 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
           f"{_ci(b['lo_ci'])} | {_ci(b['hi_ci'])} |")
     w("")
     w("### How the band depends on the minimum share\n")
-    w("The band search requires an interval to hold a minimum share of the architectures (above: 1/4). The same "
-      "search and bootstrap with the shares 1/2, 1/4 and 1/8 (and at least 15 architectures):\n")
+    from benchmarks.ground_truth.analysis import BAND_MIN_N, BAND_MIN_SHARE, BAND_SHARES
+    from benchmarks.ground_truth.conclusions import share_label
+
+    shares = [share_label(sh) for sh in BAND_SHARES]
+    w("The band search requires an interval to hold a minimum share of the architectures (above: "
+      f"{share_label(BAND_MIN_SHARE)}). The same search and bootstrap with the shares {', '.join(shares[:-1])} and "
+      f"{shares[-1]} (and at least {BAND_MIN_N} architectures):\n")
     w("{sensitivity}")
     w("Share of architectures above an NLC threshold whose test error is more than twice the median error "
       "inside the proposed band:\n")
@@ -190,7 +196,8 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
             "—" if r["bad_share"] is None else f"{100 * r['bad_share']:.0f}% (n={r['n']})" for r in f["rows"]) + " |")
     w("")
     w("## Within one structure: does the metric pick the right initialization?\n")
-    w("Mean over structures of the Spearman ρ between the metric and the test error across the 11 scalar "
+    w("Mean over structures of the Spearman ρ between the metric and the test error across the "
+      f"{P.SETTINGS_PER_STRUCTURE} scalar "
       "settings of the structure (bootstrap over structures). This removes depth, width, activation and "
       "normalization and asks only whether the metric orders initialization scales correctly.\n")
     from benchmarks.ground_truth.report import WITHIN_COLUMNS
@@ -257,13 +264,20 @@ def data_why(datasets, table=None) -> str:
         "standard deviation.\n")
 
 
-BAND_METHOD = (
-    "For each data set and learning rate: among all intervals [a, b] with edges on a grid (1, 1.02, 1.05, 1.1, "
-    "…, 50, 100) that hold at least a quarter of the architectures (and at least 15), the one whose architectures "
-    "have the lowest median test error (ties: the widest). Intervals for a and b: the same search on bootstrap "
-    "resamples of the structures (all architectures of each drawn structure; the quarter taken of each "
-    "resample). The proposed band is the geometric median of the per-case edges (both learning rates, both "
-    "data sets), rounded to two significant digits.\n")
+def band_method() -> str:
+    from benchmarks.ground_truth.analysis import BAND_MIN_N, BAND_MIN_SHARE
+    from benchmarks.ground_truth.conclusions import share_label
+    from benchmarks.ground_truth.report import GRID
+
+    share = share_label(BAND_MIN_SHARE)
+    return (
+        f"For each data set and learning rate: among all intervals [a, b] with edges on a grid ({GRID[0]:g}, "
+        f"{GRID[1]:g}, {GRID[2]:g}, {GRID[3]:g}, …, {GRID[-2]:g}, {GRID[-1]:g}) that hold at least {share} of the "
+        f"architectures (and at least {BAND_MIN_N}), the one whose architectures have the lowest median test error "
+        "(ties: the widest). Intervals for a and b: the same search on bootstrap resamples of the structures (all "
+        f"architectures of each drawn structure; the {share} taken of each resample). The proposed band is the "
+        "geometric median of the per-case edges (both learning rates, both data sets), rounded to two significant "
+        "digits.\n")
 
 def ablation_method() -> str:
     from zsad.verdict import SCALE_BAND
@@ -304,7 +318,8 @@ def limitations(timing, n_struct: int) -> str:
         "- The study's σ² is `zsad score`'s mean σ² of the hidden segment; `zsad rank`, which computes the default "
         f"score, estimates it with Hutchinson's estimator (`sigma2`: {SIGMA2_SAMPLES} samples × {SIGMA2_PROBES} "
         "probes), so its scores differ from the ones computed here by that estimator's noise.\n"
-        f"- Few CNNs ({cnn} of {n_struct} structures).\n")
+        f"- Few CNNs ({cnn} of {n_struct} structures); a separate CNN population is studied in the section 'The "
+        "score's principles on CNN families'.\n")
     return text
 
 
