@@ -63,6 +63,8 @@ SINGLES = (
     ("snip", "snip"), ("jacob_cov", "jacob_cov"),
 )
 REFERENCE = "ln params"
+#: What varies inside one CNN structure.
+SETTINGS_TEXT = "weight_std, bias_std and, for residual structures, the branch scale"
 
 
 def band_rankings(summary: Path | None = None) -> list[tuple[str, Band]]:
@@ -549,7 +551,28 @@ def render(res: dict) -> list[str]:
         mark = " (default)" if k == default else ""
         L.append(f"| {k}{mark} | " + " | ".join(cells) + " |")
     L.append("")
+    L += _limits(res)
     return L
+
+
+def _limits(res: dict) -> list[str]:
+    """How far the CNN figures reach: the population's size, its data sets and its training seeds."""
+    from benchmarks.ground_truth import train as T
+
+    sizes = res["sizes"].get("CNN", {})
+    if not sizes:
+        return []
+    subs = next(iter(res["subfamilies"].values()), {})
+    per = sorted(c["structures"] for c in subs.values())
+    n_struct = max(s["structures"] for s in sizes.values())
+    return ["### Limits of the CNN figures\n",
+            f"- {n_struct} structures on {len(sizes)} data set(s) ({', '.join(sizes)}), one training seed (seed "
+            f"{T.INIT_SEED}) per architecture and learning rate: an interval from {n_struct} resampled structures "
+            "is itself rough, and the training noise of one architecture is not measured.",
+            f"- The sub-families hold {per[0]} to {per[-1]} structures each: their intervals rest on so few "
+            "independent units that they describe these structures rather than the sub-family.",
+            f"- Within a structure only the initialization scalars vary ({SETTINGS_TEXT}), so 'within "
+            "structures' asks whether a ranking orders initialization scales, not architectures.", ""]
 
 
 def write(out: Path, res: dict | None = None, log=print) -> Path:
