@@ -123,7 +123,8 @@ def test_cnn_population_builds_distinct_architectures_of_every_family():
     pop = C.population()
     assert [s for s, _ in pop] == [s for s, _ in C.population()]  # fixed by the seed
     structures = [s for s, _ in pop]
-    assert len(set(structures)) == len(structures) == sum(C.FAMILY_STRUCTURES.values())
+    assert len(set(structures)) == len(structures) == sum(C.FAMILY_STRUCTURES.values()) + sum(
+        C.EXTENSION_STRUCTURES.values())
     assert {s.family for s in structures} == set(C.FAMILIES)
     mappings, ids = set(), set()
     for s, members in pop:
@@ -355,3 +356,51 @@ def test_prior_columns_must_match_the_constants_they_are_labelled_with():
     with pytest.raises(ValueError, match="a: stored band_distance"):
         A.derived(moved, {"arch": "a", "depth": 2})
     A.derived({"nlc": None, "params": params}, {"arch": "b", "depth": 2})  # undefined NLC: nothing stored, fine
+
+
+def test_unrolled_writes_out_every_repeat():
+    from benchmarks.ground_truth.metrics import unrolled
+
+    conv = {"type": "conv", "features": 4, "kernel": 3, "padding": "same"}
+    layers = [{"type": "residual", "repeat": 3, "branch": [conv, {"type": "block", "repeat": 2, "layers": [conv]}],
+               "branch_scale": 0.3}, {"type": "dense", "features": 10}]
+    got = unrolled(layers)
+    assert [x["type"] for x in got] == ["residual"] * 3 + ["dense"]
+    assert all("repeat" not in x for x in got) and got[0]["branch"][1:] == [{"type": "block", "layers": [conv]}] * 2
+    assert layers[0]["repeat"] == 3  # the input is left as it was
+    got[0]["branch"][0]["features"] = 99
+    assert got[1]["branch"][0]["features"] == 4  # copies, not shared
+
+
+def test_cnn_population_extension_leaves_the_first_draw_alone():
+    from benchmarks.ground_truth import cnn_population as C
+
+    first = C.population(extension=False)
+    pop = C.population()
+    assert [s for s, _ in pop[:len(first)]] == [s for s, _ in first]
+    more = [s for s, _ in pop[len(first):]]
+    assert len(more) == sum(C.EXTENSION_STRUCTURES.values()) and len({s.id for s, _ in pop}) == len(pop)
+    assert {s.family for s in more} == set(C.EXTENSION_STRUCTURES)
+
+
+def test_rank_metrics_count_flops_of_repeated_blocks_on_the_unrolled_network():
+    from benchmarks.ground_truth.metrics import rank_metrics
+    from zsad.arch.spec import parse_architecture
+    from zsad.rank import RankOptions
+
+    d, a = {"type": "dense", "features": 8}, {"type": "activation", "fn": "tanh"}
+    head = {"type": "dense", "features": 3}
+
+    def arch(layers):
+        return parse_architecture({"name": "net", "input": {"shape": [5]}, "layers": layers})
+
+    repeated = arch([d, a, {"type": "block", "repeat": 3, "layers": [d, a]}, head])
+    by_hand = arch([d, a, d, a, d, a, d, a, head])
+    opts = RankOptions(seeds=1, batch=8, metrics=("params", "flops", "naswot"))
+    plain = rank_metrics([repeated], options=opts)[0]
+    fixed = rank_metrics([repeated], flops_archs=[by_hand], options=opts)[0]
+    reference = rank_metrics([by_hand], options=opts)[0]
+    assert fixed["flops"] == reference["flops"] > plain["flops"]
+    # only the flops column comes from the unrolled copy; the rest is the network's own (the same network)
+    assert fixed["params"] == reference["params"] and fixed["naswot"] == pytest.approx(reference["naswot"], rel=1e-5)
+    assert fixed["rank_options"]["seeds"] == 1

@@ -23,7 +23,9 @@ series-parallel cells; the population draws from the two series-parallel templat
   template A (edge 0->2 is none):  out = e03(x) + [e13 + e23 . e12](e01(x))
   template B (edge 1->3 is none):  out = e03(x) + e23(e02(x) + e12(e01(x)))
 
-Structures are drawn with ``CNN_POPULATION_SEED`` from per-family quotas (``FAMILY_STRUCTURES``):
+Structures are drawn with ``CNN_POPULATION_SEED`` from per-family quotas (``FAMILY_STRUCTURES``), then
+an extension with ``EXTENSION_SEED`` and ``EXTENSION_STRUCTURES`` (the cheaper families only, added
+once the first draw was trained; it leaves the first draw unchanged):
 depths cycle through the family's list in a random order, activations are drawn without
 repetition while the family's list lasts, residual families alternate with and without batch
 norm, widths are drawn (16 only for the shallowest); a draw that repeats a structure, or a cell
@@ -46,6 +48,9 @@ BIAS_STDS = (0.0, 0.1, 0.5)
 BRANCH_SCALES = (0.3, 1.0)
 #: Structures per family.
 FAMILY_STRUCTURES = {"plain": 5, "plain_bn": 5, "residual": 4, "cell": 6}
+#: The extension: more structures of the families whose training is cheap on a CPU, drawn after the first ones.
+EXTENSION_SEED = CNN_POPULATION_SEED + 1
+EXTENSION_STRUCTURES = {"plain": 4, "plain_bn": 4, "residual": 4}
 FAMILIES = tuple(FAMILY_STRUCTURES)
 DEPTHS = {"plain": (2, 3, 4, 6), "plain_bn": (2, 3, 4, 6), "residual": (1, 2, 3), "cell": (1, 2)}
 #: Channels of the first stage; 16 only for the shallowest plain and residual networks (XLA:CPU convolutions
@@ -229,9 +234,11 @@ def _draw_cell(rng: np.random.Generator) -> tuple[str, ...]:
             return cell
 
 
-def _structures(rng: np.random.Generator) -> list[CnnStructure]:
+def _structures(rng: np.random.Generator, quotas: dict[str, int] = FAMILY_STRUCTURES,
+                taken: tuple[CnnStructure, ...] = ()) -> list[CnnStructure]:
+    """Structures per ``quotas``, none of them in ``taken``."""
     out: list[CnnStructure] = []
-    for family, count in FAMILY_STRUCTURES.items():
+    for family, count in quotas.items():
         depths = [int(d) for d in rng.permutation(np.resize(DEPTHS[family], count))]
         acts = [str(a) for a in rng.permutation(ACTIVATIONS[family])]
         acts = (acts * count)[:count]  # without repetition while the list lasts
@@ -247,7 +254,7 @@ def _structures(rng: np.random.Generator) -> list[CnnStructure]:
                     s = CnnStructure(family, act, depth, width, norm)
                 else:
                     s = CnnStructure(family, act, depth, width, "batch_norm", _draw_cell(rng))
-                if s not in out:
+                if s not in out and s not in taken:
                     break
             out.append(s)
     return out
@@ -262,11 +269,16 @@ def _members(s: CnnStructure, rng: np.random.Generator) -> list[CnnMember]:
     return out
 
 
-def population(seed: int = CNN_POPULATION_SEED) -> list[tuple[CnnStructure, list[CnnMember]]]:
-    """The structures with their members, in a fixed order."""
+def population(seed: int = CNN_POPULATION_SEED, extension: bool = True) -> list[tuple[CnnStructure, list[CnnMember]]]:
+    """The structures with their members, in a fixed order: the first draw, then (``extension``) the extension."""
     rng = np.random.default_rng(seed)
     structures = _structures(rng)
-    return [(s, _members(s, rng)) for s in structures]
+    out = [(s, _members(s, rng)) for s in structures]
+    if extension:
+        rng = np.random.default_rng(EXTENSION_SEED)
+        more = _structures(rng, EXTENSION_STRUCTURES, tuple(structures))
+        out += [(s, _members(s, rng)) for s in more]
+    return out
 
 
 def summary(pop) -> dict:

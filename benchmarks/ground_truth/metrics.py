@@ -18,6 +18,7 @@ inputs, the same samples for every architecture):
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -111,16 +112,47 @@ RANK_COLUMNS = ("status", "reason", "nlc", "nlc_std", "nlc_block", "sigma2", "pa
                 "grad_norm", "snip", "jacob_cov")
 
 
-def rank_metrics(archs) -> list[dict]:
-    """``zsad rank``'s columns (default options: ``RankOptions()``, every metric) of architectures that share
-    one structure, in zsad's column names; the options are stored under ``rank_options``."""
-    from zsad.rank import RankOptions, rank_space
+def unrolled(layers: list[dict]) -> list[dict]:
+    """An architecture file's layer list with every ``repeat: n`` written out as n copies (the same network).
+
+    Examples:
+      >>> unrolled([{"type": "block", "repeat": 2, "layers": [{"type": "dense", "features": 4, "repeat": 2}]}])
+      [{'type': 'block', 'layers': [{'type': 'dense', 'features': 4}, {'type': 'dense', 'features': 4}]}, \
+{'type': 'block', 'layers': [{'type': 'dense', 'features': 4}, {'type': 'dense', 'features': 4}]}]
+    """
+    out = []
+    for layer in layers:
+        layer = dict(layer)
+        n = layer.pop("repeat", 1)
+        for key in ("layers", "branch", "shortcut"):
+            if key in layer:
+                layer[key] = unrolled(layer[key])
+        out += [copy.deepcopy(layer) for _ in range(n)]
+    return out
+
+
+def _space(archs):
     from zsad.space import Space, SpaceItem
 
     items = tuple(SpaceItem(a.name, a) for a in archs)
-    space = Space("list", "ground-truth", None, len(items), "ground-truth", items=lambda: iter(items))
-    options = RankOptions()
-    rows = {r["arch"]: r for r in rank_space(space, options).rows}
+    return Space("list", "ground-truth", None, len(items), "ground-truth", items=lambda: iter(items))
+
+
+def rank_metrics(archs, flops_archs=None, options=None) -> list[dict]:
+    """``zsad rank``'s columns (``options``; default ``RankOptions()``: every metric) of architectures that share
+    one structure, in zsad's column names; the options are stored under ``rank_options``.
+
+    ``flops_archs`` (the same networks, same names, written without ``repeat``: :func:`unrolled`) supply the
+    ``flops`` column: XLA's cost analysis counts the body of a loop once, and zsad runs a repeated block as one
+    loop, so the FLOPs of ``archs`` themselves would count each repeated block once."""
+    from zsad.rank import RankOptions, rank_space
+
+    options = options or RankOptions()
+    rows = {r["arch"]: r for r in rank_space(_space(archs), options).rows}
+    if flops_archs is not None:
+        flops = {r["arch"]: r["flops"] for r in rank_space(_space(flops_archs), RankOptions(metrics=("flops",))).rows}
+        for name, r in rows.items():
+            r["flops"] = flops[name]
     opts = {k: v for k, v in options.to_json().items() if k != "metrics"}
     return [{**{k: _num(rows[a.name].get(k)) for k in RANK_COLUMNS}, "rank_options": opts} for a in archs]
 

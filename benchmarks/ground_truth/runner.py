@@ -107,7 +107,11 @@ def run_task(structure_id: str, todo: dict[str, tuple[str, ...]], population: st
                 if population == "main":
                     values = M.group_metrics(archs, M.scoring_batch(x_train))
                 else:
-                    values = M.rank_metrics(archs)
+                    from zsad.arch.spec import parse_architecture
+
+                    unrolled = [parse_architecture({**mp, "layers": M.unrolled(mp["layers"])}) for mp in
+                                (m.mapping(d.input_shape(kind), str(path)) for m in members)]
+                    values = M.rank_metrics(archs, flops_archs=unrolled)
                 out["metrics"] += [{**m.record(), "dataset": dataset, "metrics": v} for m, v in zip(members, values)]
                 out["seconds"][f"metrics_{dataset}"] = round(time.perf_counter() - t0, 1)
             if "train" in parts:
