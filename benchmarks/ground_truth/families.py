@@ -459,8 +459,10 @@ def _population_text(C, summ: dict) -> str:
 
     opts = RankOptions()
     return (f"**The CNN population** ({summ['architectures']} architectures = {summ['structures']} structures × "
-            f"{C.SETTINGS_PER_STRUCTURE} settings of weight_std ∈ {list(C.WEIGHT_STDS)}, seed "
-            f"{C.CNN_POPULATION_SEED}; `python -m benchmarks.ground_truth population --population cnn` lists it): "
+            f"{C.SETTINGS_PER_STRUCTURE} settings of weight_std ∈ {list(C.WEIGHT_STDS)}; a first draw of "
+            f"{sum(C.FAMILY_STRUCTURES.values())} structures with seed {C.CNN_POPULATION_SEED} and an extension of "
+            f"{sum(C.EXTENSION_STRUCTURES.values())} ({', '.join(C.EXTENSION_STRUCTURES)}) with seed "
+            f"{C.EXTENSION_SEED}; `python -m benchmarks.ground_truth population --population cnn` lists it): "
             + ", ".join(f"{k}: {v // C.SETTINGS_PER_STRUCTURE} structures" for k, v in summ["family"].items())
             + ". Layouts (`benchmarks/ground_truth/cnn_population.py`): plain CNNs `conv3×3 C, act, avg_pool to 4×4, "
             "[conv3×3 C, act] × (D−1), flatten, dense 10`, with batch norm after every conv (`plain_bn`) or without "
