@@ -45,3 +45,52 @@ def test_readme_layout_matches_the_tree():
     assert len(tree) > 30
     assert not tree - named, f"modules missing from the README's Layout: {sorted(tree - named)}"
     assert not named - tree, f"the README's Layout names modules that do not exist: {sorted(named - tree)}"
+
+
+# --------------------------------------------------------------------------- dependencies
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """``(top-level module, at module level)`` of every absolute import in a file."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name.split(".")[0], id(node) in top) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module.split(".")[0], id(node) in top))
+    return found
+
+
+#: Imported inside a function only, with a one-line error naming the package when it is missing, and in no
+#: extra: pyarrow, for Parquet results files (README, "Results files, resume, reproducibility").
+UNDECLARED_OPTIONAL = {"pyarrow"}
+
+
+def test_every_import_is_declared():
+    """A third-party module imported at module level is a runtime dependency; one imported inside a
+    function is a runtime dependency, in an optional extra, or in :data:`UNDECLARED_OPTIONAL`."""
+    import importlib.metadata
+    import sys
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements):
+        return {re.split(r"[=<>!~\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    runtime = names(project["dependencies"])
+    optional = set().union(*(names(reqs) for reqs in project["optional-dependencies"].values()))
+    distributions = importlib.metadata.packages_distributions()
+    for path in sorted(tree_modules()):
+        for module, module_level in _imports(ROOT / path):
+            if module in sys.stdlib_module_names or module in ("zsad", "zsad_cli", "__future__"):
+                continue
+            if module in UNDECLARED_OPTIONAL and not module_level:
+                continue
+            dists = {d.lower() for d in distributions.get(module, [module])}
+            allowed = runtime if module_level else runtime | optional
+            assert dists & allowed, f"{path}: imports {module} ({', '.join(sorted(dists))}), not declared"
