@@ -6,7 +6,7 @@ deviation over ``seeds`` initializations) and the baseline zero-cost proxies
 (:mod:`zsad.proxies`), all in one jitted program per network *structure*:
 architectures that differ only in scalars (weight/bias scales, residual and
 shaping scalars, activation parameters) share it, and the whole NAS-Bench-201
-space shares one (the masked network of :mod:`zsad.nasbench201`, operation
+space shares one (the masked network of :mod:`zsad.spaces.nasbench201`, operation
 choice as data). Architectures that differ only in activation functions share
 one too: their activation layers choose the function by a traced index
 (:func:`zsad.arch.build.with_choices`; on the CPU only the chosen function
@@ -51,7 +51,7 @@ import numpy as np
 
 from zsad import _interrupt as interrupt
 from zsad import draws
-from zsad import nasbench201 as nb201
+from zsad.spaces import nasbench201 as nb201
 from zsad import proxies
 from zsad._batching import map_leading
 from zsad._errors import DataError, SpecError, WriteError, ZsadError
@@ -99,7 +99,7 @@ DESCRIPTION: dict[str, str] = {
     "params": "trainable parameters (exact count); higher taken as better (zero-cost NAS convention)",
     "flops": "FLOPs of one sample's forward pass. Architecture files: XLA's count (a multiply-add counts 2); "
              "NAS-Bench-201: the benchmark's convention (a multiply-add counts 1, as flops_m, "
-             "zsad.nasbench201.flops)",
+             "zsad.spaces.nasbench201.flops)",
     "naswot": "NASWOT, log|det K_H| of the Hamming kernel of activation codes (Mellor et al. 2021), "
               "mean over seeds; higher is better",
     "synflow": "log of synflow (Tanaka et al. 2020), float64, batch norm bypassed, mean over seeds; higher is better",

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zsad import nasbench201 as nb201
+from zsad.spaces import nasbench201 as nb201
 from zsad._batching import map_leading
 from zsad._errors import NumericsError, SpecError
 from zsad._memory import check_fits
@@ -307,7 +307,7 @@ _CELL_FAMILY = {"kinds": {"conv", "batch_norm", "activation", "avg_pool", "globa
 
 def _cell_between(names: list[str], between: tuple[str, str] | None) -> tuple[int, int, tuple[str, str]]:
     """The Jacobian's segment in a NAS-Bench-201 network: from the input (the only place it can be cut) to
-    a named output; default the last feature map (:data:`zsad.nasbench201.FEATURES`)."""
+    a named output; default the last feature map (:data:`zsad.spaces.nasbench201.FEATURES`)."""
     a, b = between or ("input", nb201.FEATURES)
     if a != "input":
         raise SpecError(f"--between: a NAS-Bench-201 network's Jacobian starts at the input; got {a!r}")

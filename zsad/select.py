@@ -14,7 +14,7 @@ Positions and candidates (:func:`load_select_space`):
   ignored (selection draws its own sample);
 * NAS-Bench-201 (``space: nas-bench-201``, whatever its ``archs:``): the six
   edges ``0->1``, ``0->2``, ``1->2``, ``0->3``, ``1->3``, ``2->3``, each with
-  the five operations of :data:`zsad.nasbench201.OPS`.
+  the five operations of :data:`zsad.spaces.nasbench201.OPS`.
 
 Other forms (an explicit list, a generator) have no positions: a one-line error.
 
@@ -107,7 +107,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from zsad import nasbench201 as nb201
+from zsad.spaces import nasbench201 as nb201
 from zsad._errors import SpecError
 from zsad.arch.spec import _Ctx, parse_architecture, read_yaml
 from zsad.ranking import INGREDIENTS, average_ranks, default_ingredients, score_rows

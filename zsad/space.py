@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Union
 import numpy as np
 
 from zsad._entry import import_callable
-from zsad import nasbench201 as nb201
+from zsad.spaces import nasbench201 as nb201
 from zsad._errors import SpecError, ZsadError, locate
 from zsad.arch.spec import (
     Architecture, Input, _Ctx, _input, _mapping, architecture_to_dict, load_architecture,

@@ -66,6 +66,7 @@ import numpy as np
 from zsad._errors import DataError, SpecError
 from zsad._types import Network
 from zsad.activations import closest
+from zsad.arch.build import FrozenBatchNorm
 
 #: The five operations, in the order of their integer codes 0..4.
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -385,11 +386,6 @@ def flops(arch: Arch) -> int:
 # The five cells of a stage share their structure, so each stage is one
 # ``nn.scan`` over cells with variables stacked on a leading axis of length 5.
 
-def _channels_last(v: jax.Array, ndim: int) -> jax.Array:
-    """Reshapes a per-channel vector ``[C]`` to broadcast against an ``ndim``-rank NHWC array."""
-    return v.reshape((1,) * (ndim - 1) + (-1,))
-
-
 class _Conv(nn.Module):
     """Convolution without bias, kernel ``[k, k, C_in, C_out]``, padding ``k // 2``."""
 
@@ -406,36 +402,6 @@ class _Conv(nn.Module):
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-class _BatchNorm(nn.Module):
-    """Affine batch norm; ``calibrate`` stores the batch mean and biased variance, else they are frozen.
-
-    ``calibrate="constant"``: as True, with the statistics as constants (``stop_gradient``), so that
-    derivatives are those of the network with these statistics frozen.
-    """
-
-    calibrate: bool | str = False
-
-    @nn.compact
-    def __call__(self, x):
-        c = x.shape[-1]
-        mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), x.dtype)
-        var = self.variable("batch_stats", "var", jnp.ones, (c,), x.dtype)
-        if self.calibrate:
-            axes = tuple(range(x.ndim - 1))
-            m = jnp.mean(x, axes)
-            v = jnp.mean(jnp.square(x - _channels_last(m, x.ndim)), axes)
-            if self.calibrate == "constant":
-                m, v = jax.lax.stop_gradient(m), jax.lax.stop_gradient(v)
-            if not self.is_initializing():
-                mean.value, var.value = m, v
-        else:
-            m, v = mean.value, var.value
-        scale = self.param("scale", nn.initializers.ones_init(), (c,), x.dtype)
-        bias = self.param("bias", nn.initializers.zeros_init(), (c,), x.dtype)
-        mult = scale * jax.lax.rsqrt(v + BN_EPSILON)
-        return (x - _channels_last(m, x.ndim)) * _channels_last(mult, x.ndim) + _channels_last(bias, x.ndim)
-
-
 class _ReLUConvBN(nn.Module):
     features: int
     kernel: int
@@ -445,7 +411,7 @@ class _ReLUConvBN(nn.Module):
     @nn.compact
     def __call__(self, x):
         y = _Conv(self.features, self.kernel, self.stride, name="conv")(jax.nn.relu(x))
-        return _BatchNorm(self.calibrate, name="bn")(y)
+        return FrozenBatchNorm(BN_EPSILON, name="bn")(y, self.calibrate)
 
 
 def _avg_pool_3x3(x):
@@ -570,7 +536,7 @@ class _NB201(nn.Module):
         codes = None if self.ops is not None else scalars["ops"]
         outs: dict[str, jax.Array] = {}
         y = _Conv(CHANNELS[0], 3, name="stem_conv")(x)
-        y = _BatchNorm(cal, name="stem_bn")(y)
+        y = FrozenBatchNorm(BN_EPSILON, name="stem_bn")(y, cal)
         outs["stem"] = y
         for s, c in enumerate(CHANNELS):
             if s > 0:
@@ -579,7 +545,7 @@ class _NB201(nn.Module):
             y, stacked = _ScanCells(c, self.ops, cal, name=f"stage{s + 1}")(y, codes)
             for i in range(CELLS_PER_STAGE):
                 outs[f"cell{s * CELLS_PER_STAGE + i}"] = stacked[i]
-        y = jax.nn.relu(_BatchNorm(cal, name="head_bn")(y))
+        y = jax.nn.relu(FrozenBatchNorm(BN_EPSILON, name="head_bn")(y, cal))
         y = jnp.mean(y, axis=(1, 2))
         c_last = CHANNELS[-1]
         kernel = self.param("head_kernel", nn.initializers.zeros_init(), (c_last, NUM_CLASSES), x.dtype)
