@@ -84,30 +84,19 @@ class _Rate(ProgressColumn):
 def rank(space_file, out, resume, overwrite, metrics, by, top, wide, seeds, batch, tangents, seed, as_json,
          ray_address, workers, devices):
     """Score every architecture of the search space in SPACE_FILE and rank them (1 = best)."""
-    from zsad._errors import SpecError
-    from zsad.rank import RankInterrupted, RankOptions, check_out, parse_metrics, rank_space
+    from zsad.rank import RankInterrupted, check_run, rank_space
+    from zsad.ranking import RankOptions, parse_metrics
     from zsad.space import load_space
 
-    check_out(out, resume=resume, overwrite=overwrite)  # before any work
+    check_run(out, resume=resume, overwrite=overwrite, ray=ray_address, workers=workers, devices=devices)
     space = load_space(space_file)
     options = RankOptions(seeds=seeds, batch=batch, tangents=tangents, seed=seed, metrics=parse_metrics(metrics))
-    if ray_address is None and workers is not None:
-        raise SpecError("--workers: applies to a Ray cluster; add --ray")
-    if ray_address is not None and devices is not None:
-        raise SpecError("--devices: applies to this machine's devices, not to Ray workers (each uses its own)")
-    from zsad.cluster import local_devices, ray_runner
-
-    local = local_devices(devices)
-    runner = ray_runner(ray_address, workers=workers) if ray_address is not None else None
     try:
         with _progress(space.size) as advance:
             result = rank_space(space, options, out=out, resume=resume, overwrite=overwrite, by=by,
-                                on_progress=advance, devices=local, runner=runner)
+                                on_progress=advance, ray=ray_address, workers=workers, devices=devices)
     except RankInterrupted as stop:
         _interrupted(stop, out)
-    finally:
-        if runner is not None:
-            runner.close()
     if as_json:
         emit_json({"meta": result.meta, "rows": result.top(top)}, None, True)
     else:

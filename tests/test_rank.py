@@ -20,10 +20,9 @@ import pytest
 from zsad.spaces import nasbench201 as nb
 from zsad import rank as rank_mod
 from zsad._errors import SpecError
-from zsad.rank import (
-    DIRECTION, METRICS, RankInterrupted, RankOptions, columns, meta_path, rank_space,
-)
-from zsad.ranking import INGREDIENTS
+from zsad.rank import RankInterrupted, rank_space
+from zsad.ranking import DIRECTION, INGREDIENTS, METRICS, RankOptions, columns
+from zsad.results import meta_path
 from zsad.space import load_space
 
 from helpers import RELU_MLP_YAML, cpu_subprocess_env, interrupt_after, interrupt_scoring_at, run_cli
