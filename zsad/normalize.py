@@ -120,9 +120,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
-from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import jax
@@ -135,8 +133,7 @@ from zsad._errors import NumericsError, SpecError, ZsadError
 from zsad.activations import HOMOGENEOUS
 from zsad.arch.build import _sub_prefix, build
 from zsad.arch.spec import (
-    Activation, Architecture, BatchNorm, Block, Layer, LayerNorm, Residual, Shaping, architecture_to_dict,
-    dump_architecture, named_layers,
+    Activation, Architecture, BatchNorm, Block, Layer, LayerNorm, Residual, Shaping, named_layers,
 )
 from zsad.data import load_inputs
 from zsad.meanfield.walk import BatchState, batch_state, propagate
@@ -414,39 +411,6 @@ def _reshape(layers, prefix: str, index: int, shapes) -> tuple[tuple[Layer, ...]
         out.append(layer)
         index += 1
     return tuple(out), index
-
-
-def _relocated(arch: Architecture, folder: Path) -> Architecture:
-    """``arch`` with a relative input-data path rewritten relative to ``folder``."""
-    inp = arch.input
-    if inp.data == "gaussian" or Path(inp.data).is_absolute():
-        return arch
-    data = os.path.relpath(arch.base_dir / inp.data, folder.resolve())
-    return dataclasses.replace(arch, input=dataclasses.replace(inp, data=data))
-
-
-def save(arch: Architecture, path: str | Path) -> Architecture:
-    """Writes ``arch`` to ``path`` (``dump_architecture``); returns the architecture as written.
-
-    A relative input-data path is rewritten relative to the new file's folder, so
-    the written file reads the same samples.
-    """
-    path = Path(path)
-    arch = _relocated(arch, path.parent)
-    dump_architecture(arch, path)
-    return dataclasses.replace(arch, source=str(path))
-
-
-def save_space(archs: list[Architecture], path: str | Path, name: str) -> None:
-    """Writes ``archs`` as a search-space file of form 1 (``archs:`` inline architectures)."""
-    from ruamel.yaml import YAML
-
-    path = Path(path)
-    doc = {"name": name, "archs": [architecture_to_dict(_relocated(a, path.parent)) for a in archs]}
-    yaml = YAML()
-    yaml.default_flow_style = None
-    with open(path, "w") as fh:
-        yaml.dump(doc, fh)
 
 
 def normalize_space(space, target: float, **options) -> Iterator[tuple[str, NormalizeResult | None, str | None]]:
