@@ -298,12 +298,6 @@ def resolve_activation(name: str, params: dict | None = None, shaping: Shaping |
     return name, tuple(sorted(merged.items())), (sh.alpha, sh.beta, sh.gain)
 
 
-def _critical_weight_var(phi, bias_var, bracket=(1e-2, 1e2)):
-    """:func:`zsad.meanfield.critical_weight_var` with the bracket as a positional argument."""
-    return mf.critical_weight_var(phi, bias_var, bracket=bracket)
-
-
-@functools.partial(jax.jit, static_argnames=("fn", "names"))
 def _edge(values, bias_vars, *, fn, names):
     phi = key_function(fn, names, values)
 

@@ -380,19 +380,6 @@ class SpaceContext:
         return cls(space.input, space.base_dir, space.source)
 
 
-def structure_key(item: SpaceItem) -> Hashable:
-    """The structure of a space item: items with one key share a compiled program (failed items: one key)."""
-    arch = item.arch
-    if item.error is not None:
-        return ("error",)
-    if item.is_nb201:
-        return ("nb201",)
-    if arch.module is not None:  # a PyTorch module with init: shares its program across weight/bias_std
-        init = arch.init.dist if arch.init_set else None
-        return ("module", arch.module, str(arch.base_dir), tuple(arch.input.shape), arch.input.dtype, init)
-    return ("layers", signature(arch.layers), tuple(arch.input.shape), arch.input.dtype)
-
-
 @functools.lru_cache(maxsize=1)
 def _compile_pool() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)) or 1,
@@ -440,9 +427,17 @@ class Scorer:
 
     # ---- grouping
 
-    def group_key(self, item: SpaceItem) -> Hashable:
-        """:func:`structure_key` of ``item``."""
-        return structure_key(item)
+    @staticmethod
+    def group_key(item: SpaceItem) -> Any:
+        arch = item.arch
+        if item.error is not None:
+            return ("error",)
+        if item.is_nb201:
+            return ("nb201",)
+        if arch.module is not None:  # a PyTorch module with init: shares its program across weight/bias_std
+            init = arch.init.dist if arch.init_set else None
+            return ("module", arch.module, str(arch.base_dir), tuple(arch.input.shape), arch.input.dtype, init)
+        return ("layers", signature(arch.layers), tuple(arch.input.shape), arch.input.dtype)
 
     @staticmethod
     def choices(group: Sequence[SpaceItem]) -> tuple[tuple[str, ...], ...] | None:
@@ -846,8 +841,8 @@ class Job:
 
     @staticmethod
     def group(item: SpaceItem) -> Hashable:
-        """The structure of ``item``: items of one group share a compiled program (the item alone decides)."""
-        return structure_key(item)
+        """The structure of ``item`` (:meth:`Scorer.group_key`): items of one group share a compiled program."""
+        return Scorer.group_key(item)
 
     def failed(self, item: SpaceItem, reason: str) -> dict:
         """The row of an item that could not be scored: ``failed``, every metric null."""

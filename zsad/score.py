@@ -30,7 +30,7 @@ from zsad.data import load_inputs
 from zsad.nlc import NLCResult, nlc_profile
 from zsad.space import CellArchitecture
 from zsad.spectrum import JacobianSpectrum, jacobian_spectrum, resolution
-from zsad.spectrum import _resolve_method as resolve_method
+from zsad.spectrum import resolve_method
 from zsad.meanfield_arch import meanfield_summary
 from zsad.verdict import COVERED, SCALE_BAND, Verdict, combine, meanfield_verdict, nlc_verdict, outside_evidence
 
