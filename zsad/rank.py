@@ -15,8 +15,13 @@ grouped by shape signature so that each program is compiled once (a small LRU
 keeps recent programs across chunks). Memory does not grow with the size of
 the space beyond one small row per architecture.
 
-Results (``out``): CSV, JSONL or Parquet by extension, one row per
-architecture with the columns of :func:`columns`. Rows are appended and flushed
+Where the architectures are scored is a :class:`Runner`: this process by
+default (:func:`local_runner`), or a Ray cluster (``ray=``,
+:mod:`zsad.cluster`); a runner gets a :class:`Job` and nothing else of this
+module.
+
+Results (``out``, :mod:`zsad.results`): CSV, JSONL or Parquet by extension, one row per
+architecture with the columns of :func:`zsad.ranking.columns`. Rows are appended and flushed
 as they are computed; at the end the file is rewritten atomically, in the
 space's order, with ``score`` and ``rank`` filled. A sidecar ``FILE.meta.json``
 records the space's fingerprint, the options, every column's direction and

@@ -1,5 +1,9 @@
 """The ranking score and the rank mathematics: pure functions of result rows.
 
+Also the vocabulary they share with :func:`zsad.rank.rank_space` and its
+results files: the metric names (:data:`METRICS`), the options of a run
+(:class:`RankOptions`) and the columns of a results file (:func:`columns`).
+
 A row is a dict of metric columns (``nlc``, ``sigma2``, ``params``, ...) with
 a ``status``; only ``ok`` rows are scored, every other row ranks last.
 
