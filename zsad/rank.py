@@ -64,6 +64,7 @@ from zsad._types import Network
 from zsad.arch.build import activation_fns, build, signature, structure, with_choices
 from zsad.arch.spec import Activation, Architecture, Input, named_layers
 from zsad.data import load_inputs
+from zsad.measure import canonical_convolutions, gradient_proxies
 from zsad.nlc import derangement_tangents, nlc_of_tangents, push_tangents
 from zsad.score import seed_keys
 from zsad.space import Space, SpaceItem
@@ -186,6 +187,8 @@ def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate,
             ((y, outs), v), ((pushed, pushed_outs), _) = push_tangents(fn, x, seed["tangents"])
             r = nlc_of_tangents(y, pushed)
             profile = jnp.stack([nlc_of_tangents(outs[k], pushed_outs[k]).nlc for k in outs])
+        elif apply_calibrating is not None:  # the batch-norm statistics in the same (primal) pass
+            (y, outs), v = apply_calibrating(v0, scalars, x)
         else:
             v = calibrate(v0, scalars, x)
             y, outs = apply(v, scalars, x)
@@ -201,20 +204,19 @@ def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate,
             res["naswot"], res["naswot_valid"] = s.value, s.valid
         with_params = lambda base: lambda p, z: apply({**base, "params": p}, scalars, z)[0]  # noqa: E731
         if "synflow" in metrics:  # batch norm bypassed: uncalibrated statistics (0, 1) are the identity
-            s = proxies.synflow(with_params(v0), v0["params"], input_shape, where=_is_kernel)
+            s = proxies.synflow(canonical_convolutions(with_params(v0)), v0["params"], input_shape, where=_is_kernel)
             res["synflow"], res["synflow_valid"] = s.value, s.valid
-        loss = proxies.cross_entropy_loss(lambda p, z: _flat(with_params(v)(p, z)))
-        for name, fn in (("grad_norm", proxies.grad_norm), ("snip", proxies.snip)):
-            if name in metrics:
-                s = fn(loss, v["params"], x, labels, where=_is_kernel)
+        # naswot and jacob_cov each end in a LAPACK eigendecomposition, batched over the seeds; XLA:CPU
+        # may run two such kernels at once and, on a pool of two threads, both wait for workers that
+        # never come free. The barrier makes jacob_cov's input wait for naswot.
+        x_grad = x if "naswot" not in res else jax.lax.optimization_barrier((x, res["naswot"]))[0]
+        # One forward pass and its backward passes for grad_norm, snip and jacob_cov together.
+        grads = gradient_proxies(lambda p, z: _flat(with_params(v)(p, z)), v["params"], x_grad, labels,
+                                 where=_is_kernel, names=metrics)
+        for name in ("grad_norm", "snip", "jacob_cov"):
+            s = getattr(grads, name)
+            if s is not None:
                 res[name], res[f"{name}_valid"] = s.value, s.valid
-        if "jacob_cov" in metrics:
-            # naswot and jacob_cov each end in a LAPACK eigendecomposition, batched over the seeds;
-            # XLA:CPU may run two such kernels at once and, on a pool of two threads, both wait for
-            # workers that never come free. The barrier makes jacob_cov's input wait for naswot.
-            x_jc = x if "naswot" not in res else jax.lax.optimization_barrier((x, res["naswot"]))[0]
-            s = proxies.jacob_cov(with_params(v), v["params"], x_jc)
-            res["jacob_cov"], res["jacob_cov_valid"] = s.value, s.valid
         return res
 
     return map_leading(one, per_seed, batched=batched)
