@@ -29,6 +29,7 @@ from zsad._entry import import_callable
 from zsad._errors import SpecError, locate
 from zsad._types import Network
 from zsad.activations import ACTIVATION_PARAMS, get_activation, shaped
+from zsad.layer_values import LayerValues
 from zsad.arch.spec import (
     Activation, Architecture, AvgPool, BatchNorm, Block, Conv, Dense, Flatten,
     GlobalAvgPool, Init, Layer, LayerNorm, MaxPool, Residual, Shaping, expand, layer_label, named_layers,
@@ -285,9 +286,13 @@ class _Net(nn.Module):
 
     @nn.compact
     def __call__(self, x, scalars, calibrate: bool = False, start: int = 0, stop: int | None = None):
-        outs: dict[str, jax.Array] = {}
+        outs: list = []  # (names, array, ndim or None): one layer's output, or a scanned block's
         y = self._run(self.layers, "", x, scalars, calibrate, outs, start, stop)
-        return y, outs
+        if all(ndim is None for _, _, ndim in outs):
+            return y, {names[0]: value for names, value, _ in outs}
+        order = tuple(name for i, (name, _) in enumerate(named_layers(self.layers))
+                      if start <= i and (stop is None or i < stop))
+        return y, LayerValues(tuple(outs), order)
 
     def _run(self, layers, prefix, x, scalars, calibrate, outs, start=0, stop=None):
         stop = _count(layers) if stop is None else stop
@@ -313,7 +318,7 @@ class _Net(nn.Module):
                 name = f"{prefix}{i}.{layer_label(sub)}"
                 x = self._layer(name, sub, x, scalars, calibrate)
                 if not prefix:
-                    outs[name] = x
+                    outs.append(((name,), x, None))
         return x
 
     def _block(self, block: Block, base, prefix, x, scalars, calibrate, outs, start, stop):
@@ -345,11 +350,11 @@ class _Net(nn.Module):
                                    *(self._gather(at(r), scalars) for r in range(first, end)))
             x, (ys, stats) = jax.lax.scan(lambda h, v: one(v, h), x, stacked)
             for k, r in enumerate(range(first, end)):
-                names = at(r)
                 for local, values in stats.items():
-                    self.put_variable("batch_stats", names.modules[local], jax.tree.map(lambda a: a[k], values))
-                if not prefix:
-                    outs.update({names.outputs[local]: y[k] for local, y in ys.items()})
+                    self.put_variable("batch_stats", at(r).modules[local], jax.tree.map(lambda a: a[k], values))
+            if not prefix:  # each of the block's layers: its repeats' outputs, stacked
+                outs.extend((tuple(at(r).outputs[local] for r in range(first, end)), y, y.ndim - 1)
+                            for local, y in ys.items())
         else:
             x = unrolled(x, first, end)
         return unrolled(x, end, block.repeat)
@@ -447,7 +452,7 @@ def _all_named(layers, prefix: str = "") -> list[tuple[str, Layer]]:
 
 
 def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats: dict | None = None,
-            plan_only: bool = False):
+            plan_only: bool = False, groups: dict[str, tuple] | None = None):
     """Draws all parameters: one random call per distribution, sliced into the layers.
 
     One call per distribution (rather than per tensor) keeps the compiled
@@ -460,6 +465,7 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
     that the layers take (``{dist: [array of each shape]}``, see
     :data:`zsad._types.Network.draws`), used instead of drawing. ``plan_only``:
     returns the draws' ``(dist, fold_in index, dtype, shapes)`` instead.
+    ``groups``: the repeats of scanned blocks (:func:`_repeat_groups`), whose pieces are cut at once.
     """
     # a plan is shapes alone: nothing allocated (a network too large for memory is refused from them)
     params = {} if plan_only else {mod: {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
@@ -500,11 +506,7 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
             flat = jax.random.truncated_normal(k, -2.0, 2.0, (total,), dtype)
         else:
             flat = jax.random.uniform(k, (total,), dtype, -1.0, 1.0)
-        offset = 0
-        for mod, pname, leaf, scale in items:
-            size = int(np.prod(leaf.shape))
-            params[mod][pname] = scale * flat[offset:offset + size].reshape(leaf.shape)
-            offset += size
+        _cut(flat, items, groups or {}, params)
     if plan_only:
         return tuple(plan)
     out = {"params": params}
@@ -513,6 +515,55 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
                                     "var": jnp.ones(v["var"].shape, v["var"].dtype)}
                               for mod, v in template["batch_stats"].items()}
     return out
+
+
+def _cut(flat: jax.Array, items: list, groups: dict[str, tuple], params: dict) -> None:
+    """Cuts one distribution's draw ``flat`` into the pieces ``items`` (``(module, name, leaf, scale)``
+    in the draw's order), scaled. The same piece of every repeat of a scanned block is cut by one
+    gather and then split, so that the block's loop stacks them back without a program that grows with
+    the repeats; the values are those of slicing each piece alone."""
+    sizes = [int(np.prod(leaf.shape)) for _, _, leaf, _ in items]
+    offsets = np.cumsum([0, *sizes[:-1]])
+    together: dict[tuple, list[tuple[int, int]]] = {}
+    for n, (mod, pname, leaf, _) in enumerate(items):
+        where = groups.get(mod)
+        key = (where[0], pname, tuple(leaf.shape)) if where else (None, n)
+        together.setdefault(key, []).append((where[1] if where else 0, n))
+    for members in together.values():
+        members.sort()
+        if len(members) == 1:
+            mod, pname, leaf, scale = items[members[0][1]]
+            o = int(offsets[members[0][1]])
+            params[mod][pname] = scale * flat[o:o + sizes[members[0][1]]].reshape(leaf.shape)
+            continue
+        shape = items[members[0][1]][2].shape
+        starts = np.asarray([offsets[n] for _, n in members], np.int32)
+        pieces = jax.vmap(lambda o: jax.lax.dynamic_slice(flat, (o,), (sizes[members[0][1]],)))(starts)
+        scales = jnp.stack([jnp.asarray(items[n][3], flat.dtype) for _, n in members])
+        pieces = scales.reshape(-1, *([1] * len(shape))) * pieces.reshape(len(members), *shape)
+        for k, (_, n) in enumerate(members):
+            params[items[n][0]][items[n][1]] = pieces[k]
+
+
+def _repeat_groups(layers: tuple[Layer, ...], prefix: str = "") -> dict[str, tuple]:
+    """``{module name: (group, repeat)}`` for the modules of blocks that :class:`_Net` scans: a group is
+    one module of the block's layers, the repeat its index."""
+    groups: dict[str, tuple] = {}
+    base = 0
+    for layer in layers:
+        if isinstance(layer, Block) and layer.repeat > 1:
+            inner = _count(layer.layers)
+            for r in range(layer.repeat):
+                for local, mod in _repeat_names(layer.layers, base, inner, prefix, r).modules.items():
+                    groups[mod] = ((prefix, base, local), r)
+        else:
+            for i, sub in enumerate(expand((layer,)), start=base):
+                if isinstance(sub, Residual):
+                    name = f"{prefix}{i}.{layer_label(sub)}"
+                    groups.update(_repeat_groups(sub.shortcut, _sub_prefix(name, "shortcut")))
+                    groups.update(_repeat_groups(sub.branch, _sub_prefix(name, "branch")))
+        base += _count((layer,))
+    return groups
 
 
 @functools.lru_cache(maxsize=256)
@@ -526,8 +577,10 @@ def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...], scan: bo
         x = jnp.zeros((1, *input_shape), jnp.result_type(float))
         return jax.eval_shape(net.init, jax.random.key(0), x, scalars)
 
+    groups = _repeat_groups(layers) if scan else {}
+
     def init(key, scalars):
-        return _sample(template(scalars), affine, key, scalars)
+        return _sample(template(scalars), affine, key, scalars, groups=groups)
 
     def init_with(flats, key, scalars):
         return _sample(template(scalars), affine, key, scalars, flats=flats)
