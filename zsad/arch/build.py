@@ -29,20 +29,21 @@ from zsad._entry import import_callable
 from zsad._errors import SpecError, locate
 from zsad._types import Network
 from zsad.activations import ACTIVATION_PARAMS, get_activation, shaped
-from zsad.layer_values import LayerValues
 from zsad.arch.spec import (
     Activation, Architecture, AvgPool, BatchNorm, Block, Conv, Dense, Flatten,
     GlobalAvgPool, Init, Layer, LayerNorm, MaxPool, Residual, Shaping, expand, layer_label, named_layers,
 )
+from zsad.arch.repeats import (
+    RepeatNames, all_named, count_layers, cut_draw, fold_repeats, repeat_groups, repeat_names, sub_prefix,
+)
+from zsad.layer_values import LayerValues
+
+_sub_prefix = sub_prefix  # the name other modules import
 
 _TRUNC_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2]
 
 
 # --------------------------------------------------------------------------- scalars
-
-def _sub_prefix(name: str, part: str) -> str:
-    return f"{name}/{part}."
-
 
 def scalars_of(arch: Architecture) -> dict[str, dict[str, np.ndarray]]:
     """The traced scalars of ``arch``: ``{layer name: {scalar name: array}}``.
@@ -71,8 +72,8 @@ def _collect_scalars(layers, prefix: str, out: dict) -> None:
             out[name] = _activation_scalars(layer)
         elif isinstance(layer, Residual):
             out[name] = {"branch_scale": _f(layer.branch_scale), "shortcut_scale": _f(layer.shortcut_scale)}
-            _collect_scalars(layer.shortcut, _sub_prefix(name, "shortcut"), out)
-            _collect_scalars(layer.branch, _sub_prefix(name, "branch"), out)
+            _collect_scalars(layer.shortcut, sub_prefix(name, "shortcut"), out)
+            _collect_scalars(layer.branch, sub_prefix(name, "branch"), out)
 
 
 def _activation_scalars(layer: Activation) -> dict:
@@ -295,10 +296,10 @@ class _Net(nn.Module):
         return y, LayerValues(tuple(outs), order)
 
     def _run(self, layers, prefix, x, scalars, calibrate, outs, start=0, stop=None):
-        stop = _count(layers) if stop is None else stop
+        stop = count_layers(layers) if stop is None else stop
         base = 0
         for layer in layers:
-            size = _count((layer,))
+            size = count_layers((layer,))
             if base >= stop:
                 break
             if base + size > start:
@@ -324,12 +325,12 @@ class _Net(nn.Module):
     def _block(self, block: Block, base, prefix, x, scalars, calibrate, outs, start, stop):
         """Runs the layers of ``block`` (first one at index ``base``) that lie in ``[start, stop)``: whole
         repeats of unchanged shape as one scan, the rest unrolled."""
-        inner = _count(block.layers)
+        inner = count_layers(block.layers)
         first = max(0, -(-(start - base) // inner))  # the whole repeats inside [start, stop)
         end = min(block.repeat, (stop - base) // inner)
         if end - first < 2:
             return self._unrolled(block, base, prefix, x, scalars, calibrate, outs, start, stop)
-        at = functools.partial(_repeat_names, block.layers, base, inner, prefix)
+        at = functools.partial(repeat_names, block.layers, base, inner, prefix)
         one = functools.partial(self._repeat, _Net(block.layers, parent=None), calibrate)
 
         def unrolled(x, r0, r1):  # repeats r0 .. r1-1, the layers of them in [start, stop)
@@ -359,7 +360,7 @@ class _Net(nn.Module):
             x = unrolled(x, first, end)
         return unrolled(x, end, block.repeat)
 
-    def _gather(self, names: "_RepeatNames", scalars) -> tuple[dict, dict]:
+    def _gather(self, names: RepeatNames, scalars) -> tuple[dict, dict]:
         """One repeat's variables and scalars under the block's own (local) layer names."""
         variables = {}
         for col, tree in self.variables.items():
@@ -404,51 +405,10 @@ class _Net(nn.Module):
             return x.reshape(x.shape[0], -1)
         if isinstance(layer, Residual):
             s = scalars[name]
-            short = self._run(layer.shortcut, _sub_prefix(name, "shortcut"), x, scalars, calibrate, {})
-            branch = self._run(layer.branch, _sub_prefix(name, "branch"), x, scalars, calibrate, {})
+            short = self._run(layer.shortcut, sub_prefix(name, "shortcut"), x, scalars, calibrate, [])
+            branch = self._run(layer.branch, sub_prefix(name, "branch"), x, scalars, calibrate, [])
             return s["shortcut_scale"] * short + s["branch_scale"] * branch
         raise TypeError(f"unsupported layer {type(layer).__name__}")
-
-
-def _count(layers: tuple[Layer, ...]) -> int:
-    """The number of top-level layers once blocks are unrolled."""
-    return sum(layer.repeat * _count(layer.layers) if isinstance(layer, Block) else 1 for layer in layers)
-
-
-class _RepeatNames(NamedTuple):
-    """The names of one repeat of a block's layers, keyed by their names in the block alone:
-    ``modules`` (variables), ``scalars`` and ``outputs`` (the repeat's top-level layers)."""
-
-    modules: dict[str, str]
-    scalars: dict[str, str]
-    outputs: dict[str, str]
-
-
-@functools.lru_cache(maxsize=4096)
-def _repeat_names(layers: tuple[Layer, ...], base: int, inner: int, prefix: str, r: int) -> _RepeatNames:
-    offset = base + r * inner
-
-    def renamed(local: str) -> str:  # "{j}.rest" -> "{prefix}{offset + j}.rest"
-        index, _, rest = local.partition(".")
-        return f"{prefix}{offset + int(index)}.{rest}"
-
-    named = _all_named(layers)
-    scalars = {n: renamed(n) for n, layer in named if isinstance(layer, (Dense, Conv, Activation, Residual))}
-    modules = {n.replace("/", "|"): renamed(n).replace("/", "|") for n, layer in named
-               if isinstance(layer, (Dense, Conv, BatchNorm, LayerNorm))}
-    outputs = {n: renamed(n) for n, _ in named_layers(layers)}
-    return _RepeatNames(modules, scalars, outputs)
-
-
-def _all_named(layers, prefix: str = "") -> list[tuple[str, Layer]]:
-    """Every layer with its scalar name, residual sub-layers included."""
-    out = []
-    for name, layer in named_layers(layers, prefix):
-        out.append((name, layer))
-        if isinstance(layer, Residual):
-            out += _all_named(layer.shortcut, _sub_prefix(name, "shortcut"))
-            out += _all_named(layer.branch, _sub_prefix(name, "branch"))
-    return out
 
 
 def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats: dict | None = None,
@@ -465,7 +425,7 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
     that the layers take (``{dist: [array of each shape]}``, see
     :data:`zsad._types.Network.draws`), used instead of drawing. ``plan_only``:
     returns the draws' ``(dist, fold_in index, dtype, shapes)`` instead.
-    ``groups``: the repeats of scanned blocks (:func:`_repeat_groups`), whose pieces are cut at once.
+    ``groups``: the repeats of scanned blocks (:func:`zsad.arch.repeats.repeat_groups`), whose pieces are cut at once.
     """
     # a plan is shapes alone: nothing allocated (a network too large for memory is refused from them)
     params = {} if plan_only else {mod: {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
@@ -506,7 +466,7 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
             flat = jax.random.truncated_normal(k, -2.0, 2.0, (total,), dtype)
         else:
             flat = jax.random.uniform(k, (total,), dtype, -1.0, 1.0)
-        _cut(flat, items, groups or {}, params)
+        cut_draw(flat, items, groups or {}, params)
     if plan_only:
         return tuple(plan)
     out = {"params": params}
@@ -517,67 +477,24 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
     return out
 
 
-def _cut(flat: jax.Array, items: list, groups: dict[str, tuple], params: dict) -> None:
-    """Cuts one distribution's draw ``flat`` into the pieces ``items`` (``(module, name, leaf, scale)``
-    in the draw's order), scaled. The same piece of every repeat of a scanned block is cut by one
-    gather and then split, so that the block's loop stacks them back without a program that grows with
-    the repeats; the values are those of slicing each piece alone."""
-    sizes = [int(np.prod(leaf.shape)) for _, _, leaf, _ in items]
-    offsets = np.cumsum([0, *sizes[:-1]])
-    together: dict[tuple, list[tuple[int, int]]] = {}
-    for n, (mod, pname, leaf, _) in enumerate(items):
-        where = groups.get(mod)
-        key = (where[0], pname, tuple(leaf.shape)) if where else (None, n)
-        together.setdefault(key, []).append((where[1] if where else 0, n))
-    for members in together.values():
-        members.sort()
-        if len(members) == 1:
-            mod, pname, leaf, scale = items[members[0][1]]
-            o = int(offsets[members[0][1]])
-            params[mod][pname] = scale * flat[o:o + sizes[members[0][1]]].reshape(leaf.shape)
-            continue
-        shape = items[members[0][1]][2].shape
-        starts = np.asarray([offsets[n] for _, n in members], np.int32)
-        pieces = jax.vmap(lambda o: jax.lax.dynamic_slice(flat, (o,), (sizes[members[0][1]],)))(starts)
-        scales = jnp.stack([jnp.asarray(items[n][3], flat.dtype) for _, n in members])
-        pieces = scales.reshape(-1, *([1] * len(shape))) * pieces.reshape(len(members), *shape)
-        for k, (_, n) in enumerate(members):
-            params[items[n][0]][items[n][1]] = pieces[k]
-
-
-def _repeat_groups(layers: tuple[Layer, ...], prefix: str = "") -> dict[str, tuple]:
-    """``{module name: (group, repeat)}`` for the modules of blocks that :class:`_Net` scans: a group is
-    one module of the block's layers, the repeat its index."""
-    groups: dict[str, tuple] = {}
-    base = 0
-    for layer in layers:
-        if isinstance(layer, Block) and layer.repeat > 1:
-            inner = _count(layer.layers)
-            for r in range(layer.repeat):
-                for local, mod in _repeat_names(layer.layers, base, inner, prefix, r).modules.items():
-                    groups[mod] = ((prefix, base, local), r)
-        else:
-            for i, sub in enumerate(expand((layer,)), start=base):
-                if isinstance(sub, Residual):
-                    name = f"{prefix}{i}.{layer_label(sub)}"
-                    groups.update(_repeat_groups(sub.shortcut, _sub_prefix(name, "shortcut")))
-                    groups.update(_repeat_groups(sub.branch, _sub_prefix(name, "branch")))
-        base += _count((layer,))
-    return groups
-
-
 @functools.lru_cache(maxsize=256)
 def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...], scan: bool = True):
-    """init/apply/calibrate for one structure; cached so equal structures share functions."""
+    """init/apply/calibrate for one structure; cached so equal structures share functions.
+
+    With ``scan``, runs of equal layers are folded into blocks first (:func:`zsad.arch.repeats.fold_repeats`):
+    the same layers, names and variables, run as loops.
+    """
+    if scan:
+        layers = fold_repeats(layers)
     net = _Net(layers, scan)
-    affine = {name.replace("/", "|"): (name, layer) for name, layer in _all_named(layers)
+    affine = {name.replace("/", "|"): (name, layer) for name, layer in all_named(layers)
               if isinstance(layer, (Dense, Conv))}
 
     def template(scalars):
         x = jnp.zeros((1, *input_shape), jnp.result_type(float))
         return jax.eval_shape(net.init, jax.random.key(0), x, scalars)
 
-    groups = _repeat_groups(layers) if scan else {}
+    groups = repeat_groups(layers) if scan else {}
 
     def init(key, scalars):
         return _sample(template(scalars), affine, key, scalars, groups=groups)
@@ -617,8 +534,9 @@ def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...], scan: bo
 def build(arch: Architecture, *, scan: bool = True) -> Network:
     """Builds the network of ``arch`` (an architecture file's layers, a flax or a PyTorch entry point).
 
-    ``scan``: repeated blocks run as one loop over their repeats (a program whose size does not grow
-    with depth); ``False`` unrolls them, with the same variables and the same results.
+    ``scan``: repeated blocks, and runs of at least :data:`zsad.arch.repeats.MIN_FOLDED_REPEATS` equal
+    layers, run as one loop over their repeats (a program whose size does not grow with depth);
+    ``False`` unrolls them, with the same variables and the same results.
     """
     if arch.module is not None and arch.module.startswith("torch:"):
         from zsad.torch_bridge import build_torch  # imports torch only for PyTorch modules
