@@ -47,7 +47,7 @@ def _bits(key: jax.Array, start: jax.Array, size: int, nbits: int) -> jax.Array:
 
 def _bits_at(key: jax.Array, counts: jax.Array, nbits: int) -> jax.Array:
     """Elements ``counts`` (uint32, any shape) of ``jax.random.bits(key, (n,))`` for any n > those."""
-    k1, k2 = jax.random.key_data(key)
+    k1, k2 = (jnp.broadcast_to(k, counts.shape) for k in jax.random.key_data(key))  # as vmap needs them
     hi, lo = threefry2x32_p.bind(k1, k2, jnp.zeros_like(counts), counts)
     if nbits == 32:
         return hi ^ lo
