@@ -78,7 +78,8 @@ def start_up(zsad: str) -> dict:
         warm = wall(example, env, 3)
     return {"help_seconds": round(statistics.median(helps), 3), "help_runs": [round(t, 3) for t in helps],
             "tanh_mlp_cold_seconds": round(first[0], 3),
-            "tanh_mlp_warm_seconds": round(statistics.median(warm), 3), "tanh_mlp_warm_runs": [round(t, 3) for t in warm]}
+            "tanh_mlp_warm_seconds": round(statistics.median(warm), 3),
+            "tanh_mlp_warm_runs": [round(t, 3) for t in warm]}
 
 
 def main(argv=None) -> None:
