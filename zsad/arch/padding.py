@@ -16,7 +16,7 @@ per-layer metric equal those of the unpadded network up to float rounding (sums 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,12 +76,14 @@ def mlp_shape(arch: Architecture) -> MLPShape | None:
 
 def padded_signature(arch: Architecture) -> tuple | None:
     """The key of the padded program ``arch`` runs in (None: it runs in its own, unpadded): MLPs of equal
-    keys share one compiled program (:func:`build_padded`)."""
+    keys built with the same candidate activations (:func:`build_padded`'s ``fns``, e.g. those the group
+    holds) share one compiled program. The activation functions are not part of it: each layer chooses
+    its function among the candidates by a traced index."""
     shape = mlp_shape(arch)
     if shape is None:
         return None
     return ("padded_mlp", tuple(arch.input.shape), arch.input.dtype, bucket(max(shape.widths), MIN_WIDTH),
-            bucket(len(shape.widths)), shape.out, shape.dist, shape.use_bias, tuple(sorted(set(shape.fns))))
+            bucket(len(shape.widths)), shape.out, shape.dist, shape.use_bias)
 
 
 class Padded(NamedTuple):
@@ -92,12 +94,16 @@ class Padded(NamedTuple):
     layers: dict[str, str]
 
 
-def build_padded(arch: Architecture) -> Padded:
-    """The padded network of ``arch`` (an MLP: :func:`padded_signature` is not None)."""
+def build_padded(arch: Architecture, fns: Sequence[str] | None = None) -> Padded:
+    """The padded network of ``arch`` (an MLP: :func:`padded_signature` is not None) whose activation
+    layers choose among ``fns`` and ``arch``'s own functions (sorted; the candidates are part of the
+    compiled program, as the signature is)."""
     signature = padded_signature(arch)
     if signature is None:
         raise ValueError(f"{arch.name}: not an MLP that can be padded")
-    _, input_shape, _, width, depth, out, dist, use_bias, fns = signature
+    _, input_shape, _, width, depth, out, dist, use_bias = signature
+    own_fns = set(mlp_shape(arch).fns)
+    fns = tuple(sorted(set(fns or ()) | own_fns))
     init, apply, calibrate, names = _functions(input_shape[0], width, depth, out, dist, use_bias, fns)
     scalars = _layout(arch, mlp_shape(arch), depth, fns)
     own = [name for name, _ in named_layers(arch.layers)]
