@@ -22,8 +22,9 @@ $(VENV)/.installed-torch: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/zsad score examples/tanh_mlp.yaml --seeds 3
 
+# the tests and the docstrings' examples (doctests), slow ones included (see README, "Development")
 test: $(STAMP) $(VENV)/.installed-torch
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 tests zsad
 
 # speed side by side with an eager PyTorch reference, and scale-out (minutes each on 2 cores)
 bench: $(STAMP)

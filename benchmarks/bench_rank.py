@@ -43,7 +43,7 @@ each it reports
   MLPs: XLA's count of the compiled program (``jax.jit(f).lower(...).compile()
   .cost_analysis()``, a multiply-add counts 2), built from zsad's public pieces
   (``zsad.build``, ``zsad.nlc.nlc_profile``). NAS-Bench-201: analytic,
-  seeds x batch x 2 x ``zsad.nasbench201.flops`` x (1 + tangents), because XLA's
+  seeds x batch x 2 x ``zsad.spaces.nasbench201.flops`` x (1 + tangents), because XLA's
   cost analysis counts the body of a loop once and the five cells of a stage are
   a loop (``nn.scan``). The same count is used for the reference, which executes
   more (each ``torch.func.jvp`` repeats the forward pass). Next to it the
@@ -212,7 +212,7 @@ def estimator_flops(args, space) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from zsad import nasbench201 as nb
+    from zsad.spaces import nasbench201 as nb
     from zsad.data import load_inputs
     from zsad.nlc import nlc_profile
 
@@ -245,7 +245,7 @@ def estimator_flops(args, space) -> dict:
         for item in space:
             if not nb.is_degenerate(item.arch):
                 per_arch[item.id] = args.seeds * args.batch * 2.0 * nb.flops(item.arch) * factor
-        note = (f"analytic: seeds x batch x 2 x zsad.nasbench201.flops x (1 + tangents) = {factor} forward passes "
+        note = (f"analytic: seeds x batch x 2 x zsad.spaces.nasbench201.flops x (1 + tangents) = {factor} forward passes "
                 "(one forward pass, which also computes the batch-norm statistics, and one push per tangent; XLA's "
                 "cost analysis counts the loop over the "
                 "five cells of a stage once, so it cannot be used here)")
@@ -279,7 +279,7 @@ def worker_torch(args) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from torch_reference import model_for, score
 
-    from zsad import nasbench201 as nb
+    from zsad.spaces import nasbench201 as nb
     from zsad.data import load_inputs
 
     if args.torch_threads:
@@ -390,7 +390,7 @@ def _fingerprint() -> dict:
         info["zsad_modified"] = sorted(line[3:] for line in dirty if line.strip())
     except (OSError, subprocess.CalledProcessError):
         pass
-    for name in ("zsad/rank.py", "zsad/nasbench201.py", "zsad/nlc.py"):
+    for name in ("zsad/rank.py", "zsad/spaces/nasbench201.py", "zsad/nlc.py"):
         p = ROOT / name
         if p.exists():
             info[name] = hashlib.sha256(p.read_bytes()).hexdigest()[:12]

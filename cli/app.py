@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
 from typing import Any, Callable
 
@@ -37,6 +38,7 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args, debug: bool = False, **kwargs):
         debug = debug or os.environ.get("ZSAD_DEBUG") == "1"
         try:
+            load_engine()
             return fn(*args, **kwargs)
         except ZsadError as err:
             if debug:
@@ -54,6 +56,28 @@ def handle_errors(fn: Callable) -> Callable:
                  EXIT_FAILURE)
 
     return click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")(wrapper)
+
+
+def load_engine() -> None:
+    """Imports jax and places its persistent compilation cache (:func:`zsad.cache.enable_compilation_cache`).
+
+    Runs when a command starts, after its options are parsed (``--help`` never loads jax). A Ctrl-C
+    during the import is held until the import is done, then raised: an interrupt inside an extension
+    module's initialization would break the import rather than stop the command.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    raising = getattr(handler, "raising", None)
+    if raising is not None:
+        handler.raising = False
+    try:
+        from zsad.cache import enable_compilation_cache  # imports jax
+
+        enable_compilation_cache()
+    finally:
+        if raising is not None:
+            handler.raising = raising
+    if getattr(handler, "requested", False):
+        raise KeyboardInterrupt
 
 
 def x64_option(fn: Callable) -> Callable:
@@ -142,6 +166,3 @@ def cli() -> None:
     Scores architectures at random initialization with the nonlinearity
     coefficient (NLC), Jacobian spectra and mean-field theory.
     """
-    from zsad.cache import enable_compilation_cache
-
-    enable_compilation_cache()

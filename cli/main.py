@@ -20,7 +20,8 @@ class _Remember:
 
 
 def _load():
-    import zsad  # noqa: F401  (JAX: the heavy import, here rather than at the first command)
+    # The command modules only (click and rich): the engine (jax) loads when a command runs,
+    # its Ctrl-C deferred the same way (zsad_cli.app.load_engine), so `zsad --help` starts fast.
     from zsad_cli import score as _score  # noqa: F401
     from zsad_cli import rank as _rank  # noqa: F401
     from zsad_cli import normalize as _normalize  # noqa: F401

@@ -13,7 +13,6 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from zsad.ranking import short_formula
 from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
 from zsad_cli.app import cli, emit_json, err_console, fail, handle_errors, out_console, x64_option
 from zsad_cli.render import fmt
@@ -25,9 +24,30 @@ METRICS_HELP = (
     "lower is better), sigma2 (near 1: mean squared Jacobian singular value of the hidden layers), params (higher), "
     "flops (higher), naswot (higher), synflow (higher, log), grad_norm (higher, log), snip (higher, log), "
     "jacob_cov (higher).")
-BY_HELP = (
-    f"Rank by 'score' (default: {short_formula()}; see benchmarks/RESULTS_SCORE.md), by one "
-    "metric column (its direction), or by several comma-separated (mean of per-metric ranks).")
+
+
+def by_help() -> str:
+    """The help of ``--by``: the default score's formula, from :mod:`zsad.ranking`."""
+    from zsad.ranking import short_formula  # numpy: loaded when the help is shown, not at every start
+
+    return (f"Rank by 'score' (default: {short_formula()}; see benchmarks/RESULTS_SCORE.md), by one "
+            "metric column (its direction), or by several comma-separated (mean of per-metric ranks).")
+
+
+class _LazyHelpOption(click.Option):
+    """An option whose help text is made by ``help_text()`` when help is shown."""
+
+    def __init__(self, *args, help_text, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help_text = help_text
+
+    @property
+    def help(self) -> str:
+        return self.help_text()
+
+    @help.setter
+    def help(self, value) -> None:  # click sets it in __init__; the text is help_text()'s
+        pass
 
 
 class _Rate(ProgressColumn):
@@ -43,7 +63,7 @@ class _Rate(ProgressColumn):
 @click.option("--resume", is_flag=True, help="Continue an interrupted --out file; finished architectures are skipped.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--metrics", default="all", show_default=True, help=METRICS_HELP)
-@click.option("--by", default="score", show_default=True, help=BY_HELP)
+@click.option("--by", default="score", show_default=True, cls=_LazyHelpOption, help_text=by_help)
 @click.option("--top", default=10, show_default=True, type=click.IntRange(1), help="Rows of the ranked table.")
 @click.option("--wide", is_flag=True, help="Every column and whole names in the table, however wide the terminal.")
 @click.option("--seeds", default=2, show_default=True, type=click.IntRange(1), help="Initializations per architecture.")

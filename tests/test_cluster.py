@@ -70,6 +70,7 @@ print(json.dumps({"one": one, "four": four}))
 """
 
 
+@pytest.mark.slow
 def test_sharded_over_four_devices_equals_one_device(space_dir):
     proc = subprocess.run([sys.executable, "-c", SHARD_SCRIPT, str(space_dir / "sharded.yaml")],
                           env=cpu_subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
@@ -114,6 +115,7 @@ def test_missing_ray_is_one_line(monkeypatch):
         ray_runner()
 
 
+@pytest.mark.slow
 def test_unreachable_cluster_is_one_line_and_keeps_the_results(space_dir, tmp_path):
     out = tmp_path / "r.csv"
     out.write_text("partial results\n")
@@ -172,6 +174,7 @@ class Recorder:
             yield row
 
 
+@pytest.mark.slow
 def test_two_ray_workers_write_the_same_file(ray_cluster, reference, space_dir, tmp_path):
     out = tmp_path / "ray.csv"
     recorder = Recorder(ray_cluster)
@@ -185,6 +188,7 @@ def test_two_ray_workers_write_the_same_file(ray_cluster, reference, space_dir, 
     assert json.loads((tmp_path / "ray.csv.meta.json").read_text())["complete"] is True
 
 
+@pytest.mark.slow
 def test_losing_a_worker_mid_run_loses_no_row(ray_cluster, reference, space_dir, tmp_path):
     out = tmp_path / "ray.csv"
     recorder = Recorder(ray_cluster)
@@ -206,6 +210,7 @@ def test_losing_a_worker_mid_run_loses_no_row(ray_cluster, reference, space_dir,
     assert_same_results(out.read_text(), reference)
 
 
+@pytest.mark.slow
 def test_resume_over_ray(ray_cluster, reference, space_dir, tmp_path):
     """A file cut short (an interrupted run) is completed over Ray into the same file."""
     out = tmp_path / "ray.csv"
@@ -218,6 +223,7 @@ def test_resume_over_ray(ray_cluster, reference, space_dir, tmp_path):
     assert_same_results(out.read_text(), reference)
 
 
+@pytest.mark.slow
 def test_workers_follow_the_drivers_x64_mode(ray_cluster, space_dir, x64):
     """--x64 on the driver: the (already running) workers compute in float64 too."""
     (space_dir / "two.yaml").write_text("base: base.yaml\nchoices:\n  init.weight_std: [1.0, 2.0]\n")
@@ -228,6 +234,7 @@ def test_workers_follow_the_drivers_x64_mode(ray_cluster, space_dir, x64):
     assert any(len(repr(r["nlc"])) > 12 for r in here)  # float64 digits, not float32's shortest repr
 
 
+@pytest.mark.slow
 def test_an_architecture_that_kills_its_worker_fails_alone(ray_cluster, space_dir, monkeypatch):
     """A worker that dies on every attempt at one architecture: a failed row for it, the others ok."""
     # a flax entry point that ends any process but this one: every Ray worker that builds it dies

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from benchmarks.ground_truth import analysis as A
 from benchmarks.ground_truth import metrics as M
@@ -104,3 +105,184 @@ def test_stored_score_columns_are_the_prior_formulas():
             assert m.get("band_distance") is None and m.get("default_score") is None
     assert checked > 0
     assert M.PRIOR_BAND == (1.2, 5.0)
+
+
+# --------------------------------------------------------------------------- the CNN population
+
+def _without(node, key):
+    if isinstance(node, dict):
+        return {k: _without(v, key) for k, v in node.items() if k != key}
+    if isinstance(node, list):
+        return [_without(v, key) for v in node]
+    return node
+
+
+def test_cnn_population_builds_distinct_architectures_of_every_family():
+    from benchmarks.ground_truth import cnn_population as C
+
+    pop = C.population()
+    assert [s for s, _ in pop] == [s for s, _ in C.population()]  # fixed by the seed
+    structures = [s for s, _ in pop]
+    assert len(set(structures)) == len(structures) == sum(C.FAMILY_STRUCTURES.values())
+    assert {s.family for s in structures} == set(C.FAMILIES)
+    mappings, ids = set(), set()
+    for s, members in pop:
+        assert len(members) == C.SETTINGS_PER_STRUCTURE
+        assert [m.weight_std for m in members] == list(C.WEIGHT_STDS)
+        skeletons = set()
+        for m in members:
+            arch = m.architecture((8, 8, 1))
+            assert arch.name == m.id
+            ids.add(m.id)
+            mappings.add(repr(m.mapping((8, 8, 1))))
+            # the members of a structure differ only in their scalars
+            skeleton = {k: v for k, v in m.mapping((8, 8, 1)).items() if k not in ("name", "init")}
+            skeletons.add(repr(_without(skeleton, "branch_scale")))
+        assert len(skeletons) == 1
+        if s.family == "cell":
+            assert any(op.startswith("conv") for op in s.cell[1:])
+            assert s.cell[2 if s.cell[0] == "A" else 5] == "none"
+    n = sum(len(ms) for _, ms in pop)
+    assert len(ids) == len(mappings) == n
+
+
+def _avgpool3(x):
+    """3x3 average pooling, stride 1, 'same' padding, the padding not counted ([H, W, C])."""
+    h, w, _ = x.shape
+    out = np.zeros_like(x)
+    for i in range(h):
+        for j in range(w):
+            out[i, j] = x[max(0, i - 1):i + 2, max(0, j - 1):j + 2].mean(axis=(0, 1))
+    return out
+
+
+@pytest.mark.parametrize("cell", [("A", "avgpool3x3", "none", "skip", "avgpool3x3", "skip", "avgpool3x3"),
+                                  ("B", "avgpool3x3", "skip", "avgpool3x3", "avgpool3x3", "none", "skip"),
+                                  ("A", "skip", "none", "none", "avgpool3x3", "avgpool3x3", "skip"),
+                                  ("B", "none", "avgpool3x3", "skip", "skip", "none", "avgpool3x3")])
+def test_cell_layers_compute_the_cell_dag(cell):
+    """A cell without weights through zsad against the DAG evaluated directly: node j = sum over i < j of
+    e_ij(node i), the cell's output node 3."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.ground_truth import cnn_population as C
+    from zsad.arch.build import build
+    from zsad.arch.spec import parse_architecture
+
+    layers = C.cell_layers(cell, 2, "relu")
+    net = build(parse_architecture({"name": "cell", "input": {"shape": [5, 4, 2]}, "layers": layers}))
+    x = np.random.default_rng(0).normal(size=(3, 5, 4, 2)).astype(np.float32)
+    variables = net.init(jax.random.key(0), net.scalars)
+    got = np.asarray(net.apply(variables, net.scalars, jnp.asarray(x))[0])
+    ops = dict(zip(("01", "02", "03", "12", "13", "23"), cell[1:]))
+    edge = {"none": lambda v: 0.0 * v, "skip": lambda v: v, "avgpool3x3": _avgpool3}
+    for b in range(len(x)):
+        nodes = [x[b].astype(np.float64)]
+        for j in (1, 2, 3):
+            nodes.append(sum(edge[ops[f"{i}{j}"]](nodes[i]) for i in range(j)))
+        np.testing.assert_allclose(got[b], nodes[3], rtol=1e-5, atol=1e-5)
+
+
+def test_cell_layers_refuse_cells_outside_the_templates():
+    from benchmarks.ground_truth import cnn_population as C
+
+    with pytest.raises(ValueError):
+        C.cell_layers(("A", "skip", "skip", "skip", "skip", "skip", "skip"), 2, "relu")  # edge 0->2 used
+    with pytest.raises(ValueError):
+        C.cell_layers(("B", "none", "skip", "skip", "none", "none", "skip"), 2, "relu")  # x + x: no branch
+    assert C.cell_layers(("A", "none", "none", "none", "conv3x3", "skip", "skip"), 2, "relu") is None  # zero
+
+
+def test_a_resumed_run_plans_only_the_unfinished_structures(tmp_path, monkeypatch):
+    from benchmarks.ground_truth import cnn_population as C
+    from benchmarks.ground_truth import runner as R
+    from benchmarks.ground_truth.train import LEARNING_RATES
+
+    monkeypatch.setitem(R.POPULATIONS, "cnn", (R.POPULATIONS["cnn"][0], tmp_path))
+    pop = C.population()
+    tasks, skipped = R.plan(["digits", "mnist"], population="cnn")
+    assert skipped == 0 and len(tasks) == len(pop)
+    (first, members), (second, members2) = pop[0], pop[1]
+    # the first structure complete on digits; the second has metrics but lacks one learning rate's training
+    R.append_jsonl(tmp_path / "metrics.jsonl", [{"arch": m.id, "dataset": "digits"} for m in members + members2])
+    R.append_jsonl(tmp_path / "train.jsonl", [{"arch": m.id, "dataset": "digits", "lr": lr} for m in members
+                                              for lr in LEARNING_RATES])
+    R.append_jsonl(tmp_path / "train.jsonl", [{"arch": m.id, "dataset": "digits", "lr": LEARNING_RATES[0]}
+                                              for m in members2])
+    with open(tmp_path / "train.jsonl", "a") as fh:
+        fh.write('{"arch": "torn')  # an interrupted write
+    tasks, skipped = R.plan(["digits", "mnist"], population="cnn")
+    todo = {s.id: t for s, t in tasks}
+    assert skipped == 1 and len(tasks) == len(pop)
+    assert todo[first.id] == {"mnist": ("metrics", "train")}
+    assert todo[second.id] == {"digits": ("train",), "mnist": ("metrics", "train")}
+    tasks, skipped = R.plan(["digits"], population="cnn")
+    assert skipped == 1 and first.id not in {s.id for s, _ in tasks}
+
+
+# --------------------------------------------------------------------------- per-family figures
+
+def _synthetic_case(n_struct=6, per=4, seed=0):
+    rng = np.random.default_rng(seed)
+    acc = rng.permutation(np.linspace(0.5, 0.95, n_struct * per))
+    groups = np.repeat([f"s{i}" for i in range(n_struct)], per)
+    rows = [{"arch": f"a{i}", "family": "cnn", "status": "ok", "nlc": float(np.exp(a)), "params": float(10 - a),
+             "flops": 100.0, "sigma2": 1.0} for i, a in enumerate(acc)]
+    rows[0]["status"] = "degenerate"  # ranks last on every ranking
+    return rows, acc, groups
+
+
+def test_case_figures_known_answers():
+    from benchmarks.ground_truth import families as F
+
+    rows, acc, groups = _synthetic_case()
+    ranks = [("ln NLC (higher)", ("nonlin",)), ("ln params", ("capacity",)), ("flat", ("complexity",))]
+    figs = F.case_figures(rows, acc, groups, ranks, n_boot=50)
+    ok = np.array([r["status"] == "ok" for r in rows])
+    # ln NLC orders the ok rows exactly as the accuracy; the degenerate row is last
+    expect = stats.spearmanr(np.where(ok, acc, -1.0), acc).statistic
+    assert figs["ln NLC (higher)"]["spearman"] == pytest.approx(expect)
+    assert figs["ln params"]["spearman"] == pytest.approx(stats.spearmanr(np.where(ok, -acc, -9.0), acc).statistic)
+    assert figs["ln NLC (higher)"]["undefined"] == 1
+    best = int(np.argmax(acc))
+    assert figs["ln NLC (higher)"]["top1"] == acc[best] and figs["ln NLC (higher)"]["top1_pct"] == 100.0
+    # a constant ranking picks, among its ties, the worst: no luck from the order of the rows
+    assert figs["flat"]["top1"] == np.min(acc[ok])
+    d = figs["ln NLC (higher)"]
+    assert d["vs_params"] == pytest.approx(d["spearman"] - figs["ln params"]["spearman"])
+    assert d["vs_params_ci"][0] <= d["vs_params"] <= d["vs_params_ci"][1]
+    assert figs["ln params"]["vs_params"] == 0.0
+    assert d["structures"] == 6 and d["n"] == len(rows)
+    x = np.where(ok, acc, -1.0)
+    per = [stats.spearmanr(x[groups == g], acc[groups == g]).statistic for g in np.unique(groups)]
+    assert d["within"] == pytest.approx(np.mean(per)) and sorted(per)[1:] == [1.0] * (len(per) - 1)
+
+
+def test_join_rows_keeps_only_architectures_trained_at_every_rate():
+    from benchmarks.ground_truth import families as F
+
+    metrics = [{"arch": a, "structure": "s", "family": "plain", "dataset": "digits", "metrics": {"status": "ok",
+                "nlc": 1.5}} for a in ("a", "b", "c")]
+    train = [{"arch": "a", "dataset": "digits", "lr": 0.001, "test_error": 0.1},
+             {"arch": "a", "dataset": "digits", "lr": 0.01, "test_error": 0.2},
+             {"arch": "b", "dataset": "digits", "lr": 0.001, "test_error": 0.3},
+             {"arch": "c", "dataset": "digits", "lr": 0.001, "test_error": 0.4},
+             {"arch": "c", "dataset": "digits", "lr": 0.01, "test_error": 0.5}]
+    rows, acc, groups = F.join_rows(metrics, train)["digits"]
+    assert [r["arch"] for r in rows] == ["a", "c"]
+    np.testing.assert_allclose(acc["lr 0.001"], [0.9, 0.6])
+    np.testing.assert_allclose(acc["lr 0.01"], [0.8, 0.5])
+    assert list(groups) == ["s", "s"] and rows[0]["family"] == "plain"
+
+
+def test_family_rows_pool_both_families():
+    from benchmarks.ground_truth import families as F
+
+    a = ([{"arch": "m"}], {"lr 0.01": np.array([0.5])}, np.array(["g1"]))
+    b = ([{"arch": "c"}, {"arch": "d"}], {"lr 0.01": np.array([0.6, 0.7])}, np.array(["g2", "g2"]))
+    fam = F.family_rows({"digits": a, "mnist": a}, {"digits": b})
+    assert set(fam["both"]) == {"digits"}
+    rows, acc, groups = fam["both"]["digits"]
+    assert [r["arch"] for r in rows] == ["m", "c", "d"] and list(groups) == ["g1", "g2", "g2"]
+    np.testing.assert_allclose(acc["lr 0.01"], [0.5, 0.6, 0.7])

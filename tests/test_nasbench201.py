@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zsad import nasbench201 as nb
+from zsad.spaces import nasbench201 as nb
 from zsad._errors import DataError, SpecError
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "nb201_reference.csv"

@@ -18,12 +18,13 @@ import json
 import math
 import re
 
-import jax
 import numpy as np
 import pytest
 
 from zsad.arch.spec import Activation, Block, Shaping, expand, load_architecture
-from zsad.normalize import NormalizeError, _next_u, normalize, save, with_shaping
+from zsad.data import load_inputs
+from zsad.meanfield.walk import batch_state
+from zsad.normalize import NormalizeError, _next_u, _Predictor, normalize, save, with_shaping
 from zsad.score import _metrics_over_seeds
 from zsad.space import load_space
 
@@ -254,11 +255,12 @@ def test_with_shaping_unrolls_only_differing_blocks():
 # Golden values (float64, fixed seeds): a tiny tanh MLP scaled to NLC 2. Regressions in the
 # per-layer curves, the mean-field guess or the secant show up here first.
 GOLDEN = {
-    "1.tanh": {"alpha": 1.0, "beta": 2.541678748802822, "gain": 2.001022805746608},
-    "3.tanh": {"alpha": 1.0, "beta": 3.1564665579280837, "gain": 2.1378984192959907},
+    "1.tanh": {"alpha": 1.0, "beta": 2.5412061076743764, "gain": 2.000706227081351},
+    "3.tanh": {"alpha": 1.0, "beta": 3.1558431503919935, "gain": 2.137555695530418},
 }
-GOLDEN_NLC = 2.0124352098221596
+GOLDEN_NLC = 2.0121126843688417
 GOLDEN_ITERATIONS = 2
+GOLDEN_Q = (1.4842670681133339, 0.6815742154083307)  # the layers' mean-field input lengths
 
 
 def test_golden_values(x64):
@@ -267,8 +269,30 @@ def test_golden_values(x64):
     assert r.converged and r.compilations == 0
     got = r.scalars
     assert r.iterations == GOLDEN_ITERATIONS
+    assert [s.q for s in r.layers] == pytest.approx(GOLDEN_Q, rel=1e-12)
     assert r.nlc_after[0] == pytest.approx(GOLDEN_NLC, rel=1e-7)
     for name, values in GOLDEN.items():
         for key, value in values.items():
             assert got[name][key] == pytest.approx(value, rel=1e-7), (name, key)
     assert math.isclose(np.mean(r.per_seed_after), r.nlc_after[0])
+
+
+def test_meanfield_walk_is_the_summarys():
+    """The layers' input lengths and the mean-field prediction that guide the solve are those of score's
+    mean-field summary on the same batch: orthogonal weights with their fan-in/fan-out factor, batch
+    norm centred over the batch (pair Gram matrix), a residual branch."""
+    arch = arch_from({"name": "walk", "input": {"shape": [8]}, "layers": [
+        {"type": "dense", "features": 32, "init": {"dist": "orthogonal", "weight_std": 1.5}},
+        {"type": "activation", "fn": "tanh"}, {"type": "batch_norm"},
+        {"type": "residual", "branch": [{"type": "dense", "features": 32, "init": {"weight_std": 1.5}},
+                                        {"type": "activation", "fn": "relu"}, {"type": "dense", "features": 32}]},
+        {"type": "dense", "features": 4}]})
+    r = normalize(arch, 50.0, seeds=1, batch=32, max_iter=0)
+    summary = r.meanfield["before"]
+    q_in = summary["q_in"]
+    # orthogonal 8 -> 32: sigma_w^2 * 8/32 per unit input length; after batch norm q = 1, so 1.5^2
+    assert [s.q for s in r.layers] == pytest.approx([2.25 * 8 / 32 * q_in, 2.25], rel=1e-6)
+    assert r.layers[0].q == pytest.approx(summary["layers"][0]["q"], rel=1e-6)
+    x = np.asarray(load_inputs(arch.input, 32, seed=0), dtype=np.float32)
+    predicted = _Predictor(arch, batch_state(x), lambda u: {})(1.0)
+    assert predicted == summary["nlc_predicted"] and predicted > 1.0

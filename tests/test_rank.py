@@ -17,7 +17,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from zsad import nasbench201 as nb
+from zsad.spaces import nasbench201 as nb
 from zsad import rank as rank_mod
 from zsad._errors import SpecError
 from zsad.rank import (

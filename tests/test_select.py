@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import run_cli
-from zsad import nasbench201 as nb201
+from zsad.spaces import nasbench201 as nb201
 from zsad._errors import SpecError
 from zsad.select import (
     EDGE_NAMES, SelectOptions, contributions, critical_weight_var, load_select_space, minimum_samples, select,

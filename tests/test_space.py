@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from zsad import nasbench201 as nb
+from zsad.spaces import nasbench201 as nb
 from zsad._errors import SpecError
 from zsad.arch.spec import Architecture
 from zsad.space import load_space

@@ -102,7 +102,7 @@ NB201_CELL = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|n
 
 
 def test_score_one_nas_bench_201_architecture(cli_env, tmp_path):
-    from zsad import nasbench201 as nb
+    from zsad.spaces import nasbench201 as nb
 
     (tmp_path / "cell.yaml").write_text(f"space: nas-bench-201\narch: '{NB201_CELL}'\n")
     result = run_cli("score", tmp_path / "cell.yaml", "--seeds", 2, "--batch", 8, "--spectrum-samples", 1,

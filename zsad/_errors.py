@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 
 class ZsadError(ValueError):
     """Base class of every error zsad raises on bad input or failed numerics."""
@@ -33,3 +35,9 @@ def locate(file: str | None, line: int | None = None, col: int | None = None) ->
     if line is None:
         return str(file)
     return f"{file}:{line}:{col if col is not None else 1}"
+
+
+def closest(name: str, valid) -> str:
+    """A ``; did you mean 'x'?`` suffix naming the entry of ``valid`` closest to ``name``, or ``""``."""
+    match = difflib.get_close_matches(name, list(valid), n=1)
+    return f"; did you mean '{match[0]}'?" if match else ""

@@ -1,23 +1,13 @@
-"""Shared types: the network interface every engine consumes, and result tuples."""
+"""Shared types: the built network every engine consumes."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple
 
 import jax
 
 PyTree = Any
 Scalars = PyTree  # pytree of jnp arrays: traced, never compile-time constants
-
-
-class ApplyFn(Protocol):
-    """``apply(variables, x) -> y``: a batched forward pass.
-
-    Engines require it to act on each sample independently (batch statistics, if
-    any, already frozen), so that ``J(x_i)`` is well defined per sample.
-    """
-
-    def __call__(self, variables: PyTree, x: jax.Array) -> jax.Array: ...
 
 
 class Network(NamedTuple):

@@ -1,4 +1,4 @@
-"""Elementwise activation functions, by name.
+"""Elementwise activation functions, by name (the names: :mod:`zsad.arch.activation_names`).
 
 Every activation is a jax-traceable elementwise function ``phi(x, **params)``;
 numeric parameters (``negative_slope`` of leaky ReLU, ``alpha`` of ELU) are
@@ -14,11 +14,16 @@ with ``alpha = beta = gain = 1`` the unchanged activation.
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+
+from zsad._errors import closest
+from zsad.arch.activation_names import ACTIVATION_NAMES, ACTIVATION_PARAMS, HOMOGENEOUS, KINKED
+
+__all__ = ["ACTIVATIONS", "ACTIVATION_NAMES", "ACTIVATION_PARAMS", "HOMOGENEOUS", "KINKED", "Activation",
+           "closest", "get_activation", "shaped"]
 
 Activation = Callable[..., jax.Array]
 
@@ -58,25 +63,6 @@ ACTIVATIONS: dict[str, Activation] = {
     "softplus": jax.nn.softplus,
     "identity": lambda x: x,
 }
-
-#: Numeric parameters each activation accepts, with their defaults.
-ACTIVATION_PARAMS: dict[str, dict[str, float]] = {
-    "leaky_relu": {"negative_slope": 0.01},
-    "elu": {"alpha": 1.0},
-}
-
-#: Activations that are positively homogeneous (phi(c x) = c phi(x), c > 0):
-#: their NLC does not depend on the input scale.
-HOMOGENEOUS = frozenset({"relu", "leaky_relu", "identity"})
-
-#: Activations with a kink (non-differentiable point) at 0: quadrature must split there.
-KINKED = frozenset({"relu", "leaky_relu", "elu", "selu"})
-
-
-def closest(name: str, valid) -> str:
-    """A ``; did you mean 'x'?`` suffix, or an empty string."""
-    match = difflib.get_close_matches(name, list(valid), n=1)
-    return f"; did you mean '{match[0]}'?" if match else ""
 
 
 def get_activation(name: str) -> Activation:

@@ -1,85 +1,24 @@
-"""Mean-field kernel propagation through an architecture file, and phase diagrams.
+"""Mean-field summary of an architecture file, and phase diagrams.
 
 :func:`meanfield_profile` walks an :class:`~zsad.arch.spec.Architecture` layer
-by layer and carries the wide-network :class:`~zsad.meanfield.KernelState`
-(length ``q``, the correlations of many input pairs, the mean feature and the
-log-slope of the input-to-here correlation map at :math:`c = 1`) from the
-statistics of the *actual* input batch to the output. :func:`meanfield_summary`
-adds the fixed point of the network's repeated hidden layer (SPEC §3) and the
+by layer with :func:`zsad.meanfield.walk.propagate` (the input statistics and
+the map of every layer kind are described there) and reports the state after
+every top-level layer. :func:`meanfield_summary` adds the fixed point of the
+network's repeated hidden layer (the mean-field theory of a deep homogeneous
+network: :math:`q^*`, :math:`\\chi_1`, :math:`c^*`, depth scales, phase) and the
 predicted NLC; it is the ``meanfield`` entry of ``zsad score``.
+:func:`phase_diagram` and :func:`edge_of_chaos` place an activation (or a
+network's hidden layer) on the ordered/chaotic plane of
+:math:`(\\sigma_w^2, \\sigma_b^2)`.
 
-Input state. With the batch ``x`` flattened to ``[n, d]``:
-
-* ``q_in`` is the mean squared entry over the whole batch;
-* the correlations are those of all :math:`m(m-1)/2` pairs of a subsample of
-  :math:`m = \\min(n,` :data:`MAX_SAMPLES` :math:`)` samples, evenly spaced in
-  the batch (deterministic), uncentred and normalized by the subsample's mean
-  squared norm, :math:`c_{ij} = x_i\\cdot x_j / (\\tfrac1m\\sum_k \\|x_k\\|^2)`
-  (clipped to :math:`[-1, 1]`). With this normalization
-  :math:`1 - \\bar c` is exactly :math:`\\operatorname{Tr}\\Sigma_x / (q\\,d)` up to the
-  factor :math:`n/(n-1)`, whatever the sample norms, which is what the NLC's
-  numerator needs; the propagation itself treats all inputs as having the
-  common length ``q_in`` (the mean-field assumption of SPEC §3).
-
-Layers (every map is the infinite-width limit; "per position" means that the
-state describes the kernel averaged over spatial positions, which is exact for
-the same-position kernel of a convolution when the kernel is the same at every
-position -- stationarity, borders ignored; Xiao et al. 2018):
-
-* ``dense`` / ``conv``: :func:`zsad.meanfield.dense` with
-  :math:`\\sigma_w^2 =` ``weight_std**2``, :math:`\\sigma_b^2 =` ``bias_std**2``
-  (0 without bias), from the layer's own (possibly overridden) init. Normal,
-  truncated normal and uniform weights are normalized to variance
-  :math:`\\sigma_w^2/\\text{fan-in}`: the same map. Orthogonal (and
-  delta-orthogonal) weights give the same map to leading order in 1/width with
-  an effective :math:`\\sigma_w^2\\min(1, \\text{fan-in}/\\text{fan-out})`: a
-  semi-orthogonal matrix with orthonormal *rows* (fan-in < fan-out) spreads
-  the input norm over more outputs. For delta-orthogonal convolutions only the
-  centre tap is non-zero, so fan-in is the number of input channels.
-* ``activation``: :func:`zsad.meanfield.activation` on the layer's function
-  with its parameters and shaping scalars (:func:`zsad.activations.shaped`).
-  Its input is taken as centred Gaussian of variance ``q`` (exact after a
-  dense/conv layer; an approximation directly on the data or after another
-  activation).
-* ``layer_norm``: :func:`zsad.meanfield.layer_norm` (centre and scale each
-  sample over its features; ``q -> 1``).
-* ``batch_norm``: ``q -> 1`` after *centring each feature over the batch*, with
-  the statistics of the scoring batch frozen as in the measured NLC. Because
-  the state holds all pairs of the subsample, the centring is computed on
-  their Gram matrix :math:`K`: the batch mean of row ``i`` is estimated as
-  :math:`K_{ii}/n + (1 - 1/n)\\,\\mathrm{mean}_{j\\ne i}K_{ij}` (``n`` the batch size),
-  :math:`\\tilde K_{ij} = K_{ij} - r_i - r_j + s`, the output correlations are
-  :math:`\\tilde K_{ij}/\\sqrt{\\tilde K_{ii}\\tilde K_{jj}}` and the slope at
-  :math:`c = 1` is multiplied by :math:`q/\\mathrm{mean}_i\\tilde K_{ii}` (frozen
-  statistics divide tangents by the batch standard deviation). Approximations:
-  per-feature batch variances are replaced by their mean over features (they
-  concentrate for large batches), and the subsample stands for the batch. On
-  features whose batch mean is already ~0 this is the plain "rescale q to 1"
-  of SPEC §3.
-* ``avg_pool``, ``global_avg_pool``: :func:`zsad.meanfield.avg_pool` with
-  spatial correlation 1 (the per-position approximation: the positions of a
-  window carry the same kernel, so averaging leaves it unchanged).
-* ``max_pool``: the identity on the state, the same per-position approximation
-  (the max of identical features is that feature). A max over partially
-  correlated positions is itself a nonlinearity (and raises the mean and
-  second moment); that part of the NLC is not predicted (on a small ReLU CNN,
-  a 2x2 max pool raised the measured NLC from 1.40 to 1.71), and the summary
-  lists it under ``approximations``.
-* ``flatten``: the identity (the per-position state *is* the average over the
-  flattened entries, so a following dense layer sees exactly it).
-* ``residual``: branch and shortcut propagated from the same input state and
-  combined by :func:`zsad.meanfield.residual` with their scales; ``block``:
-  its layers, ``repeat`` times.
-
-The per-layer maps run eagerly except the quadrature-heavy ones (activation,
-fixed points, batch norm), which are jitted with the activation *name* static
-and every scalar traced, so that architectures differing only in scalars reuse
-the compiled code.
+The quadrature-heavy maps (fixed points, edge of chaos, the grid of a phase
+diagram) are jitted with the activation *name* static and every scalar traced,
+so that architectures differing only in scalars reuse the compiled code.
 
 References:
   B. Poole et al., NeurIPS 2016; S. S. Schoenholz et al., ICLR 2017;
   L. Xiao et al., Dynamical isometry and a mean field theory of CNNs, ICML 2018;
-  G. Philipp, arXiv:2105.12210, 2021; SPEC sections 3 and 5.
+  G. Philipp, arXiv:2105.12210, 2021.
 """
 
 from __future__ import annotations
@@ -87,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import jax
@@ -96,231 +35,28 @@ import numpy as np
 
 from zsad import meanfield as mf
 from zsad._errors import DataError, SpecError
-from zsad.activations import ACTIVATION_PARAMS, ACTIVATIONS, HOMOGENEOUS, closest, get_activation, shaped
-from zsad.arch.shapes import layer_output_shape
-from zsad.arch.spec import (
-    Activation, Architecture, AvgPool, BatchNorm, Block, Conv, Dense, Flatten, GlobalAvgPool, Layer,
-    LayerNorm, MaxPool, Residual, Shaping, expand, named_layers,
+from zsad.activations import ACTIVATION_PARAMS, ACTIVATIONS, HOMOGENEOUS, closest
+from zsad.arch.spec import Architecture, Shaping
+from zsad.meanfield.walk import (
+    ActKey, BatchState, HiddenLayer, Propagation, activation_key, batch_state, default_dtype, input_statistics, key_function,
+    key_static, key_values, propagate,
 )
-from zsad.meanfield import KernelState
-from zsad.quadrature import ORDER_1D
 
-#: Samples of the batch whose pairwise correlations are propagated (all pairs).
-MAX_SAMPLES = 64
-#: 2-D quadrature order used for the many-pair propagation; with the polar rule
-#: (kinks on arc boundaries) it agrees with the default (32, 32) to ~1e-6 for
-#: every registry activation at three times the cost.
-ORDER_2D_PAIRS = (16, 16)
+__all__ = ["SUMMARY_KEYS", "ActKey", "PhaseDiagram", "activation_key", "chi1_grid", "edge_of_chaos",
+           "input_statistics", "meanfield_profile", "meanfield_summary", "phase_diagram", "resolve_activation"]
 
 #: Keys of the fixed-point part of :func:`meanfield_summary`.
 SUMMARY_KEYS = ("q_star", "q_converged", "chi1", "chi_q", "c_star", "chi_c", "xi_q", "xi_c", "phase",
                 "nlc_predicted")
 
 
-# --------------------------------------------------------------------------- activations (static name, traced scalars)
-
-ActKey = tuple[str, tuple[tuple[str, float], ...], tuple[float, float, float]]
-
-
-def activation_key(layer: Activation) -> ActKey:
-    """Hashable identity of an activation: name, parameters, shaping ``(alpha, beta, gain)``."""
-    sh = layer.shaping
-    return layer.fn, tuple(layer.params), (sh.alpha, sh.beta, sh.gain)
-
-
-def _dtype():
-    return jnp.result_type(float)
-
-
-def _values(key: ActKey) -> jax.Array:
-    """The traced scalars of an activation: ``[alpha, beta, gain, *params]``."""
-    _, params, shaping = key
-    return jnp.asarray([*shaping, *(v for _, v in params)], dtype=_dtype())
-
-
-def _phi(fn: str, names: tuple[str, ...], values: jax.Array):
-    """The elementwise function of an activation from its static name and traced scalars."""
-    return shaped(get_activation(fn), values[0], values[1], values[2],
-                  {k: values[3 + i] for i, k in enumerate(names)})
-
-
-def _static(key: ActKey) -> tuple[str, tuple[str, ...]]:
-    return key[0], tuple(k for k, _ in key[1])
-
-
-@functools.partial(jax.jit, static_argnames=("fn", "names"))
-def _activation_step(state: KernelState, values, *, fn, names):
-    out = mf.activation(state, _phi(fn, names, values), order_2d=ORDER_2D_PAIRS)
-    return out
-
-
 @functools.partial(jax.jit, static_argnames=("fn", "names"))
 def _fixed_point(values, weight_var, bias_var, *, fn, names) -> mf.MeanField:
-    return mf.fixed_point_summary(_phi(fn, names, values), weight_var, bias_var)
+    return mf.fixed_point_summary(key_function(fn, names, values), weight_var, bias_var)
 
 
-# --------------------------------------------------------------------------- input statistics
-
-def input_statistics(x: np.ndarray, max_samples: int = MAX_SAMPLES) -> tuple[float, float, np.ndarray]:
-    """``(q_in, mean_in, c_in)`` of a batch ``x`` of shape ``[n, *shape]`` (see the module docstring).
-
-    ``c_in`` holds the correlations of the ``m(m-1)/2`` pairs ``i < j`` of an
-    evenly spaced subsample of ``m = min(n, max_samples)`` samples, in
-    ``numpy.triu_indices(m, 1)`` order.
-
-    Raises:
-      DataError: fewer than 2 samples, non-finite values, or all-zero inputs.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim < 2 or x.shape[0] < 2:
-        raise DataError(f"meanfield: x: expected a batch of at least 2 samples [n, *shape], got shape {list(x.shape)}")
-    if not np.all(np.isfinite(x)):
-        raise DataError("meanfield: x: the samples contain NaN or infinite values")
-    flat = x.reshape(x.shape[0], -1)
-    q_in = float(np.mean(flat**2))
-    if not q_in > 0.0:
-        raise DataError("meanfield: x: every input is zero (no length to propagate)")
-    m = min(flat.shape[0], max_samples)
-    sub = flat[np.unique(np.linspace(0, flat.shape[0] - 1, m).round().astype(int))]
-    gram = sub @ sub.T
-    norm2 = float(np.mean(np.diag(gram)))
-    iu = np.triu_indices(sub.shape[0], 1)
-    c_in = np.clip(gram[iu] / norm2, -1.0, 1.0)
-    return q_in, float(np.mean(flat)), c_in
-
-
-# --------------------------------------------------------------------------- batch norm on the pair Gram matrix
-
-@functools.partial(jax.jit, static_argnames=("m", "n"))
-def _batch_norm_step(state: KernelState, *, m: int, n: int) -> KernelState:
-    iu = np.triu_indices(m, 1)
-    q = state.q
-    off = jnp.zeros((m, m), state.c.dtype).at[iu].set(state.c)
-    corr = off + off.T + jnp.eye(m, dtype=state.c.dtype)
-    gram = q * corr
-    off_mean_row = (jnp.sum(gram, axis=1) - q) / (m - 1)
-    row = q / n + (1.0 - 1.0 / n) * off_mean_row
-    total = q / n + (1.0 - 1.0 / n) * jnp.mean(off_mean_row)
-    centred = gram - row[:, None] - row[None, :] + total
-    diag = jnp.maximum(jnp.diag(centred), jnp.finfo(gram.dtype).tiny)
-    var = jnp.mean(diag)
-    c = centred[iu] / jnp.sqrt(diag[iu[0]] * diag[iu[1]])
-    return KernelState(jnp.ones_like(q), jnp.clip(c, -1.0, 1.0), jnp.zeros_like(state.mean),
-                       state.log_slope + jnp.log(q / var))
-
-
-# --------------------------------------------------------------------------- the walk
-
-@dataclass(frozen=True)
-class _Hidden:
-    """A hidden layer: a dense/conv layer and the activation it feeds (or follows)."""
-
-    weight_var: float
-    bias_var: float
-    act: ActKey
-    name: str
-
-
-@dataclass
-class _Walk:
-    n_batch: int
-    m: int
-    q_in: float
-    hidden: list[_Hidden] = field(default_factory=list)
-    activations: int = 0
-    affine: list[tuple[float, float]] = field(default_factory=list)
-    approximations: dict[str, list[str]] = field(default_factory=dict)
-
-    def sequence(self, layers: Sequence[Layer], state: KernelState, shape: tuple[int, ...], prefix: str,
-                 rows: list | None) -> tuple[KernelState, tuple[int, ...]]:
-        last_affine: tuple[float, float, str] | None = None
-        waiting: list[tuple[ActKey, str]] = []  # activations not preceded by a dense/conv in this sequence
-        for name, layer in named_layers(tuple(layers), prefix):
-            before = state
-            state, out_shape = self.layer(layer, name, state, shape)
-            if isinstance(layer, (Dense, Conv)):
-                wv, bv = self._variances(layer, shape)
-                self.affine.append((wv, bv))
-                for act, act_name in waiting:
-                    self.hidden.append(_Hidden(wv, bv, act, act_name))
-                waiting = []
-                last_affine = (wv, bv, name)
-            elif isinstance(layer, Activation):
-                self.activations += 1
-                if last_affine is not None:
-                    self.hidden.append(_Hidden(last_affine[0], last_affine[1], activation_key(layer), name))
-                    last_affine = None
-                else:
-                    waiting.append((activation_key(layer), name))
-            elif isinstance(layer, Residual):
-                last_affine, waiting = None, []
-            shape = out_shape
-            if rows is not None:
-                rows.append((name, before, state))
-        return state, shape
-
-    @staticmethod
-    def _variances(layer: Dense | Conv, shape: tuple[int, ...]) -> tuple[float, float]:
-        init = layer.init
-        wv = init.weight_std**2
-        if init.dist in ("orthogonal", "delta_orthogonal"):
-            c_in = shape[-1]
-            if isinstance(layer, Conv) and init.dist == "orthogonal":
-                fan_in = math.prod(layer.kernel) * c_in
-            else:
-                fan_in = c_in
-            wv *= min(1.0, fan_in / layer.features)
-        bv = init.bias_std**2 if layer.use_bias else 0.0
-        return wv, bv
-
-    def layer(self, layer: Layer, name: str, state: KernelState, shape: tuple[int, ...]):
-        if type(layer) in _APPROXIMATIONS:
-            self.approximations.setdefault(_APPROXIMATIONS[type(layer)], []).append(name)
-        out_shape = layer_output_shape(_SHAPE_ARCH, layer, shape) if not isinstance(layer, Residual) else None
-        if isinstance(layer, (Dense, Conv)):
-            wv, bv = self._variances(layer, shape)
-            return mf.dense(state, wv, bv), out_shape
-        if isinstance(layer, Activation):
-            key = activation_key(layer)
-            fn, names = _static(key)
-            return _activation_step(state, _values(key), fn=fn, names=names), out_shape
-        if isinstance(layer, LayerNorm):
-            return mf.layer_norm(state), out_shape
-        if isinstance(layer, BatchNorm):
-            return _batch_norm_step(state, m=self.m, n=self.n_batch), out_shape
-        if isinstance(layer, (AvgPool, GlobalAvgPool)):
-            window = math.prod(layer.window) if isinstance(layer, AvgPool) else max(1, math.prod(shape[:-1]))
-            return mf.avg_pool(state, window, spatial_corr=1.0), out_shape
-        if isinstance(layer, (MaxPool, Flatten)):
-            return state, out_shape
-        if isinstance(layer, Block):
-            return self.sequence(tuple(expand((layer,))), state, shape, f"{name}/", None)
-        if isinstance(layer, Residual):
-            branch, b_shape = self.sequence(layer.branch, state, shape, f"{name}/branch.", None)
-            short, _ = self.sequence(layer.shortcut, state, shape, f"{name}/shortcut.", None)
-            return mf.residual(short, branch, layer.branch_scale, layer.shortcut_scale), b_shape
-        raise TypeError(f"meanfield: unsupported layer {type(layer).__name__}")
-
-
-_APPROXIMATIONS = {
-    Conv: "conv: per-position kernel (stationary, borders ignored)",
-    AvgPool: "avg_pool: per-position approximation (pooling leaves the kernel unchanged)",
-    GlobalAvgPool: "global_avg_pool: per-position approximation (pooling leaves the kernel unchanged)",
-    MaxPool: "max_pool: treated as the identity, so its own nonlinearity is not part of the prediction",
-    BatchNorm: "batch_norm: batch centring on the subsample's Gram matrix, mean per-feature variance",
-}
-
-
-class _ShapeArch:
-    """Stands in for the architecture in shape errors (shapes were validated at parse time)."""
-
-    source = None
-
-
-_SHAPE_ARCH: Any = _ShapeArch()
-
-
-def _num(value) -> float | None:
+def _finite(value) -> float | None:
+    """``value`` as a float, or None when it is not finite (JSON-safe)."""
     value = float(value)
     return value if math.isfinite(value) else None
 
@@ -333,25 +69,19 @@ def _check_input(arch: Architecture, x) -> np.ndarray:
     return x
 
 
-def _propagate(arch: Architecture, x) -> tuple[list[dict], KernelState, jax.Array, _Walk]:
-    x = _check_input(arch, x)
-    q_in, mean_in, c_in = input_statistics(x)
-    c = jnp.asarray(c_in, dtype=_dtype())
-    m = int(round((1 + math.sqrt(1 + 8 * c_in.size)) / 2))
-    walk = _Walk(n_batch=int(x.shape[0]), m=m, q_in=q_in)
-    rows: list[tuple[str, KernelState, KernelState]] = []
-    state, _ = walk.sequence(arch.layers, mf.input_state(q_in, c, mean_in), tuple(arch.input.shape), "", rows)
+def _propagate(arch: Architecture, x) -> tuple[list[dict], Propagation, BatchState]:
+    start = batch_state(_check_input(arch, x))
+    result = propagate(arch, start, rows=True)
     profile = []
-    for name, before, after in rows:
-        nlc = mf.predicted_nlc(after, c)
+    for name, before, after in result.rows:
         profile.append({
             "layer": name,
-            "q": _num(after.q),
-            "c_mean": _num(jnp.mean(after.c)),
-            "chi": _num(jnp.exp(after.log_slope - before.log_slope)),
-            "nlc_predicted": _num(nlc),
+            "q": _finite(after.q),
+            "c_mean": _finite(jnp.mean(after.c)),
+            "chi": _finite(jnp.exp(after.log_slope - before.log_slope)),
+            "nlc_predicted": _finite(mf.predicted_nlc(after, start.c_in)),
         })
-    return profile, state, c, walk
+    return profile, result, start
 
 
 # --------------------------------------------------------------------------- public API
@@ -410,18 +140,18 @@ def _q_star_status(q, converged, chi_q, bias_var, fn: str) -> tuple[float | None
     return q, None
 
 
-def _fixed_point_dict(hidden: _Hidden) -> tuple[dict, dict]:
-    fn, names = _static(hidden.act)
-    res = jax.device_get(_fixed_point(_values(hidden.act), jnp.asarray(hidden.weight_var, _dtype()),
-                                      jnp.asarray(hidden.bias_var, _dtype()), fn=fn, names=names))
+def _fixed_point_dict(hidden: HiddenLayer) -> tuple[dict, dict]:
+    fn, names = key_static(hidden.act)
+    res = jax.device_get(_fixed_point(key_values(hidden.act), jnp.asarray(hidden.weight_var, default_dtype()),
+                                      jnp.asarray(hidden.bias_var, default_dtype()), fn=fn, names=names))
     q_star, q_reason = _q_star_status(res.q_star, res.q_converged, res.chi_q, hidden.bias_var, fn)
     out: dict[str, Any] = {
         "q_star": q_star,
         "q_converged": q_star is not None,
-        "chi1": _num(res.chi1),
-        "chi_q": _num(res.chi_q),
-        "c_star": _num(res.c_star),
-        "chi_c": _num(res.chi_c),
+        "chi1": _finite(res.chi1),
+        "chi_q": _finite(res.chi_q),
+        "c_star": _finite(res.c_star),
+        "chi_c": _finite(res.chi_c),
     }
     reasons: dict[str, str] = {}
     if q_reason is not None:
@@ -449,7 +179,7 @@ def _fixed_point_dict(hidden: _Hidden) -> tuple[dict, dict]:
 def meanfield_summary(arch: Architecture, x: np.ndarray) -> dict:
     """Mean-field summary of ``arch`` at infinite width, with the input statistics of ``x``.
 
-    Keys (SPEC §5 ``meanfield``): ``q_star``, ``q_converged``, ``chi1``, ``chi_q``,
+    Keys (the ``meanfield`` entry of ``zsad score --json``): ``q_star``, ``q_converged``, ``chi1``, ``chi_q``,
     ``c_star``, ``chi_c``, ``xi_q``, ``xi_c``, ``phase`` (``'ordered'``,
     ``'critical'`` or ``'chaotic'``, :func:`zsad.meanfield.phase`),
     ``nlc_predicted``, ``hidden`` (the layer the fixed point describes),
@@ -484,7 +214,7 @@ def meanfield_summary(arch: Architecture, x: np.ndarray) -> dict:
     .. math::
         \\mathrm{NLC}^2 \\approx C_f'(1)\\,\\frac{1-\\overline{c_{\\rm in}}}{1-\\overline{C_f(c_{\\rm in})}}
 
-    (SPEC §3; :func:`zsad.meanfield.predicted_nlc`).
+    (:func:`zsad.meanfield.predicted_nlc`).
 
     Args:
       arch: a parsed architecture.
@@ -502,7 +232,8 @@ def meanfield_summary(arch: Architecture, x: np.ndarray) -> dict:
                          "propagated through an architecture file's layers")
         out["layers"] = []
         return out
-    profile, state, c_in, walk = _propagate(arch, x)
+    profile, result, start = _propagate(arch, x)
+    walk = result.walk
     out = {}
     reasons: dict[str, str] = {}
     hidden = None
@@ -520,7 +251,7 @@ def meanfield_summary(arch: Architecture, x: np.ndarray) -> dict:
                          "count": len(members), "layers": [h.name for h in members]}
     elif walk.affine:
         wv, bv = Counter(walk.affine).most_common(1)[0][0]
-        linear = _Hidden(wv, bv, ("identity", (), (1.0, 1.0, 1.0)), "")
+        linear = HiddenLayer(wv, bv, ("identity", (), (1.0, 1.0, 1.0)), "")
         fp, fp_reasons = _fixed_point_dict(linear)
         out.update(fp)
         reasons.update(fp_reasons)
@@ -532,14 +263,14 @@ def meanfield_summary(arch: Architecture, x: np.ndarray) -> dict:
         out.update({k: None for k in SUMMARY_KEYS if k != "nlc_predicted"})
         out["hidden"] = None
         reasons["reason"] = "no dense or conv layer: there is no length/correlation map to take a fixed point of"
-    nlc = _num(mf.predicted_nlc(state, c_in))
+    nlc = _finite(mf.predicted_nlc(result.state, start.c_in))
     out["nlc_predicted"] = nlc
     if nlc is None:
         reasons["nlc_predicted_reason"] = ("undefined: the output correlations of all input pairs are 1 (the "
                                            "network maps the batch to one point) or the lengths overflow")
-    out["q_in"] = _num(walk.q_in)
-    out["c_in_mean"] = _num(jnp.mean(c_in))
-    out["samples"] = walk.m
+    out["q_in"] = _finite(start.q_in)
+    out["c_in_mean"] = _finite(jnp.mean(start.c_in))
+    out["samples"] = start.m
     out["approximations"] = [f"{what} ({', '.join(names[:4])}{', …' if len(names) > 4 else ''})"
                              for what, names in walk.approximations.items()]
     out.update(reasons)
@@ -567,37 +298,17 @@ def resolve_activation(name: str, params: dict | None = None, shaping: Shaping |
     return name, tuple(sorted(merged.items())), (sh.alpha, sh.beta, sh.gain)
 
 
-def _critical_weight_var(phi, bias_var, bracket=(1e-2, 1e2), iterations: int = 64):
-    """Bisection on :math:`\\ln\\sigma_w^2` of :math:`\\chi_1(q^*) - 1`, with :math:`\\chi_1` taken at
-    :math:`q \\to 0^+` when :math:`q^* = 0` (so that kinked activations such as leaky ReLU, whose
-    derivative at exactly 0 is not the limit of :math:`\\mathbb E\\phi'(\\sqrt q z)^2`, are right);
-    ``nan`` when the sign does not change over ``bracket``."""
-
-    def excess(log_wv):
-        wv = jnp.exp(log_wv)
-        q = mf.q_star(phi, wv, bias_var).value
-        return mf.chi1(phi, mf._positive(q), wv) - 1.0
-
-    dtype = jnp.result_type(bias_var, float)
-    lo, hi = (jnp.log(jnp.asarray(v, dtype)) for v in bracket)
-    valid = (excess(lo) <= 0.0) & (excess(hi) >= 0.0)
-
-    def body(_, ab):
-        a, b = ab
-        mid = 0.5 * (a + b)
-        up = excess(mid) < 0.0
-        return jnp.where(up, mid, a), jnp.where(up, b, mid)
-
-    a, b = jax.lax.fori_loop(0, iterations, body, (lo, hi))
-    return jnp.where(valid, jnp.exp(0.5 * (a + b)), jnp.nan)
+def _critical_weight_var(phi, bias_var, bracket=(1e-2, 1e2)):
+    """:func:`zsad.meanfield.critical_weight_var` with the bracket as a positional argument."""
+    return mf.critical_weight_var(phi, bias_var, bracket=bracket)
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "names"))
 def _edge(values, bias_vars, *, fn, names):
-    phi = _phi(fn, names, values)
+    phi = key_function(fn, names, values)
 
     def one(b):
-        wc = _critical_weight_var(phi, b)
+        wc = mf.critical_weight_var(phi, b)
         w = jnp.where(jnp.isfinite(wc), wc, 1.0)
         fp = mf.q_star(phi, w, b)
         return wc, fp.value, fp.converged, mf.chi_q(phi, fp.value, w)
@@ -607,11 +318,11 @@ def _edge(values, bias_vars, *, fn, names):
 
 @functools.partial(jax.jit, static_argnames=("fn", "names"))
 def _chi1_grid(values, weight_vars, bias_vars, *, fn, names):
-    phi = _phi(fn, names, values)
+    phi = key_function(fn, names, values)
 
     def one(w, b):
         q = mf.q_star(phi, w, b).value
-        return mf.chi1(phi, mf._positive(q), w)
+        return mf.chi1(phi, q, w)  # chi1 takes q* = 0 as the limit q -> 0+
 
     return jax.vmap(jax.vmap(one, (0, None)), (None, 0))(weight_vars, bias_vars)
 
@@ -624,12 +335,12 @@ def edge_of_chaos(act: ActKey, bias_vars: Sequence[float]) -> list[dict]:
     ``q_star`` ``None`` when the length diverges there (e.g. ReLU with
     :math:`\\sigma_b^2 > 0`). Uses :func:`zsad.meanfield.critical_weight_var`.
     """
-    fn, names = _static(act)
-    b = jnp.asarray(np.asarray(bias_vars, dtype=np.float64), dtype=_dtype())
-    wc, q, ok, slope = jax.device_get(_edge(_values(act), b, fn=fn, names=names))
+    fn, names = key_static(act)
+    b = jnp.asarray(np.asarray(bias_vars, dtype=np.float64), dtype=default_dtype())
+    wc, q, ok, slope = jax.device_get(_edge(key_values(act), b, fn=fn, names=names))
     rows = []
     for bv, w, qs, conv, xq in zip(np.asarray(bias_vars, dtype=float), wc, q, ok, slope):
-        row: dict[str, Any] = {"bias_var": float(bv), "weight_var": _num(w), "q_star": None}
+        row: dict[str, Any] = {"bias_var": float(bv), "weight_var": _finite(w), "q_star": None}
         if row["weight_var"] is None:
             row["reason"] = "chi1(q*) - 1 does not change sign for sigma_w^2 in [0.01, 100]"
         else:
@@ -642,10 +353,10 @@ def edge_of_chaos(act: ActKey, bias_vars: Sequence[float]) -> list[dict]:
 
 def chi1_grid(act: ActKey, weight_vars: Sequence[float], bias_vars: Sequence[float]) -> np.ndarray:
     """:math:`\\chi_1(q^*)` on a grid, shape ``[len(bias_vars), len(weight_vars)]``."""
-    fn, names = _static(act)
-    w = jnp.asarray(np.asarray(weight_vars, dtype=np.float64), dtype=_dtype())
-    b = jnp.asarray(np.asarray(bias_vars, dtype=np.float64), dtype=_dtype())
-    return np.asarray(jax.device_get(_chi1_grid(_values(act), w, b, fn=fn, names=names)), dtype=np.float64)
+    fn, names = key_static(act)
+    w = jnp.asarray(np.asarray(weight_vars, dtype=np.float64), dtype=default_dtype())
+    b = jnp.asarray(np.asarray(bias_vars, dtype=np.float64), dtype=default_dtype())
+    return np.asarray(jax.device_get(_chi1_grid(key_values(act), w, b, fn=fn, names=names)), dtype=np.float64)
 
 
 @dataclass

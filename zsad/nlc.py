@@ -4,7 +4,7 @@
     \\mathrm{NLC}(f, D) = \\sqrt{\\frac{\\mathbb{E}_{x}\\,\\mathrm{Tr}(J(x)\\,\\Sigma_x J(x)^\\top)}
                               {\\mathrm{Tr}\\,\\Sigma_f}}
 
-Estimator (SPEC §1): for a batch ``x_1..x_n`` with mean ``mu`` and random
+Estimator: for a batch ``x_1..x_n`` with mean ``mu`` and random
 derangements ``pi_k`` (one per tangent),
 
     numerator   = mean_{i,k} || J(x_i) (x_{pi_k(i)} - mu) ||²     (forward-mode products)

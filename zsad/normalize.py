@@ -1,6 +1,6 @@
 """Nonlinearity normalization: shape the activations so that the network's NLC equals a target.
 
-Every activation layer :math:`l` gets one shaping scalar (SPEC §4), applied to
+Every activation layer :math:`l` gets one shaping scalar, applied to
 its current activation :math:`\\phi_l` (the registry function with the layer's
 existing shaping, if any):
 
@@ -34,14 +34,17 @@ variance :math:`q_l`: :math:`\\mathbb E\\,\\phi_{l,\\cdot}(\\sqrt{q_l} z)^2 =
 \\mathbb E\\,\\phi_l(\\sqrt{q_l} z)^2`, so normalization changes nonlinearity, not
 scale. :math:`q_l` is the **mean-field** pre-activation second moment of the
 original network, propagated from the measured second moment of the scoring
-batch (:mod:`zsad.meanfield`; convolutions as dense layers, pooling and
-flattening leave it unchanged, layer and batch norm set it to 1). Because every
+batch by the walk of ``zsad score``'s mean-field summary
+(:func:`zsad.meanfield.walk.propagate`: convolutions as dense layers,
+orthogonal weights with their fan-in/fan-out factor, pooling and flattening
+leave it unchanged, layer and batch norm set it to 1). Because every
 shaped layer preserves :math:`q`, the :math:`q_l` of the shaped network are the
 same, so the gains are consistent (the mean of the activation output may change,
 which matters only for what follows a normalization or a residual sum).
 
 Distribution over layers: layer :math:`l` has native single-layer NLC
-:math:`\\tau_l = \\mathrm{NLC}_{\\phi_l}(\\sqrt{q_l})` (SPEC §1). One global parameter
+:math:`\\tau_l = \\mathrm{NLC}_{\\phi_l}(\\sqrt{q_l})`, the NLC of the activation alone on
+inputs :math:`\\sqrt{q_l}\\,z`, :math:`z \\sim N(0, 1)`. One global parameter
 :math:`u \\in [0, u_{\\max}]` sets every layer's target single-layer log-NLC (clipped
 to the layer's peak): :math:`u\\ln\\tau_l` for :math:`u \\le 1` (every layer moved
 towards linear in proportion: :math:`u = 0` is the linear network, :math:`u = 1`
@@ -58,7 +61,7 @@ Solve: (1) mean field: :math:`u_0` solves
 :math:`\\kappa = \\ln\\mathrm{NLC}_{\\rm meas}(1)/\\ln\\mathrm{NLC}_{\\rm mf}(1)` the
 finite-width correction of the log-NLC, measured on the unchanged network
 (batch norm centres each feature over the batch here, which is what makes
-networks with batch norm chaotic; see :func:`_batch_norm`);
+networks with batch norm chaotic; see :func:`zsad.meanfield.walk.batch_norm`);
 (2) measurement: a bracketing secant on
 :math:`\\ln\\mathrm{NLC}_{\\rm meas}(u) - \\ln T` over :math:`[0, u_{\\max}]` (regula
 falsi inside the sign change next to the best point, bisection when it stalls,
@@ -83,7 +86,7 @@ activation and the depth:
   :math:`w = c_1^2/(c_1^2 + c_2^2)`: :math:`C'(1) = 1` for every :math:`a`, so a plain
   network stays at the edge of chaos, and its NLC is largest with :math:`|s|` in
   every layer, :math:`\\approx (1 - k^L(\\bar c))^{-1/2}` for :math:`L` activation layers
-  (SPEC §3): 1.66, 2.85, 4.24, 6.86, 11.9 for :math:`L` = 1, 4, 8, 16, 32 at
+  (the predicted NLC of :func:`zsad.meanfield.predicted_nlc`): 1.66, 2.85, 4.24, 6.86, 11.9 for :math:`L` = 1, 4, 8, 16, 32 at
   infinite width, about 0.3 more per layer, and less at finite width (measured:
   2.72 for a width-64 MLP with 4 layers; 4.1 to 5.9 at 32 layers, width 64; 5.8
   to 6.9 at width 256). No scalar of this family gets a plain ReLU network to an
@@ -129,13 +132,14 @@ from scipy.optimize import brentq
 
 from zsad import meanfield as mf
 from zsad._errors import NumericsError, SpecError, ZsadError
-from zsad.activations import HOMOGENEOUS, get_activation, shaped
+from zsad.activations import HOMOGENEOUS
 from zsad.arch.build import _sub_prefix, build
 from zsad.arch.spec import (
-    Activation, Architecture, AvgPool, BatchNorm, Block, Conv, Dense, Flatten, GlobalAvgPool, Layer,
-    LayerNorm, MaxPool, Residual, Shaping, architecture_to_dict, dump_architecture, named_layers,
+    Activation, Architecture, BatchNorm, Block, Layer, LayerNorm, Residual, Shaping, architecture_to_dict,
+    dump_architecture, named_layers,
 )
 from zsad.data import load_inputs
+from zsad.meanfield.walk import BatchState, batch_state, propagate
 from zsad.quadrature import _graded_rule, _value_and_slope
 from zsad.score import _metrics_over_seeds, make_profile_fn, seed_keys
 
@@ -157,7 +161,6 @@ _BETA_ONE = 120  # index of b = 1
 #: Activations that saturate (bounded): input scaling makes them as nonlinear as wanted.
 SATURATING = frozenset({"tanh", "sigmoid", "erf"})
 _FLAT = 1e-10  # a layer whose native log-NLC is below this is (numerically) linear: left alone
-_MF_PAIRS = 64  # input pairs whose correlations the mean-field prediction tracks
 
 
 class NormalizeError(ZsadError):
@@ -362,62 +365,6 @@ class _Layer:
         if self.method == "interp":
             return float(self._interp_nlc(np.asarray(p)))
         return float(np.exp(np.interp(math.log(p), np.log(_BETA_GRID), np.log(self.table_nlc))))
-
-
-# --------------------------------------------------------------------------- mean field
-
-def _input_state(x: np.ndarray) -> tuple[mf.KernelState, jax.Array]:
-    flat = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
-    d = flat.shape[1]
-    q_in = float(np.mean(np.sum(flat * flat, axis=1)) / d)
-    n = min(flat.shape[0] - 1, _MF_PAIRS)
-    c_in = np.sum(flat[:n] * flat[1:n + 1], axis=1) / (d * q_in)
-    c = jnp.asarray(c_in, dtype=jnp.result_type(float))
-    return mf.input_state(q_in, c, float(np.mean(flat))), c
-
-
-def _batch_norm(state: mf.KernelState, n: int) -> mf.KernelState:
-    """Batch norm with the scoring batch's statistics frozen: centre each feature over the batch, then
-    scale it to unit variance (mean per-feature variance).
-
-    With all off-diagonal correlations replaced by their mean :math:`\\bar c` where the batch mean is
-    taken, the batch mean of a feature removes :math:`1/n + (1 - 1/n)\\bar c` of every kernel entry:
-    :math:`c' = (c - 1/n - (1 - 1/n)\\bar c) / ((1 - 1/n)(1 - \\bar c))`, and the frozen scale divides
-    tangents by the batch standard deviation, so :math:`\\ln C'(1)` gains
-    :math:`-\\ln((1 - 1/n)(1 - \\bar c))`. This is what makes ReLU networks with batch norm chaotic.
-    """
-    shared = 1.0 / n + (1.0 - 1.0 / n) * jnp.mean(state.c)
-    var = 1.0 - shared
-    return mf.KernelState(jnp.ones_like(state.q), jnp.clip((state.c - shared) / var, -1.0, 1.0),
-                          jnp.zeros_like(state.mean), state.log_slope - jnp.log(var))
-
-
-def _walk(layers: tuple[Layer, ...], prefix: str, state: mf.KernelState, shapes: dict[str, Shaping],
-          record: dict[str, float] | None, n: int) -> mf.KernelState:
-    """Mean-field state after ``layers`` for a batch of ``n`` samples; records each activation's input
-    ``q`` by scalar name."""
-    for name, layer in named_layers(layers, prefix):
-        if isinstance(layer, (Dense, Conv)):
-            bias_var = layer.init.bias_std ** 2 if layer.use_bias else 0.0
-            state = mf.dense(state, layer.init.weight_std ** 2, bias_var)
-        elif isinstance(layer, Activation):
-            if record is not None:
-                record[name] = float(state.q)
-            sh = shapes.get(name, layer.shaping)
-            fn = shaped(get_activation(layer.fn), sh.alpha, sh.beta, sh.gain, dict(layer.params))
-            state = mf.activation(state, fn)
-        elif isinstance(layer, LayerNorm):
-            state = mf.layer_norm(state)
-        elif isinstance(layer, BatchNorm):
-            state = _batch_norm(state, n)
-        elif isinstance(layer, Residual):
-            short = _walk(layer.shortcut, _sub_prefix(name, "shortcut"), state, shapes, record, n)
-            branch = _walk(layer.branch, _sub_prefix(name, "branch"), state, shapes, record, n)
-            state = mf.residual(short, branch, layer.branch_scale, layer.shortcut_scale)
-        elif not isinstance(layer, (AvgPool, MaxPool, GlobalAvgPool, Flatten)):
-            raise TypeError(f"unsupported layer {type(layer).__name__}")
-        # pooling and flattening: the per-position kernel is unchanged (spatial correlation 1)
-    return state
 
 
 def _activations(layers: tuple[Layer, ...], prefix: str = "") -> list[tuple[str, Activation]]:
@@ -655,10 +602,9 @@ def normalize(
     nb = float(np.mean(before))
 
     # Per-layer curves at the mean-field input moments of the unchanged network.
-    state0, _ = _input_state(np.asarray(x))
-    record: dict[str, float] = {}
-    _walk(arch.layers, "", state0, {}, record, int(x.shape[0]))
-    layers_ = [_Layer(name, layer, record[name], method) for name, layer in acts]
+    start = batch_state(np.asarray(x))
+    record = propagate(arch, start).walk.activation_inputs
+    layers_ = [_Layer(name, layer, float(record[name]), method) for name, layer in acts]
     step = max(float(np.mean([l.log_native for l in layers_])), 1e-2)
     u_max = max(l.u_max(step) for l in layers_)
 
@@ -684,7 +630,7 @@ def normalize(
         return finish(1.0, before, None, True)
 
     # (1) mean-field first guess, its log-NLC corrected by the measured/predicted ratio at u = 1.
-    predict = _Predictor(arch, np.asarray(x), shapes_at)
+    predict = _Predictor(arch, start, shapes_at)
     u_mf = _meanfield_guess(predict, nb, target, u_max)
     if u_mf is not None:
         u = u_mf
@@ -720,13 +666,12 @@ def normalize(
 class _Predictor:
     """Mean-field NLC of the network at global parameter ``u`` (infinite width, no weights sampled)."""
 
-    def __init__(self, arch: Architecture, x: np.ndarray, shapes_at):
-        self.arch, self.shapes_at, self.n = arch, shapes_at, x.shape[0]
-        self.state0, self.c_in = _input_state(x)
+    def __init__(self, arch: Architecture, start: BatchState, shapes_at):
+        self.arch, self.start, self.shapes_at = arch, start, shapes_at
 
     def __call__(self, u: float) -> float:
-        state = _walk(self.arch.layers, "", self.state0, self.shapes_at(u), None, self.n)
-        return float(mf.predicted_nlc(state, self.c_in))
+        state = propagate(self.arch, self.start, self.shapes_at(u)).state
+        return float(mf.predicted_nlc(state, self.start.c_in))
 
 
 def _meanfield_guess(predict: _Predictor, nlc_1: float, target: float, u_max: float) -> float | None:

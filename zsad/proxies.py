@@ -60,6 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zsad._errors import DataError, NumericsError
+from zsad.ranking import PROXY_DIRECTION as DIRECTION  # noqa: F401  (whether higher or lower is better)
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -73,32 +74,6 @@ FLOOR = -(2.0**100)  # about -1.27e30, exact in float32 and float64
 #: Default regularizer of jacob_cov (Abdelfattah et al.'s ``k``).
 JACOB_COV_K = 1e-5
 
-#: Direction of each proxy: ``'higher'`` means a larger value is taken as a
-#: better architecture.
-#:
-#: * ``params``, ``flops``: higher -- the convention of the zero-cost NAS
-#:   benchmarks (Abdelfattah et al. 2021; NAS-Bench-Suite-Zero), where both
-#:   correlate positively with accuracy on NAS-Bench-201.
-#: * ``naswot``: higher -- Mellor et al. rank by log|K_H|: more distinct
-#:   activation patterns across inputs (a less singular kernel) is better.
-#: * ``synflow``: higher -- Tanaka et al.'s saliency measures conserved
-#:   synaptic flow; summed over parameters, more flow is better.
-#: * ``grad_norm``: higher -- scored as-is by Abdelfattah et al. (positive
-#:   rank correlation with accuracy).
-#: * ``snip``: higher -- Lee et al.'s connection sensitivity; summed, a more
-#:   sensitive network is better (Abdelfattah et al.).
-#: * ``jacob_cov``: higher -- the score is maximal when per-sample Jacobians
-#:   are uncorrelated (eigenvalues near 1) and very negative when they are
-#:   correlated (eigenvalues near 0).
-DIRECTION: dict[str, str] = {
-    "params": "higher",
-    "flops": "higher",
-    "naswot": "higher",
-    "synflow": "higher",
-    "grad_norm": "higher",
-    "snip": "higher",
-    "jacob_cov": "higher",
-}
 
 
 class ProxyScore(NamedTuple):

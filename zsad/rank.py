@@ -2,7 +2,7 @@
 
 :func:`rank_space` scores every architecture of a :class:`zsad.space.Space`
 and ranks them. Per architecture it measures the NLC (mean and standard
-deviation over ``seeds`` initializations) and the baseline proxies of SPEC §7
+deviation over ``seeds`` initializations) and the baseline zero-cost proxies
 (:mod:`zsad.proxies`), all in one jitted program per network *structure*:
 architectures that differ only in scalars (weight/bias scales, residual and
 shaping scalars, activation parameters) share it, and the whole NAS-Bench-201

@@ -30,14 +30,40 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from zsad.proxies import DIRECTION as _PROXY_DIRECTION
 from zsad.verdict import HEALTHY_MAX, LINEAR_MAX, SCALE_BAND
+
+#: Direction of each proxy: ``'higher'`` means a larger value is taken as a
+#: better architecture.
+#:
+#: * ``params``, ``flops``: higher -- the convention of the zero-cost NAS
+#:   benchmarks (Abdelfattah et al. 2021; NAS-Bench-Suite-Zero), where both
+#:   correlate positively with accuracy on NAS-Bench-201.
+#: * ``naswot``: higher -- Mellor et al. rank by log|K_H|: more distinct
+#:   activation patterns across inputs (a less singular kernel) is better.
+#: * ``synflow``: higher -- Tanaka et al.'s saliency measures conserved
+#:   synaptic flow; summed over parameters, more flow is better.
+#: * ``grad_norm``: higher -- scored as-is by Abdelfattah et al. (positive
+#:   rank correlation with accuracy).
+#: * ``snip``: higher -- Lee et al.'s connection sensitivity; summed, a more
+#:   sensitive network is better (Abdelfattah et al.).
+#: * ``jacob_cov``: higher -- the score is maximal when per-sample Jacobians
+#:   are uncorrelated (eigenvalues near 1) and very negative when they are
+#:   correlated (eigenvalues near 0).
+PROXY_DIRECTION: dict[str, str] = {
+    "params": "higher",
+    "flops": "higher",
+    "naswot": "higher",
+    "synflow": "higher",
+    "grad_norm": "higher",
+    "snip": "higher",
+    "jacob_cov": "higher",
+}
 
 #: Direction of each metric column: ``higher`` or ``lower`` is better, or
 #: ``band``: best inside ``[LINEAR_MAX, HEALTHY_MAX]``, worse with the
 #: log-distance from it, or ``near 1``: best at 1, worse with ``|ln value|``.
 DIRECTION: dict[str, str] = {"nlc": "band", "nlc_std": "lower", "nlc_block": "lower", "sigma2": "near 1",
-                             **_PROXY_DIRECTION, "score": "higher"}
+                             **PROXY_DIRECTION, "score": "higher"}
 
 #: Weight of capacity in the previous default score (:func:`legacy_score`).
 CAPACITY_WEIGHT = 0.01
@@ -306,8 +332,9 @@ def candidate_scores(rows: Sequence[dict], candidate: str) -> list[float | None]
     return rank_combination(rows, CANDIDATES[candidate])
 
 
-def _tidy(x: float) -> float:
-    return float(f"{x:.12g}") + 0.0  # + 0.0: no negative zero
+def _score_value(x: float) -> float:
+    """A score as written to results files: 12 significant digits, never a negative zero."""
+    return float(f"{x:.12g}") + 0.0
 
 
 def score_rows(rows: list[dict], by: Sequence[str], metrics: Sequence[str] | None = None) -> list[dict]:
@@ -336,7 +363,7 @@ def score_rows(rows: list[dict], by: Sequence[str], metrics: Sequence[str] | Non
     order = sorted(range(len(rows)), key=lambda i: (scores[i] is None, -(scores[i] or 0.0), i))
     out = [dict(r) for r in rows]
     for i, s in enumerate(scores):
-        out[i]["score"] = None if s is None else _tidy(s)
+        out[i]["score"] = None if s is None else _score_value(s)
     for rank, i in enumerate(order, start=1):
         out[i]["rank"] = rank
     return out

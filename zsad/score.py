@@ -46,14 +46,14 @@ class ScoreOptions:
       seed: base seed; initialization ``i`` uses ``fold_in(key(seed), i)``.
       data_seed: seed of the Gaussian inputs (or of the subset drawn from a data file);
         the same inputs serve every initialization, so the spread is the initialization's.
-      spectrum: whether to compute the Jacobian spectrum (SPEC §2).
+      spectrum: whether to compute the Jacobian singular-value spectrum (:mod:`zsad.spectrum`).
       between: the two points of the network whose Jacobian is taken: layer names
         or indices, ``"input"`` or ``"output"``; default: from the output of the
         first dense/conv layer to the input of the last one (square-ish map).
       spectrum_method: ``auto``, ``exact`` or ``lanczos`` (see ``zsad.spectrum``).
       spectrum_samples: inputs at which the Jacobian is evaluated.
       spectrum_steps, spectrum_probes: Lanczos steps and probe vectors (matrix-free path).
-      meanfield: whether to add the mean-field summary (SPEC §3, infinite width, from
+      meanfield: whether to add the mean-field summary (:mod:`zsad.meanfield_arch`; infinite width, from
         the scoring batch's statistics; no weights sampled).
     """
 

@@ -1,4 +1,4 @@
-"""Search-space files: YAML -> a re-iterable sequence of architectures (SPEC §5).
+"""Search-space files: YAML -> a re-iterable sequence of architectures (README, "Search-space files").
 
 Four forms, told apart by their top-level field:
 

@@ -1,6 +1,6 @@
 """Plain-language verdicts from the metrics of one architecture.
 
-Bands (NLC, SPEC §1 and §8): below ``LINEAR_MAX`` the network is effectively
+Bands (NLC): below ``LINEAR_MAX`` the network is effectively
 linear; up to ``HEALTHY_MAX`` its nonlinearity is right-sized; above
 ``CHAOTIC_MIN`` expect unstable training and high test error. The edges were
 set by the ground-truth study (benchmarks/RESULTS.md, "Proposal"), starting

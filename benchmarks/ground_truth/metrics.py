@@ -106,6 +106,25 @@ def group_metrics(archs, x_batch: np.ndarray) -> list[dict]:
     return out
 
 
+#: The columns of ``zsad rank`` that :func:`rank_metrics` stores.
+RANK_COLUMNS = ("status", "reason", "nlc", "nlc_std", "nlc_block", "sigma2", "params", "flops", "naswot", "synflow",
+                "grad_norm", "snip", "jacob_cov")
+
+
+def rank_metrics(archs) -> list[dict]:
+    """``zsad rank``'s columns (default options: ``RankOptions()``, every metric) of architectures that share
+    one structure, in zsad's column names; the options are stored under ``rank_options``."""
+    from zsad.rank import RankOptions, rank_space
+    from zsad.space import Space, SpaceItem
+
+    items = tuple(SpaceItem(a.name, a) for a in archs)
+    space = Space("list", "ground-truth", None, len(items), "ground-truth", items=lambda: iter(items))
+    options = RankOptions()
+    rows = {r["arch"]: r for r in rank_space(space, options).rows}
+    opts = {k: v for k, v in options.to_json().items() if k != "metrics"}
+    return [{**{k: _num(rows[a.name].get(k)) for k in RANK_COLUMNS}, "rank_options": opts} for a in archs]
+
+
 def scoring_batch(x_train: np.ndarray, batch: int = SCORE_BATCH, seed: int = DATA_SEED) -> np.ndarray:
     """The samples zsad draws from the training-input file (``zsad.data.load_inputs``'s rule)."""
     rng = np.random.default_rng(seed)

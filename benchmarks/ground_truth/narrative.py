@@ -205,7 +205,7 @@ def render(*, table, info, res, lrs, figs, timing, n_arch, n_struct, datasets, c
     w("")
     w("## The adopted default score\n")
     w("{adopted}")
-    w("## Ablation of the default score's ingredients (SPEC §8)\n")
+    w("## Ablation of the default score's ingredients\n")
     w(ablation_method())
     for d in datasets:
         w(f"### {d['name']}\n")

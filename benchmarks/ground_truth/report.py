@@ -537,6 +537,11 @@ def write_report(n_boot: int = 1000, log=print, out: Path = OUT) -> Path:
                           ablation_table=lambda ds: _ablation_table(res, ds, lrs), pop_table=_pop_table(table),
                           targets=targets(lrs), n_boot=n_boot)
     out.write_text(md)
+    from benchmarks.ground_truth import families
+    from benchmarks.ground_truth.runner import results_of
+
+    if (results_of("cnn") / "metrics.jsonl").exists():
+        families.write(out, log=log)
     (RESULTS / "summary.json").write_text(json.dumps(_summary(res, info, lrs), indent=1) + "\n")
     log(f"wrote {out} and {len(figs)} plots")
     return out

@@ -15,6 +15,11 @@ Results (``results/``), appended by the main process as each task completes:
   tasks.jsonl     one line per finished task: seconds for metrics and training, status
   runs.jsonl      one line per invocation of ``run``: wall time, tasks run and skipped
 A rerun skips every part (metrics, training) whose architectures are all present.
+
+Two populations (``POPULATIONS``): ``main`` (``population.py``: MLPs and five small CNNs, results in
+``results/``) and ``cnn`` (``cnn_population.py``: plain, batch-norm, residual and multi-branch CNNs,
+results in ``results/cnn/``). The ``cnn`` population's zero-shot metrics are ``zsad rank``'s, with its
+default options and metrics (:func:`benchmarks.ground_truth.metrics.rank_metrics`); training is the same.
 """
 
 from __future__ import annotations
@@ -32,6 +37,20 @@ ROOT = HERE.parent.parent
 RESULTS = HERE / "results"
 CACHE = HERE / ".cache"
 PARTS = ("metrics", "train")
+#: population name -> (module, results folder)
+POPULATIONS = {"main": ("benchmarks.ground_truth.population", RESULTS),
+               "cnn": ("benchmarks.ground_truth.cnn_population", RESULTS / "cnn")}
+
+
+def population_of(name: str):
+    """The population ``name`` of :data:`POPULATIONS`: [(structure, members)]."""
+    import importlib
+
+    return importlib.import_module(POPULATIONS[name][0]).population()
+
+
+def results_of(name: str) -> Path:
+    return POPULATIONS[name][1]
 
 WORKER_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
@@ -61,7 +80,7 @@ def append_jsonl(path: Path, rows: list[dict]) -> None:
 
 # --------------------------------------------------------------------------- one task (in a worker)
 
-def run_task(structure_id: str, todo: dict[str, tuple[str, ...]]) -> dict:
+def run_task(structure_id: str, todo: dict[str, tuple[str, ...]], population: str = "main") -> dict:
     """Computes one structure's missing parts, ``todo = {dataset: parts}``.
 
     Both data sets have the same input geometry, so the second data set reuses every program
@@ -70,9 +89,8 @@ def run_task(structure_id: str, todo: dict[str, tuple[str, ...]]) -> dict:
     import jax
 
     from benchmarks.ground_truth import data as D
-    from benchmarks.ground_truth import population as P
 
-    pop = {s.id: ms for s, ms in P.population()}
+    pop = {s.id: ms for s, ms in population_of(population)}
     members = pop[structure_id]
     kind = members[0].structure.kind
     out: dict = {"metrics": [], "train": [], "seconds": {}}
@@ -86,7 +104,10 @@ def run_task(structure_id: str, todo: dict[str, tuple[str, ...]]) -> dict:
                 t0 = time.perf_counter()
                 path = M.input_file(CACHE, dataset, kind, x_train)
                 archs = [m.architecture(d.input_shape(kind), str(path)) for m in members]
-                values = M.group_metrics(archs, M.scoring_batch(x_train))
+                if population == "main":
+                    values = M.group_metrics(archs, M.scoring_batch(x_train))
+                else:
+                    values = M.rank_metrics(archs)
                 out["metrics"] += [{**m.record(), "dataset": dataset, "metrics": v} for m, v in zip(members, values)]
                 out["seconds"][f"metrics_{dataset}"] = round(time.perf_counter() - t0, 1)
             if "train" in parts:
@@ -130,8 +151,8 @@ def _clean(rows: list[dict]) -> list[dict]:
     return [fix(r) for r in rows]
 
 
-def _done(part: str) -> set[tuple[str, str]]:
-    rows = read_jsonl(RESULTS / f"{part}.jsonl")
+def _done(part: str, results: Path = RESULTS) -> set[tuple[str, str]]:
+    rows = read_jsonl(results / f"{part}.jsonl")
     if part == "train":
         from benchmarks.ground_truth.train import LEARNING_RATES
 
@@ -154,16 +175,14 @@ def _estimate(structure, todo) -> float:
     return t
 
 
-def plan(datasets, structures: int | None = None):
+def plan(datasets, structures: int | None = None, population: str = "main"):
     """[(structure, {dataset: parts})] still to do, cheapest first; and how many (structure, data
     set) pairs are already complete."""
-    from benchmarks.ground_truth import population as P
-
-    pop = P.population()
+    pop = population_of(population)
     if structures is not None:
         step = max(1, len(pop) // structures)
         pop = pop[::step][:structures]
-    done = {part: _done(part) for part in PARTS}
+    done = {part: _done(part, results_of(population)) for part in PARTS}
     tasks, skipped = [], 0
     for s, members in pop:
         todo = {}
@@ -181,9 +200,10 @@ def plan(datasets, structures: int | None = None):
     return tasks, skipped
 
 
-def run(datasets, *, workers: int = 2, structures: int | None = None, log=print) -> dict:
-    """Runs every missing task; returns the run's record (also appended to runs.jsonl)."""
-    tasks, skipped = plan(datasets, structures)
+def run(datasets, *, workers: int = 2, structures: int | None = None, log=print, population: str = "main") -> dict:
+    """Runs every missing task of ``population``; returns the run's record (also appended to runs.jsonl)."""
+    tasks, skipped = plan(datasets, structures, population)
+    results = results_of(population)
     started = time.time()
     log(f"{len(tasks)} structures to run, {skipped} (structure, data set) pairs already done; "
         f"{workers} worker processes")
@@ -198,7 +218,7 @@ def run(datasets, *, workers: int = 2, structures: int | None = None, log=print)
     signal.signal(signal.SIGTERM, _term)
     pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
     try:
-        futures = {pool.submit(run_task, s.id, todo): (s, todo) for s, todo in tasks}
+        futures = {pool.submit(run_task, s.id, todo, population): (s, todo) for s, todo in tasks}
         for fut in cf.as_completed(futures):
             s, todo = futures[fut]
             try:
@@ -207,11 +227,11 @@ def run(datasets, *, workers: int = 2, structures: int | None = None, log=print)
                 res = {"error": f"{type(err).__name__}: {err}", "seconds": {}}
             for part in PARTS:
                 if res.get(part):
-                    append_jsonl(RESULTS / f"{part}.jsonl", _clean(res[part]))
+                    append_jsonl(results / f"{part}.jsonl", _clean(res[part]))
             status = "ok" if "error" not in res else "failed: " + res["error"].splitlines()[0][:300]
             finished += "error" not in res
             failed += "error" in res
-            append_jsonl(RESULTS / "tasks.jsonl", [{"structure": s.id, "todo": todo,
+            append_jsonl(results / "tasks.jsonl", [{"structure": s.id, "todo": todo,
                                                     "seconds": res["seconds"], "status": status,
                                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}])
             elapsed = time.time() - started
@@ -228,11 +248,12 @@ def run(datasets, *, workers: int = 2, structures: int | None = None, log=print)
             proc.terminate()
     finally:
         pool.shutdown(wait=not interrupted, cancel_futures=True)
-    record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+    record = {"population": population, "datasets": list(datasets),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
               "wall_s": round(time.time() - started, 1), "tasks_run": finished, "tasks_failed": failed,
               "tasks_skipped": skipped, "workers": workers, "cpus": os.cpu_count(),
               "load_avg_end": [round(v, 2) for v in os.getloadavg()], "interrupted": interrupted}
     if tasks:
-        append_jsonl(RESULTS / "runs.jsonl", [record])
+        append_jsonl(results / "runs.jsonl", [record])
     log(f"done: {finished} tasks in {record['wall_s'] / 60:.1f} min ({failed} failed, {skipped} skipped)")
     return record

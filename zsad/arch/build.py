@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -31,7 +31,7 @@ from zsad._types import Network
 from zsad.activations import ACTIVATION_PARAMS, get_activation, shaped
 from zsad.arch.spec import (
     Activation, Architecture, AvgPool, BatchNorm, Block, Conv, Dense, Flatten,
-    GlobalAvgPool, Init, Layer, LayerNorm, MaxPool, Residual, Shaping, named_layers,
+    GlobalAvgPool, Init, Layer, LayerNorm, MaxPool, Residual, Shaping, expand, layer_label, named_layers,
 )
 
 _TRUNC_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2]
@@ -271,9 +271,17 @@ def _pool_padding(padding, rank: int):
 
 
 class _Net(nn.Module):
-    """Runs a (stripped) layer list; returns the output and every top-level layer's output."""
+    """Runs a (stripped) layer list; returns the output and every top-level layer's output.
+
+    A block repeated at least twice runs as one ``lax.scan`` over its repeats (``scan``), its
+    variables and scalars stacked per repeat from their per-layer entries, and its repeats'
+    outputs unstacked into the layers' names: the program's size does not grow with the repeats,
+    and the results are those of the block unrolled. Initialization runs every layer unrolled,
+    so the variables are the same pytree either way.
+    """
 
     layers: tuple[Layer, ...]
+    scan: bool = True
 
     @nn.compact
     def __call__(self, x, scalars, calibrate: bool = False, start: int = 0, stop: int | None = None):
@@ -282,13 +290,88 @@ class _Net(nn.Module):
         return y, outs
 
     def _run(self, layers, prefix, x, scalars, calibrate, outs, start=0, stop=None):
-        for i, (name, layer) in enumerate(named_layers(layers, prefix)):
-            if i < start or (stop is not None and i >= stop):
-                continue
-            x = self._layer(name, layer, x, scalars, calibrate)
-            if not prefix:
-                outs[name] = x
+        stop = _count(layers) if stop is None else stop
+        base = 0
+        for layer in layers:
+            size = _count((layer,))
+            if base >= stop:
+                break
+            if base + size > start:
+                if isinstance(layer, Block) and self._scans(layer):
+                    x = self._block(layer, base, prefix, x, scalars, calibrate, outs, start, stop)
+                else:
+                    x = self._unrolled(layer, base, prefix, x, scalars, calibrate, outs, start, stop)
+            base += size
         return x
+
+    def _scans(self, block: Block) -> bool:
+        return self.scan and block.repeat > 1 and not self.is_initializing()
+
+    def _unrolled(self, layer, base, prefix, x, scalars, calibrate, outs, start, stop):
+        for i, sub in enumerate(expand((layer,)), start=base):
+            if start <= i < stop:
+                name = f"{prefix}{i}.{layer_label(sub)}"
+                x = self._layer(name, sub, x, scalars, calibrate)
+                if not prefix:
+                    outs[name] = x
+        return x
+
+    def _block(self, block: Block, base, prefix, x, scalars, calibrate, outs, start, stop):
+        """Runs the layers of ``block`` (first one at index ``base``) that lie in ``[start, stop)``: whole
+        repeats of unchanged shape as one scan, the rest unrolled."""
+        inner = _count(block.layers)
+        first = max(0, -(-(start - base) // inner))  # the whole repeats inside [start, stop)
+        end = min(block.repeat, (stop - base) // inner)
+        if end - first < 2:
+            return self._unrolled(block, base, prefix, x, scalars, calibrate, outs, start, stop)
+        at = functools.partial(_repeat_names, block.layers, base, inner, prefix)
+        one = functools.partial(self._repeat, _Net(block.layers, parent=None), calibrate)
+
+        def unrolled(x, r0, r1):  # repeats r0 .. r1-1, the layers of them in [start, stop)
+            if r1 <= r0:
+                return x
+            return self._unrolled(Block(block.layers, r1 - r0), base + r0 * inner, prefix, x, scalars, calibrate,
+                                  outs, start, stop)
+
+        x = unrolled(x, 0, first)
+        while first < end:  # a repeat that changes the shape (the first, often) runs unrolled
+            h = jax.eval_shape(one, self._gather(at(first), scalars), x)[0]
+            if (h.shape, h.dtype) == (x.shape, x.dtype):
+                break
+            x = unrolled(x, first, first + 1)
+            first += 1
+        if end - first >= 2:
+            stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves),
+                                   *(self._gather(at(r), scalars) for r in range(first, end)))
+            x, (ys, stats) = jax.lax.scan(lambda h, v: one(v, h), x, stacked)
+            for k, r in enumerate(range(first, end)):
+                names = at(r)
+                for local, values in stats.items():
+                    self.put_variable("batch_stats", names.modules[local], jax.tree.map(lambda a: a[k], values))
+                if not prefix:
+                    outs.update({names.outputs[local]: y[k] for local, y in ys.items()})
+        else:
+            x = unrolled(x, first, end)
+        return unrolled(x, end, block.repeat)
+
+    def _gather(self, names: "_RepeatNames", scalars) -> tuple[dict, dict]:
+        """One repeat's variables and scalars under the block's own (local) layer names."""
+        variables = {}
+        for col, tree in self.variables.items():
+            leaves = {local: tree[mod] for local, mod in names.modules.items() if mod in tree}
+            if leaves:
+                variables[col] = leaves
+        return variables, {local: scalars[name] for local, name in names.scalars.items()}
+
+    @staticmethod
+    def _repeat(body: "_Net", calibrate, repeat_vars, h):
+        """One repeat of a block: ``(output, (layer outputs, new batch statistics or {}))``."""
+        variables, scalars = repeat_vars
+        if calibrate and "batch_stats" in variables:
+            (y, ys), updates = body.apply(variables, h, scalars, calibrate, mutable=["batch_stats"])
+            return y, (ys, updates["batch_stats"])
+        y, ys = body.apply(variables, h, scalars, calibrate)
+        return y, (ys, {})
 
     def _layer(self, name, layer, x, scalars, calibrate):
         mod_name = name.replace("/", "|")
@@ -320,6 +403,36 @@ class _Net(nn.Module):
             branch = self._run(layer.branch, _sub_prefix(name, "branch"), x, scalars, calibrate, {})
             return s["shortcut_scale"] * short + s["branch_scale"] * branch
         raise TypeError(f"unsupported layer {type(layer).__name__}")
+
+
+def _count(layers: tuple[Layer, ...]) -> int:
+    """The number of top-level layers once blocks are unrolled."""
+    return sum(layer.repeat * _count(layer.layers) if isinstance(layer, Block) else 1 for layer in layers)
+
+
+class _RepeatNames(NamedTuple):
+    """The names of one repeat of a block's layers, keyed by their names in the block alone:
+    ``modules`` (variables), ``scalars`` and ``outputs`` (the repeat's top-level layers)."""
+
+    modules: dict[str, str]
+    scalars: dict[str, str]
+    outputs: dict[str, str]
+
+
+@functools.lru_cache(maxsize=4096)
+def _repeat_names(layers: tuple[Layer, ...], base: int, inner: int, prefix: str, r: int) -> _RepeatNames:
+    offset = base + r * inner
+
+    def renamed(local: str) -> str:  # "{j}.rest" -> "{prefix}{offset + j}.rest"
+        index, _, rest = local.partition(".")
+        return f"{prefix}{offset + int(index)}.{rest}"
+
+    named = _all_named(layers)
+    scalars = {n: renamed(n) for n, layer in named if isinstance(layer, (Dense, Conv, Activation, Residual))}
+    modules = {n.replace("/", "|"): renamed(n).replace("/", "|") for n, layer in named
+               if isinstance(layer, (Dense, Conv, BatchNorm, LayerNorm))}
+    outputs = {n: renamed(n) for n, _ in named_layers(layers)}
+    return _RepeatNames(modules, scalars, outputs)
 
 
 def _all_named(layers, prefix: str = "") -> list[tuple[str, Layer]]:
@@ -403,9 +516,9 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
 
 
 @functools.lru_cache(maxsize=256)
-def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...]):
+def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...], scan: bool = True):
     """init/apply/calibrate for one structure; cached so equal structures share functions."""
-    net = _Net(layers)
+    net = _Net(layers, scan)
     affine = {name.replace("/", "|"): (name, layer) for name, layer in _all_named(layers)
               if isinstance(layer, (Dense, Conv))}
 
@@ -448,16 +561,20 @@ def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...]):
     return init, apply, calibrate, segment, init_with, draws, apply_calibrating
 
 
-def build(arch: Architecture) -> Network:
-    """Builds the network of ``arch`` (an architecture file's layers, a flax or a PyTorch entry point)."""
+def build(arch: Architecture, *, scan: bool = True) -> Network:
+    """Builds the network of ``arch`` (an architecture file's layers, a flax or a PyTorch entry point).
+
+    ``scan``: repeated blocks run as one loop over their repeats (a program whose size does not grow
+    with depth); ``False`` unrolls them, with the same variables and the same results.
+    """
     if arch.module is not None and arch.module.startswith("torch:"):
         from zsad.torch_bridge import build_torch  # imports torch only for PyTorch modules
 
         return build_torch(arch)
     if arch.module is not None:
         return build_module(arch)
-    init, apply, calibrate, segment, init_with, draws, apply_calibrating = _functions(structure(arch.layers),
-                                                                                      tuple(arch.input.shape))
+    init, apply, calibrate, segment, init_with, draws, apply_calibrating = _functions(
+        structure(arch.layers), tuple(arch.input.shape), scan)
     names = tuple(name for name, _ in named_layers(arch.layers))
     scalars = scalars_of(arch)
     return Network(init, apply, calibrate, scalars, names, tuple(arch.input.shape), segment,

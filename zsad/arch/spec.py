@@ -1,6 +1,6 @@
 """Architecture files: YAML -> immutable, validated spec objects. No jax here.
 
-The canonical form is SPEC §5. Every field is checked before anything is traced;
+The file format is the README's "Architecture files". Every field is checked before anything is traced;
 errors are one line, ``FILE:LINE:COL: FIELD.PATH: expected X, got Y``.
 
 Scalars (initialization scales, residual scales, activation parameters and
@@ -21,8 +21,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from zsad._errors import SpecError, locate
-from zsad.activations import ACTIVATION_PARAMS, ACTIVATIONS, closest
+from zsad._errors import SpecError, closest, locate
+from zsad.arch.activation_names import ACTIVATION_NAMES, ACTIVATION_PARAMS
 
 INIT_DISTS = ("normal", "truncated_normal", "uniform", "orthogonal", "delta_orthogonal")
 DTYPES = ("float32", "float64")
@@ -484,7 +484,7 @@ def _build_layer(kind: str, node: dict, ctx: _Ctx, init: Init, *, spatial: int |
         eps = _float(node["epsilon"], c("epsilon"), positive=True) if "epsilon" in node else 1e-5
         return (BatchNorm if kind == "batch_norm" else LayerNorm)(epsilon=eps, path=path)
     if kind == "activation":
-        fn = _choice(_required(node, "fn", ctx, "an activation name"), c("fn"), tuple(ACTIVATIONS))
+        fn = _choice(_required(node, "fn", ctx, "an activation name"), c("fn"), ACTIVATION_NAMES)
         defaults = ACTIVATION_PARAMS.get(fn, {})
         params = dict(defaults)
         if "params" in node:
