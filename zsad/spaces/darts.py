@@ -14,26 +14,38 @@ concatenation of nodes 2..5. Notation, DARTS' genotype::
 (pairs ``(operation, input node)``, two per intermediate node in order), or the
 YAML mapping ``{normal: [[op, input], ...], reduce: [...]}``.
 
-Network (DARTS' ``NetworkCIFAR`` with NAS-Bench-301's training setting:
-``width`` C = 32 initial channels, ``depth`` 8 cells, no auxiliary head, no
-drop path): stem conv3x3 3 -> 3C + BN; cells ``depth // 3`` and ``2 * depth //
-3`` are reduction cells (channels doubled, their operations on nodes 0 and 1 of
-stride 2: ``skip_connect`` becomes a factorized reduction); each cell first
-maps its inputs to C channels (ReLU-conv1x1-BN, or a factorized reduction when
-the previous cell reduced); global average pool; dense to 10 classes.
-Convolutions have no bias; the batch norms inside cell operations have no
-affine parameters (``affine=False``), the stem's and the cell inputs' do
-(epsilon 1e-5). These reproduce the NAS-Bench-301 parameter counts of
-NAS-Bench-Suite-Zero exactly.
+Network: the one NAS-Bench-Suite-Zero computed its proxies, parameters and
+FLOPs on, NASLib's ``NasBench301SearchSpace`` (naslib/search_spaces/nasbench301/
+graph.py: ``channels = [32, 64, 128]``, stem multiplier 3, eight cells with
+reductions at the third and the sixth), which is DARTS' ``NetworkCIFAR`` with
+NAS-Bench-301's training setting (nasbench301/data_generation/configs:
+``init_channels`` 32, ``layers`` 8): ``width`` C = 32 initial channels,
+``depth`` 8 cells. Stem conv3x3 3 -> 3C + BN; cells ``depth // 3`` and
+``2 * depth // 3`` are reduction cells (channels doubled, their operations on
+nodes 0 and 1 of stride 2, ``skip_connect`` there a factorized reduction);
+each cell first maps its inputs to C channels (ReLU-conv1x1-BN, or a
+factorized reduction when the previous cell reduced); global average pool;
+dense to 10 classes. Convolutions have no bias; the batch norms inside cell
+operations have no affine parameters, the stem's and the cell inputs' do
+(epsilon 1e-5); as in NASLib, each pool is followed by a batch norm without
+affine parameters (DARTS' own evaluation network has none there; the
+parameter count is the same). NAS-Bench-301 trained with DARTS' auxiliary
+head (``auxiliary: True``) and drop path 0.2, both training-only: the
+auxiliary head is not part of the network that outputs the logits, and the
+reference parameter counts leave it out. These reproduce every NAS-Bench-301
+parameter count and FLOPs of NAS-Bench-Suite-Zero exactly
+(``tests/data/space_reference.csv``).
 
-Options: ``width`` (default 32), ``depth`` (default 8, at least 3). Inputs:
-``input: {shape: [H, W, 3]}`` with H and W multiples of 4.
+Options: ``width`` (default 32, even), ``depth`` (default 8, at least 3).
+Inputs: ``input: {shape: [H, W, 3]}`` with H and W multiples of 4 (default
+``[32, 32, 3]``).
 
-FLOPs convention (:meth:`DartsSpace.flops`): as NAS-Bench-101's (a
-multiply-accumulate 1, a batch norm 2 and a ReLU 1 per element, a pool its
-window per output element (9), sums, concatenation, the global pool and
-the dense bias 0); the ratio to the reference ``flops_m`` is reported by
-``tests/test_spaces.py`` (see the README).
+FLOPs convention (:meth:`DartsSpace.flops`), that of the reference
+(tensorwatch's ``ModelStats``, which NASLib's ``model_stats`` measure uses; the
+ratio to ``flops_m`` * 1e6 is 1): a convolution or the dense layer its
+multiply-accumulates (no bias); a batch norm 1 per element, 2 with affine
+parameters; a ReLU 1 per input element; a 3x3 pool 9 per output element; the
+global pool ``C (H + 1) (W + 1)``; sums and concatenations 0.
 """
 
 from __future__ import annotations
@@ -208,47 +220,48 @@ class DartsSpace(BuiltinSpace):
         return sample_genotypes(n, seed)
 
     def reductions(self) -> tuple[int, int]:
+        """The reduction cells' indices: a third and two thirds of the way."""
         return self.depth // 3, 2 * self.depth // 3
 
-    def cells(self):
-        """Per cell: (reduction, previous cell reduced, C_prev_prev, C_prev, C, input H*W, output H*W)."""
+    def cells(self) -> list[_CellShape]:
+        """Each cell's channels and resolutions, in order."""
         h, w, _ = self.input_shape
         c = self.width
         cpp = cp = 3 * c
-        hw_pp = hw_p = h * w
+        hw_pp = hw_p = (h, w)
         prev_red = False
         out = []
         for i in range(self.depth):
             red = i in self.reductions()
-            if red:
-                c *= 2
-            hw_out = hw_p // 4 if red else hw_p
-            out.append((red, prev_red, cpp, cp, c, hw_p, hw_out, hw_pp))
+            c = 2 * c if red else c
+            hw_out = (hw_p[0] // 2, hw_p[1] // 2) if red else hw_p
+            out.append(_CellShape(red, prev_red, cpp, cp, c, hw_pp, hw_p, hw_out))
             cpp, cp, prev_red = cp, len(CONCAT) * c, red
             hw_pp, hw_p = hw_p, hw_out
         return out
 
     def _counts(self, g: Genotype) -> tuple[int, int]:
+        """(parameters, FLOPs): see the module docstring for the FLOPs convention."""
         h, w, c_in = self.input_shape
         c0 = 3 * self.width
-        params = 9 * c_in * c0 + 2 * c0
-        flops = h * w * (9 * c_in * c0 + 2 * c0)
-        for red, prev_red, cpp, cp, c, hw_in, hw_out, hw_pp in self.cells():
-            # preprocessing (affine): factorized reduce or ReLU-conv1x1-BN, then ReLU-conv1x1-BN
-            if prev_red:
-                params += cpp * c + 2 * c
-                flops += hw_pp * cpp + hw_in * (cpp * c + 2 * c)
-            else:
-                params += cpp * c + 2 * c
-                flops += hw_in * cpp + hw_in * (cpp * c + 2 * c)
-            params += cp * c + 2 * c
-            flops += hw_in * cp + hw_in * (cp * c + 2 * c)
-            for op, src in (g.reduce if red else g.normal):
-                stride2 = red and src < 2
-                p, f = _op_counts(op, c, hw_in if stride2 else hw_out, hw_out, stride2)
+        params = 9 * c_in * c0 + 2 * c0  # stem conv, affine BN
+        flops = h * w * 9 * c_in * c0 + 2 * h * w * c0
+        for cell in self.cells():
+            c, n_in, n_out = cell.c, cell.hw_in[0] * cell.hw_in[1], cell.hw_out[0] * cell.hw_out[1]
+            n_pp = cell.hw_pp[0] * cell.hw_pp[1]
+            # preprocessing: ReLU, 1x1 conv(s) (a factorized reduction after a reduction cell), affine BN
+            for c_prev, n_prev in ((cell.cpp, n_pp if cell.prev_red else n_in), (cell.cp, n_in)):
+                params += c_prev * c + 2 * c
+                flops += n_prev * c_prev + n_in * c_prev * c + 2 * n_in * c
+            for op, src in (g.reduce if cell.reduction else g.normal):
+                stride2 = cell.reduction and src < 2
+                p, f = _op_counts(op, c, n_in if stride2 else n_out, n_out, stride2)
                 params, flops = params + p, flops + f
-        c_last = len(CONCAT) * self.cells()[-1][4]
-        return params + c_last * NUM_CLASSES + NUM_CLASSES, flops + c_last * NUM_CLASSES
+        last = self.cells()[-1]
+        c_last = len(CONCAT) * last.c
+        params += c_last * NUM_CLASSES + NUM_CLASSES
+        flops += c_last * (last.hw_out[0] + 1) * (last.hw_out[1] + 1) + c_last * NUM_CLASSES
+        return params, flops
 
     def params(self, arch: Genotype) -> int:
         return self._counts(arch)[0]
@@ -275,16 +288,28 @@ class DartsSpace(BuiltinSpace):
         return darts_net.build(self, arch)
 
 
-def _op_counts(op: str, c: int, hw_in: int, hw_out: int, stride2: bool) -> tuple[int, int]:
-    """(parameters, FLOPs) of one cell operation on C channels (batch norms without affine parameters)."""
+class _CellShape(NamedTuple):
+    reduction: bool
+    prev_red: bool  # the previous cell reduced: input 0 is reduced by a factorized reduction
+    cpp: int  # channels of input 0 (the cell before the previous)
+    cp: int  # channels of input 1 (the previous cell)
+    c: int  # channels of every node
+    hw_pp: tuple[int, int]  # resolution of input 0
+    hw_in: tuple[int, int]  # resolution of input 1
+    hw_out: tuple[int, int]  # resolution of the nodes
+
+
+def _op_counts(op: str, c: int, n_in: int, n_out: int, stride2: bool) -> tuple[int, int]:
+    """(parameters, FLOPs) of one cell operation on C channels, ``n_in`` / ``n_out`` pixels in / out."""
     if op in ("max_pool_3x3", "avg_pool_3x3"):
-        return 0, 9 * hw_out * c
+        return 0, 9 * n_out * c + n_out * c  # 3x3 window per output, BN (not affine)
     if op == "skip_connect":
         if not stride2:
             return 0, 0
-        return c * c // 2 * 2, hw_in * c + hw_out * (c * c // 2 * 2 + 2 * c)
+        return c * c, n_in * c + n_out * c * c + n_out * c  # ReLU, two 1x1 convs to C/2, BN
     k = int(op[-1])
-    dil = hw_in * c + hw_out * (k * k * c + c * c + 2 * c)  # ReLU, depthwise, pointwise, BN
+    one = k * k * c + c * c  # depthwise k x k, pointwise 1x1
+    flops = n_in * c + n_out * one + n_out * c  # ReLU, convolutions, BN (not affine)
     if op.startswith("sep_conv"):
-        return 2 * (k * k * c + c * c), dil + hw_out * c + hw_out * (k * k * c + c * c + 2 * c)
-    return k * k * c + c * c, dil
+        return 2 * one, flops + n_out * c + n_out * one + n_out * c
+    return one, flops

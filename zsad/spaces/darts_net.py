@@ -12,23 +12,26 @@ variables). Variables of a direct network are the program's of the same names
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zsad.arch.build import FrozenBatchNorm
+from zsad.spaces import layout
 from zsad.spaces import ops as O
 from zsad.spaces.darts import CONCAT, NODES, NUM_CLASSES, OPS, Genotype
 
 
 def _op(e: int, op: str, c: int, stride: int, cal):
-    """Operation ``op`` of edge ``e`` as a branch ``(module, h) -> out`` (cell operations: no affine BN)."""
+    """Operation ``op`` of edge ``e`` as a branch ``(module, h) -> out`` (cell operations: no affine BN; a
+    pool is followed by a batch norm, as NASLib builds NAS-Bench-301's cells)."""
     name = f"e{e}_{op}"
-    if op == "max_pool_3x3":
-        return lambda mdl, h: O.max_pool(h, 3, stride)
-    if op == "avg_pool_3x3":
-        return lambda mdl, h: O.avg_pool(h, 3, stride)
+    if op in ("max_pool_3x3", "avg_pool_3x3"):
+        pool = O.max_pool if op == "max_pool_3x3" else O.avg_pool
+        return lambda mdl, h: FrozenBatchNorm(O.BN_EPSILON, False, name=name, parent=mdl)(pool(h, 3, stride), cal)
     if op == "skip_connect":
         if stride == 1:
             return lambda mdl, h: h
@@ -133,17 +136,28 @@ def scalars(g: Genotype) -> dict:
                              reduce_ops=[OPS.index(op) for op, _ in g.reduce], reduce_inputs=[s for _, s in g.reduce])
 
 
+def _program_scalars() -> dict:
+    default = tuple(("sep_conv_3x3", k % 2) for k in range(2 * NODES))
+    return scalars(Genotype(default, default))
+
+
+@functools.lru_cache(maxsize=8)
+def _program_tree(width: int, depth: int, input_shape: tuple[int, ...], dtype: str):
+    """The variable shapes of the space's program (every operation on every edge)."""
+    x = jnp.zeros((1, *input_shape), dtype)
+    return jax.eval_shape(_Net(width, depth, None, False).init, jax.random.key(0), x, _program_scalars())
+
+
 def build(space, genotype: Genotype | None):
-    """The network of ``genotype``, or (None) the space's program (default scalars: all ``sep_conv_3x3`` on
-    nodes 0 and 1)."""
+    """The network of ``genotype`` (its initialization laid out as the program's), or (None) the space's
+    program (default scalars: every edge ``sep_conv_3x3`` on nodes 0 and 1)."""
     names = ("stem", *(f"cell{i}" for i in range(space.depth)), "head")
 
     def make(cal):
         return _Net(space.width, space.depth, genotype, cal)
 
-    if genotype is not None:
-        sc = O.default_scalars()
-    else:
-        default = tuple(("sep_conv_3x3", k % 2) for k in range(2 * NODES))
-        sc = scalars(Genotype(default, default))
-    return O.network_of(make, sc, names, space.input_shape)
+    shape = tuple(space.input_shape)
+    if genotype is None:
+        return layout.network(make, _program_scalars(), names, shape)
+    return layout.network(make, O.default_scalars(), names, shape,
+                          lambda: _program_tree(space.width, space.depth, shape, jnp.result_type(float).name))

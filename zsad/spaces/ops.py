@@ -188,15 +188,9 @@ def network_of(make, scalars: dict, layer_names: tuple[str, ...], input_shape: t
     run, run_calibrating, run_constant = make(False), make(True), make("constant")
     dtype = jnp.result_type(float)
 
-    shapes = {}
-
     def init(key, scalars):
-        # Variables drawn leaf by leaf, keyed by their path: no forward pass to compile, and a direct
-        # network holds the same values as its program under the same names.
-        if not shapes:
-            shapes["tree"] = jax.eval_shape(run.init, jax.random.key(0), jnp.zeros((1, *input_shape), dtype),
-                                            scalars)
-        return scale_init(_draw(shapes["tree"], key), scalars)
+        variables = run.init(key, jnp.zeros((1, *input_shape), dtype), scalars)
+        return scale_init(dict(variables), scalars)
 
     def apply(variables, scalars, x):
         return run.apply(variables, x, scalars)
@@ -216,28 +210,6 @@ def network_of(make, scalars: dict, layer_names: tuple[str, ...], input_shape: t
 
     return Network(init, apply, calibrate, scalars, tuple(layer_names), tuple(input_shape), segment=segment,
                    apply_calibrating=apply_calibrating)
-
-
-def _draw(tree, key):
-    """Kernels N(0, 1 / fan_in), ``head_bias`` N(0, 1), batch-norm scales and variances 1, the rest 0; each
-    leaf from ``fold_in(key, crc32(path))``."""
-    import math
-    import zlib
-
-    def leaf(path, spec):
-        names = [str(getattr(p, "key", p)) for p in path]
-        last = names[-1]
-        k = jax.random.fold_in(key, zlib.crc32("/".join(names).encode()))
-        if last in ("kernel", "head_kernel"):
-            fan_in = math.prod(spec.shape[:-1])
-            return jax.random.normal(k, spec.shape, spec.dtype) / math.sqrt(fan_in)
-        if last == "head_bias":
-            return jax.random.normal(k, spec.shape, spec.dtype)
-        if last in ("scale", "var"):
-            return jnp.ones(spec.shape, spec.dtype)
-        return jnp.zeros(spec.shape, spec.dtype)
-
-    return jax.tree_util.tree_map_with_path(leaf, dict(tree))
 
 
 def default_scalars(**extra) -> dict:
