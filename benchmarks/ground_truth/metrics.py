@@ -146,7 +146,7 @@ def rank_metrics(archs, flops_archs=None, options=None) -> list[dict]:
     ``flops`` column: XLA's cost analysis counts the body of a loop once, and zsad runs a repeated block as one
     loop, so the FLOPs of ``archs`` themselves would count each repeated block once. zsad also folds a run of at
     least ``zsad.arch.repeats.MIN_FOLDED_REPEATS`` equal layers into such a loop, so for those the unrolled copy
-    is still undercounted: the stored results were computed by a zsad that did neither."""
+    is still undercounted (no structure of the CNN population has such a run: ``results/cnn/README.md``)."""
     from zsad.rank import RankOptions, rank_space
 
     options = options or RankOptions()
