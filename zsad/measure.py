@@ -401,11 +401,12 @@ def _one_seed(seed, x, labels, scalars, net: Network, config: MeasureConfig) -> 
         ((y, outs), v), ((pushed, pushed_outs), _) = push_tangents(primal, x, seed["tangents"])
         r = nlc_of_tangents(y, pushed)
         layers = nlc_of_tangents(outs, pushed_outs)
+        # in the network's order (a dict through a JAX transformation comes back with sorted keys)
         out.update(nlc=r.nlc, nlc_finite=r.finite,
-                   layers=NLCResult(*(jnp.stack(list(part.values())) for part in layers)))
+                   layers=NLCResult(*(jnp.stack([part[n] for n in net.layer_names]) for part in layers)))
     else:
         (y, outs), v = primal(x)
-    out.update(finite=jnp.stack([all_finite(o) for o in outs.values()]), constant=is_constant(y))
+    out.update(finite=jnp.stack([all_finite(outs[n]) for n in net.layer_names]), constant=is_constant(y))
     if "sigma2" in metrics:
         out["sigma2"] = _sigma2(net, config, v, scalars, x, jax.random.fold_in(seed["key"], 3))
     if "spectrum" in metrics:
