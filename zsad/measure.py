@@ -1,4 +1,15 @@
-"""The measurement engine's building blocks: gradients that XLA:CPU computes fast, shared backward passes.
+"""The measurement engine: one jitted program per network structure and metric set.
+
+:func:`make_measure` returns ``(per-seed inputs, x, labels, scalars) -> Measurements``
+for a built network, used by ``zsad score``, ``zsad rank``, ``zsad normalize``
+and the cluster workers. Per seed, one primal pass gives the outputs, the
+batch-norm statistics (under ``stop_gradient``), the NLC's pushed tangents and
+NASWOT's codes; the gradient proxies share one forward pass and its backward
+passes. Seeds run one after another on the CPU (``lax.map``: unbatched weights,
+no grouped convolutions) and vmapped on accelerators. Scalars are traced; the
+program is cached under an explicit key (:func:`program_key`: the structure,
+the :class:`MeasureConfig` and the float type), and :data:`TRACES` counts its
+traces.
 
 **Convolution gradients in loops.** JAX differentiates a convolution by two
 more convolutions whose dimension numbers are permuted (the kernel's input and
