@@ -42,7 +42,7 @@ def _max_pool(x, stride: int):
 
 def _avg_pool(x, stride: int):
     """3x3 average pool, padding 1, over the pixels inside the image (padding not counted)."""
-    count = sum(_windows(np.ones((1, *x.shape[1:3], 1)), 0.0, stride))
+    count = sum(_windows(np.ones((1, *x.shape[1:3], 1), x.dtype), 0.0, stride))
     return sum(_windows(x, 0.0, stride)) / jnp.asarray(count, x.dtype)
 
 
