@@ -144,9 +144,9 @@ def test_pools_match_flax():
 
 # --------------------------------------------------------------------------- masked program vs direct networks
 
-def _nlc(net, variables, scalars, x, tangents):
-    (y, v), ((pushed, _), _) = push_tangents(lambda z: net.apply_calibrating(variables, scalars, z), x, tangents)
-    return y, float(nlc_of_tangents(y[0], pushed).nlc)
+def _outs_and_nlc(net, variables, scalars, x, tangents):
+    (y, _), ((pushed, _), _) = push_tangents(lambda z: net.apply_calibrating(variables, scalars, z), x, tangents)
+    return y[1], nlc_of_tangents(y[0], pushed).nlc
 
 
 def test_masked_program_equals_direct_networks(x64):
@@ -156,19 +156,18 @@ def test_masked_program_equals_direct_networks(x64):
     variables = program.init(key, space.scalars(COVER_A))
     x = jax.random.normal(jax.random.key(1), (6, *TINY["input_shape"]))
     tangents = jax.random.normal(jax.random.key(2), (2, *x.shape))
-    run = jax.jit(lambda v, sc: _nlc(program, v, sc, x, tangents)[0])
+    run = jax.jit(lambda sc: _outs_and_nlc(program, variables, sc, x, tangents))
+    heads = []
     for g in (COVER_A, COVER_B):
         net = space.network(g)
         direct = net.init(key, net.scalars)
         assert jax.tree.all(jax.tree.map(jnp.array_equal, restrict(variables, direct), direct))  # same weights
-        (y_p, outs_p), (y_d, outs_d) = run(variables, space.scalars(g)), _nlc(net, direct, net.scalars, x, tangents)[0]
+        (outs_p, nlc_p), (outs_d, nlc_d) = run(space.scalars(g)), _outs_and_nlc(net, direct, net.scalars, x, tangents)
         for name in net.layer_names:
             np.testing.assert_allclose(outs_p[name], outs_d[name], rtol=1e-9, atol=1e-9)
-        nlc_p = _nlc(program, variables, space.scalars(g), x, tangents)[1]
-        nlc_d = _nlc(net, direct, net.scalars, x, tangents)[1]
-        assert nlc_p == pytest.approx(nlc_d, rel=1e-9) and nlc_d > 1.0
-    y_a, y_b = run(variables, space.scalars(COVER_A))[0], run(variables, space.scalars(COVER_B))[0]
-    assert not np.allclose(y_a, y_b)  # the scalars do choose the architecture
+        assert float(nlc_p) == pytest.approx(float(nlc_d), rel=1e-9) and float(nlc_d) > 1.0
+        heads.append(outs_p["head"])
+    assert not np.allclose(*heads)  # the scalars do choose the architecture
 
 
 def test_program_shares_its_draws():
@@ -262,7 +261,8 @@ def test_rank_computes_every_metric(tmp_path, cli_env):
     for row, g in zip(rows, (COVER_A, COVER_B)):
         assert row["status"] == "ok" and not row["reason"], row
         assert int(row["params"]) == space.params(g) and int(row["flops"]) == space.flops(g)
-        for column in ("nlc", "nlc_std", "nlc_block", "sigma2", "naswot", "synflow", "grad_norm", "snip", "score"):
+        for column in ("nlc", "nlc_std", "nlc_block", "sigma2", "naswot", "synflow", "grad_norm", "snip", "jacob_cov",
+                       "score"):
             assert math.isfinite(float(row[column])), column
     bad = _write(tmp_path, "space: darts\narchs:\n  - \"Genotype(normal=[('sep_conv_3x3', 9)] * 8)\"\n", "bad.yaml")
     result = run_cli("rank", bad)
