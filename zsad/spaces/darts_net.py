@@ -7,7 +7,8 @@ its operation chosen by a switch that, unbatched, runs only the chosen one. In
 a reduction cell an operation on nodes 0 and 1 has stride 2 and one on an
 intermediate node stride 1, so the switch there ranges over both (same
 variables). Variables of a direct network are the program's of the same names
-(:func:`zsad.spaces.restrict`).
+(:func:`zsad.spaces.restrict`), drawn with the same values for the same key
+(:mod:`zsad.spaces.layout`: one standard-normal draw laid out as the program's).
 """
 
 from __future__ import annotations
