@@ -78,7 +78,7 @@ from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
 
 
 DESCRIPTION: dict[str, str] = {
-    "arch": "architecture name (NAS-Bench-201: its architecture string)",
+    "arch": "architecture name (a built-in space: the architecture in the space's notation)",
     "status": "ok, degenerate (constant output), diverged (non-finite activations) or failed",
     "reason": "why metrics are null or partial; empty when every metric is defined",
     "nlc": f"nonlinearity coefficient of the output, mean over seeds; best inside the band "
@@ -95,7 +95,8 @@ DESCRIPTION: dict[str, str] = {
     "params": "trainable parameters (exact count); higher taken as better (zero-cost NAS convention)",
     "flops": "FLOPs of one sample's forward pass. Architecture files: XLA's count (a multiply-add counts 2); "
              "NAS-Bench-201: the benchmark's convention (a multiply-add counts 1, as flops_m, "
-             "zsad.spaces.nasbench201.flops)",
+             "zsad.spaces.nasbench201.flops); other built-in spaces: the space's documented convention "
+             "(BuiltinSpace.flops)",
     "naswot": "NASWOT, log|det K_H| of the Hamming kernel of activation codes (Mellor et al. 2021), "
               "mean over seeds; higher is better",
     "synflow": "log of synflow (Tanaka et al. 2020), float64, batch norm bypassed, mean over seeds; higher is better",
@@ -269,6 +270,13 @@ def _compile_pool() -> concurrent.futures.ThreadPoolExecutor:
                                                  thread_name_prefix="zsad-compile")
 
 
+def _builtin_key(item: Any) -> tuple:
+    """The program key of a :class:`zsad.space.BuiltinArch`: its space, configuration, input and group."""
+    space = item.space
+    return ("builtin", space.name, json.dumps(space.options(), sort_keys=True), tuple(space.input_shape),
+            space.group(item.arch))
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
@@ -332,6 +340,8 @@ class Scorer:
             return ("error",)
         if item.is_nb201:
             return ("nb201",)
+        if item.is_builtin:
+            return _builtin_key(arch)
         if arch.module is not None:  # a PyTorch module with init: shares its program across weight/bias_std
             init = arch.init.dist if arch.init_set else None
             return ("module", arch.module, str(arch.base_dir), tuple(arch.input.shape), arch.input.dtype, init)
@@ -342,7 +352,7 @@ class Scorer:
         """The activation functions that ``group`` (one :meth:`group_key`) holds at each activation node;
         None where every node has one function (no choice to make)."""
         archs = [item.arch for item in group if item.error is None and not item.is_nb201
-                 and item.arch.module is None]
+                 and not item.is_builtin and item.arch.module is None]
         if not archs:
             return None
         per_node = tuple(tuple(sorted(set(fns))) for fns in zip(*(activation_fns(a.layers) for a in archs)))
@@ -566,6 +576,8 @@ class Scorer:
                 sigma2_output=nb201.FEATURES, structure=("nb201",)))
             x = self._x(inp, self.context.base_dir, self.context.source)
             return program, x, nb201.default_scalars(ops), False, program.layer_names
+        if item.is_builtin:
+            return self._prepare_builtin(item, row)
         arch: Architecture = item.arch
         names = tuple(name for name, _ in named_layers(arch.layers))
         if choices is not None and arch.module is None:
@@ -595,6 +607,31 @@ class Scorer:
         if "flops" in metrics:
             row["flops"] = program.flops if arch.module is not None else self._flops(item.arch, net, choices, dtype)
         return program, self._x(arch.input, arch.base_dir, arch.source), net.scalars, arch.module is not None, names
+
+    def _prepare_builtin(self, item: SpaceItem, row: dict):
+        """:meth:`_prepare` of one architecture of a built-in space (:class:`zsad.space.BuiltinArch`): its
+        group's program (the architecture is data in its scalars), compiled once per group."""
+        space, arch = item.arch.space, item.arch.arch
+        if "params" in self.options.metrics:
+            row["params"] = space.params(arch)
+        if "flops" in self.options.metrics:
+            row["flops"] = space.flops(arch)
+        reason = space.degenerate(arch)
+        if reason is not None:
+            return {**row, "status": "degenerate", "reason": reason}
+        group = space.group(arch)
+        inp = self.context.input
+        dtype = self._dtype(inp)
+
+        def make() -> _Program:
+            net = space.program(group)
+            check_fits(net, self.options.batch, dtype, source=self.context.source, name="space")
+            return _make_program(net, self.options, space.code_layers(group), params=None, flops=None,
+                                 dtype=dtype, batched=self.batched, sigma2_output=space.features)
+
+        program = self._program(_builtin_key(item.arch), make)
+        x = self._x(inp, self.context.base_dir, self.context.source)
+        return program, x, space.scalars(arch), False, program.layer_names
 
     def _flops(self, arch: Architecture, net: Network, choices: tuple | None, dtype) -> int:
         """FLOPs of ``arch``'s own network: not of its group's program, whose activation layers may choose
