@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench study score-dev clean
+.PHONY: install demo test bench bench-gpu study score-dev clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ bench: $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,bench]'
 	$(BIN)/python benchmarks/bench_rank.py
 	$(BIN)/python benchmarks/bench_scaleout.py
+
+# the same benchmark on an accelerator (JAX's default backend; install jax for it first): NLC-only and the
+# default metrics side by side, JSON in benchmarks/results/bench_rank_gpu.json
+bench-gpu: $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,bench]'
+	$(BIN)/python benchmarks/bench_rank.py --nb201 $${NB201:-1000} --spaces nb201 --no-torch \
+		--out benchmarks/results/bench_rank_gpu.json
 
 # the ground-truth study (resumable; about an hour on 2 cores), then benchmarks/RESULTS.md
 study: $(STAMP)

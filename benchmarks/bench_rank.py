@@ -57,6 +57,10 @@ each it reports
 * agreement: Spearman correlation of the two engines' mean NLC over the
   architectures (independent random numbers: the seed spread limits it).
 
+``--also-metrics`` (default ``all``, the metrics ``zsad rank`` computes by default) runs zsad again
+on the same architectures with each further metric set, cold and rerun, in the same run, and prints
+its warm time per architecture relative to ``--metrics``. The reference computes the NLC only.
+
 Prints a markdown table and writes JSON to ``--out`` (default
 ``benchmarks/results/bench_rank.json``). The machine's load average before and
 after is printed with it: on a shared machine compare ratios within one run.
@@ -359,11 +363,11 @@ WORKERS = {"zsad": worker_zsad, "torch": worker_torch, "peak": worker_peak}
 
 # --------------------------------------------------------------------------- driver
 
-def _spawn(kind: str, space: str, args, cache_dir: str) -> dict:
+def _spawn(kind: str, space: str, args, cache_dir: str, metrics: str | None = None) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         path = fh.name
     argv = [sys.executable, __file__, "--worker", kind, "--space", space, "--worker-out", path,
-            *args.passthrough]
+            *args.passthrough, *([f"--metrics={metrics}"] if metrics else [])]
     env = {**os.environ, "ZSAD_CACHE_DIR": cache_dir}
     t0 = time.perf_counter()
     proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -423,6 +427,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="scoring batch (rank default 64)")
     parser.add_argument("--tangents", type=int, default=2, help="tangents per sample (rank default 2)")
     parser.add_argument("--metrics", default="nlc,params", help="zsad rank metrics (params is free)")
+    parser.add_argument("--also-metrics", default="all",
+                        help="';'-separated further metric sets that zsad measures on the same architectures in the "
+                             "same run (default: all, what `zsad rank` computes by default; '' for none)")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--matmul-n", type=int, default=2048)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
@@ -469,6 +476,12 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
                 if engine == "zsad":  # a second process on the same persistent compilation cache
                     print(f"... {engine} on {space}, rerun", file=sys.stderr, flush=True)
                     runs.append({**_spawn(engine, space, args, cache), "engine": "zsad (rerun)"})
+                    for metrics in filter(None, args.also_metrics.split(";")):  # the same architectures
+                        cache = tempfile.mkdtemp(dir=root)
+                        for label in ("", " (rerun)"):
+                            print(f"... zsad --metrics {metrics} on {space}{label}", file=sys.stderr, flush=True)
+                            runs.append({**_spawn(engine, space, args, cache, metrics),
+                                         "engine": f"zsad --metrics {metrics}{label}", "metrics": metrics})
         peaks.append(_spawn("peak", "nb201", args, root))
     load_after = os.getloadavg()
 
@@ -476,10 +489,12 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
     table = []
     for r in runs:
         f = flops.get(r["space"])
-        f = f if f and "error" not in f else None
+        f = f if f and "error" not in f and not r.get("metrics") else None  # the NLC's FLOPs only
         table.append({**r, **_row(r, f)})
 
     opts = f"seeds {args.seeds}, batch {args.batch}, tangents {args.tangents}, metrics {args.metrics}"
+    if args.also_metrics:
+        opts += f" (zsad also: {args.also_metrics}; the reference computes the NLC)"
     print(f"## zsad rank vs PyTorch reference ({opts})\n")
     print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; load average "
           f"{load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f} before, "
@@ -528,6 +543,14 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
             print(f"{space}: zsad/torch speed {_fmt(ratio)}x warm, {_fmt(cold_ratio)}x cold; Spearman of the mean "
                   f"NLCs (independent random numbers) {_fmt(rho, '.3f')} over {len(ids)} architectures")
             z["spearman_vs_torch"], z["speedup_vs_torch_warm"], z["speedup_vs_torch_cold"] = rho, ratio, cold_ratio
+    for space, engines in by_space.items():
+        base = engines.get("zsad")
+        for name, r in engines.items():
+            if r.get("metrics") and not name.endswith("(rerun)") and base and base["warm_s"] > 0:
+                ratio = (r["warm_s"] / r["warm_archs"]) / (base["warm_s"] / base["warm_archs"])
+                r["warm_time_vs_first_metrics"] = ratio
+                print(f"{space}: --metrics {r['metrics']} takes {ratio:.2f}x the warm time of --metrics {args.metrics} "
+                      f"on the same architectures ({_fmt(r['warm_rate'], '.3g')} archs/s warm)")
     for r in table:
         if r.get("engine") == "zsad" and "error" not in r and r["warm_compile_s"] > 0.5:
             print(f"note: {r['space']}: the warm zsad run still compiled for {r['warm_compile_s']:.1f} s")

@@ -1,5 +1,6 @@
 """The measurement engine's pieces: canonical convolution gradients and shared backward passes."""
 
+import dataclasses
 import re
 
 import jax
@@ -87,3 +88,67 @@ def test_one_backward_pass_gives_the_proxies_of_their_own_functions():
     only = gradient_proxies(_cnn, params, x, labels, where=proxies.is_weight, names=("snip",))
     assert only.grad_norm is None and only.jacob_cov is None
     assert float(only.snip.value) == pytest.approx(float(want["snip"].value), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- the program
+
+
+def _program_inputs(net, seeds=2, batch=8, tangents=2):
+    from zsad.measure import seed_inputs
+    from zsad.score import seed_keys
+
+    x = jax.random.normal(jax.random.key(5), (batch, *net.input_shape))
+    return seed_inputs(seed_keys(0, seeds), x, tangents), x, jnp.zeros((batch,), jnp.int32)
+
+
+def test_layers_come_in_network_order_and_match_an_independent_profile():
+    """Twelve layers (names 0..11: sorted as text, 10 and 11 come before 2): every layer's NLC and
+    finiteness in the network's order, equal to zsad.nlc_profile of the same weights by name."""
+    from tests.helpers import arch_from, mlp
+
+    import zsad
+    from zsad.measure import MeasureConfig, make_measure
+
+    net = zsad.build(arch_from(mlp("tanh", depth=6, width=8, d_in=4, weight_std=1.5, bias_std=0.1), name="deep"))
+    assert len(net.layer_names) == 13
+    per_seed, x, labels = _program_inputs(net)
+    m = make_measure(net, MeasureConfig(("nlc",), 2))(per_seed, x, labels, net.scalars)
+    for s in range(2):
+        k_init = per_seed["init"][s]
+        k_tangent = jax.random.split(per_seed["key"][s])[1]
+        v = net.calibrate(net.init(k_init, net.scalars), net.scalars, x)
+        want = zsad.nlc_profile(lambda z: net.apply(v, net.scalars, z)[1], x, k_tangent, num_tangents=2)
+        for i, name in enumerate(net.layer_names):
+            assert float(m.layers.nlc[s, i]) == pytest.approx(float(want.nlc[name]), rel=1e-5), name
+        assert float(m.nlc[s]) == pytest.approx(float(want.nlc[net.layer_names[-1]]), rel=1e-5)
+    assert np.asarray(m.finite).all()
+
+
+def test_one_program_per_structure_and_metric_set_scalars_traced():
+    """Two networks of one structure (other weight and bias scales) share one program, traced once;
+    another metric set is another program; the results differ with the scalars."""
+    from tests.helpers import arch_from, mlp
+
+    import zsad
+    from zsad import measure
+    from zsad.measure import MeasureConfig, make_measure
+    from zsad.score import structure_key
+
+    a = arch_from(mlp("relu", depth=2, width=8, d_in=4, weight_std=1.0), name="a")
+    b = arch_from(mlp("relu", depth=2, width=8, d_in=4, weight_std=2.0, bias_std=0.5), name="b")
+    key = ("test-measure", structure_key(a))
+    assert structure_key(a) == structure_key(b)
+    na, nb = zsad.build(a), zsad.build(b)
+    config = MeasureConfig(("nlc", "naswot", "grad_norm", "snip"), 2, code_layers=("0.dense", "2.dense"))
+    per_seed, x, labels = _program_inputs(na)
+    fa = make_measure(na, config, structure=key)
+    ra = fa(per_seed, x, labels, na.scalars)
+    fb = make_measure(nb, config, structure=key)
+    rb = fb(per_seed, x, labels, nb.scalars)
+    assert fa is fb and measure.TRACES[measure.program_key(key, config)] == 1
+    assert not np.allclose(ra.nlc, rb.nlc) and not np.allclose(ra.grad_norm.value, rb.grad_norm.value)
+    other = dataclasses.replace(config, metrics=("nlc",))
+    assert make_measure(na, other, structure=key) is not fa
+    make_measure(na, other, structure=key)(per_seed, x, labels, na.scalars)
+    assert measure.TRACES[measure.program_key(key, other)] == 1
+    assert ra.snip is not None and rb.synflow is None and ra.sigma2 is None

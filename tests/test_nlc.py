@@ -8,7 +8,8 @@ import pytest
 
 import zsad
 from zsad.nlc import derangement_tangents
-from zsad.score import ScoreOptions, _metrics_over_seeds, make_profile_fn, score_architecture, seed_keys
+from zsad import measure
+from zsad.score import ScoreOptions, make_profile_fn, score_architecture, seed_keys, structure_key
 from helpers import arch_from, mlp
 
 # SPEC §1 reference table: NLC of one activation on x ~ N(0, s²), exact quadrature.
@@ -128,10 +129,19 @@ def test_scalars_do_not_recompile():
     fn = make_profile_fn(na, 1)
     x = jnp.ones((8, 32))
     fn(seed_keys(0, 2), x, na.scalars)
-    before = _metrics_over_seeds._cache_size()
+    before = sum(measure.TRACES.values())
     fn(seed_keys(0, 2), x, nb.scalars)
-    assert _metrics_over_seeds._cache_size() == before
-    ra, rb = (score_architecture(arch, ScoreOptions(seeds=1, batch=64)) for arch in (a, b))
+    assert sum(measure.TRACES.values()) == before
+    key = structure_key(a)
+    assert key == structure_key(b)
+    # zsad score of both: one program (same structure and options), traced at most once, not for b
+    traced = lambda: measure.TRACES[measure.program_key(key, measure.MeasureConfig(("nlc",), 2, False))]  # noqa: E731
+    start = traced()
+    options = ScoreOptions(seeds=1, batch=64, spectrum=False, meanfield=False)
+    ra = score_architecture(a, options)
+    after_a = traced()
+    rb = score_architecture(b, options)
+    assert after_a - start <= 1 and traced() == after_a >= 1
     assert ra.nlc_mean != rb.nlc_mean
 
 

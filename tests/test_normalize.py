@@ -26,7 +26,7 @@ from zsad.data import load_inputs
 from zsad.meanfield.walk import batch_state
 from zsad.arch.files import save_architecture as save
 from zsad.normalize import NormalizeError, _next_u, _Predictor, normalize, with_shaping
-from zsad.score import _metrics_over_seeds
+from zsad import measure
 from zsad.space import load_space
 
 from helpers import arch_from, mlp, run_cli
@@ -91,10 +91,10 @@ def test_reaches_target(kind, fn, method, target):
 def test_search_never_recompiles():
     arch = _net("mlp", "tanh")
     normalize(arch, 2.0, method="scale", seeds=SEEDS, batch=BATCH, summaries=False)  # compiled here (or earlier)
-    size = _metrics_over_seeds._cache_size()
+    traces = sum(measure.TRACES.values())
     r = normalize(arch, 5.0, method="scale", seeds=SEEDS, batch=BATCH, summaries=False)
     assert r.iterations >= 1 and r.compilations == 0
-    assert _metrics_over_seeds._cache_size() == size
+    assert sum(measure.TRACES.values()) == traces
 
 
 @pytest.mark.parametrize("make", [_plain_relu, lambda: _net("cnn", "gelu")], ids=["plain-relu-mlp", "gelu-cnn"])

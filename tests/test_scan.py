@@ -60,13 +60,14 @@ def test_scanned_equals_unrolled(name):
     for layer in ob:
         np.testing.assert_allclose(oa[layer], ob[layer], rtol=1e-5, atol=1e-6)
     n = len(scanned.layer_names)
-    cfg = SpectrumConfig(2, n - 1)  # a segment that starts and ends inside loops
+    # a segment that starts and ends inside loops (on one network: the spectrum's compile is the slow part)
+    cfg = SpectrumConfig(2, n - 1) if name == "block_bn" else None
     (ra, sa), (rb, sb) = _metrics(scanned, x, cfg), _metrics(unrolled, x, cfg)
     for layer in scanned.layer_names:
         np.testing.assert_allclose(ra.nlc[layer], rb.nlc[layer], rtol=1e-5)
         assert ra.nlc[layer].shape == (2,)
     np.testing.assert_allclose(ra.nlc.stacked(), np.stack([rb.nlc[k] for k in unrolled.layer_names], -1), rtol=1e-5)
-    for field in ("sigma2_mean", "sigma2_var", "sigma_max"):  # sigma_min: rounding-level, ill-conditioned
+    for field in ("sigma2_mean", "sigma2_var", "sigma_max") if cfg else ():  # sigma_min: rounding-level, ill-conditioned
         np.testing.assert_allclose(getattr(sa, field), getattr(sb, field), rtol=1e-4)
 
 

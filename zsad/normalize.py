@@ -68,8 +68,8 @@ falsi inside the sign change next to the best point, bisection when it stalls,
 secant steps towards the target side until there is one) until the mean over
 seeds is within the relative tolerance. Typically 1 to 3 measurements after the
 unchanged one. Every measurement is one call of the same compiled program
-(:func:`zsad.score.make_profile_fn`) with new scalars: the search never
-recompiles (:attr:`NormalizeResult.compilations` counts it).
+(:func:`zsad.score.make_profile_fn`, :mod:`zsad.measure`'s program) with new scalars: the search
+never recompiles (:attr:`NormalizeResult.compilations` counts its traces).
 
 Reachable range. When the solve measures an end of :math:`[0, u_{\\max}]` and the
 target lies beyond it, :class:`NormalizeError` gives the measured range (both
@@ -138,7 +138,8 @@ from zsad.arch.spec import (
 from zsad.data import load_inputs
 from zsad.meanfield.walk import BatchState, batch_state, propagate
 from zsad.quadrature import graded_rule, value_and_slope
-from zsad.score import _metrics_over_seeds, make_profile_fn, seed_keys
+from zsad.measure import TRACES
+from zsad.score import make_profile_fn, seed_keys, structure_key
 
 METHODS = ("interp", "scale")
 #: Search range of the interpolation scalar ``a`` (capped further at the layer's most nonlinear ``a``).
@@ -540,7 +541,7 @@ def normalize(
     net = build(arch)
     x = load_inputs(arch.input, batch, seed=data_seed, base_dir=arch.base_dir, source=arch.source)
     x = jnp.asarray(x, dtype=jnp.result_type(float) if arch.input.dtype == "float32" else x.dtype)
-    profile = make_profile_fn(net, tangents)
+    profile = make_profile_fn(net, tangents, structure=structure_key(arch))
     keys = seed_keys(seed, seeds)
     out_name = net.layer_names[-1]
     history: list[dict] = []
@@ -562,7 +563,7 @@ def normalize(
         return values
 
     before = measure(None, 1.0)
-    cache0 = _metrics_over_seeds._cache_size()
+    traces0 = sum(TRACES.values())
     nb = float(np.mean(before))
 
     # Per-layer curves at the mean-field input moments of the unchanged network.
@@ -587,7 +588,7 @@ def normalize(
         return NormalizeResult(
             new, float(target), method, _stats(before), _stats(after), before.tolist(), after.tolist(), rows,
             u, u_mf, len(history) - 1, time.perf_counter() - t0, history, converged,
-            _metrics_over_seeds._cache_size() - cache0,
+            sum(TRACES.values()) - traces0,
             _meanfield_summaries(arch, new, np.asarray(x)) if summaries else {"reason": "not requested"})
 
     if abs(nb / target - 1.0) <= tol:

@@ -64,11 +64,11 @@ from zsad._types import Network
 from zsad.arch.build import activation_fns, build, signature, structure, with_choices
 from zsad.arch.spec import Activation, Architecture, Input, named_layers
 from zsad.data import load_inputs
-from zsad.measure import canonical_convolutions, gradient_proxies
-from zsad.nlc import derangement_tangents, nlc_of_tangents, push_tangents
+from zsad.measure import (  # noqa: F401  (SIGMA2_*, seed_inputs: also zsad.rank's)
+    SIGMA2_PROBES, SIGMA2_SAMPLES, MeasureConfig, all_finite as _all_finite, make_measure, measure_fn, seed_inputs,
+)
 from zsad.score import seed_keys
 from zsad.space import Space, SpaceItem
-from zsad.spectrum import hutchinson
 from zsad.ranking import (
     DIRECTION, RankOptions, columns, metric_columns, parse_by, score_meta, score_rows,
 )
@@ -76,12 +76,9 @@ from zsad.results import check_out, open_results
 from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
 
 
-#: Samples and Rademacher probes per sample of the ``sigma2`` estimate (Hutchinson).
-SIGMA2_SAMPLES = 8
-SIGMA2_PROBES = 4
 
 DESCRIPTION: dict[str, str] = {
-    "arch": "architecture name (NAS-Bench-201: its architecture string)",
+    "arch": "architecture name (a built-in space: the architecture in the space's notation)",
     "status": "ok, degenerate (constant output), diverged (non-finite activations) or failed",
     "reason": "why metrics are null or partial; empty when every metric is defined",
     "nlc": f"nonlinearity coefficient of the output, mean over seeds; best inside the band "
@@ -98,7 +95,8 @@ DESCRIPTION: dict[str, str] = {
     "params": "trainable parameters (exact count); higher taken as better (zero-cost NAS convention)",
     "flops": "FLOPs of one sample's forward pass. Architecture files: XLA's count (a multiply-add counts 2); "
              "NAS-Bench-201: the benchmark's convention (a multiply-add counts 1, as flops_m, "
-             "zsad.spaces.nasbench201.flops)",
+             "zsad.spaces.nasbench201.flops); other built-in spaces: the space's documented convention "
+             "(BuiltinSpace.flops)",
     "naswot": "NASWOT, log|det K_H| of the Hamming kernel of activation codes (Mellor et al. 2021), "
               "mean over seeds; higher is better",
     "synflow": "log of synflow (Tanaka et al. 2020), float64, batch norm bypassed, mean over seeds; higher is better",
@@ -122,106 +120,6 @@ _SHARED_DRAWS = 1 << 26
 
 # --------------------------------------------------------------------------- the compiled program
 
-def _is_kernel(path: tuple, leaf: Any) -> bool:
-    """Kernels of dense and convolution layers (leaf named ``kernel``/``*_kernel``; of a PyTorch module, a
-    ``*.weight`` of two or more dimensions), as Abdelfattah et al."""
-    last = path[-1] if path else None
-    name = getattr(last, "key", getattr(last, "name", None))
-    if isinstance(name, str) and name.endswith(".weight"):  # a PyTorch module's: Linear/Conv weights have 2+ dims
-        return len(getattr(leaf, "shape", ())) >= 2
-    return isinstance(name, str) and name.endswith("kernel")
-
-
-def _flat(y: jax.Array) -> jax.Array:
-    return y.reshape(y.shape[0], -1)
-
-
-def _all_finite(y: jax.Array) -> jax.Array:
-    """``all(isfinite(y))`` as ``isfinite(sum(y * 0))`` (NaN exactly when some element is not finite):
-    a plain sum, which XLA:CPU compiles several times faster than a reduction of booleans."""
-    return jnp.isfinite(jnp.sum(y * jnp.zeros((), y.dtype)))
-
-
-def _constant(y: jax.Array) -> jax.Array:
-    """Whether ``y`` is constant across the batch up to rounding (the NLC's criterion, zsad.nlc)."""
-    f = _flat(y)
-    eps = jnp.finfo(f.dtype).eps
-    var = jnp.sum(jnp.var(f, axis=0))
-    scale = jnp.sum(jnp.mean(jnp.square(f), axis=0))
-    return var <= jnp.square(1000 * eps) * scale
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def seed_inputs(keys: jax.Array, x: jax.Array, tangents: int | None) -> dict:
-    """What every architecture's seed ``i`` shares, computed once per batch: its key, the key of its
-    initialization, and (``tangents``: a count) the NLC's derangement tangents of ``x``. One program
-    (a first run compiles it once, not its pieces one by one)."""
-    init_keys, tangent_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
-    out = {"key": keys, "init": init_keys}
-    if tangents:
-        out["tangents"] = jax.vmap(derangement_tangents, in_axes=(None, 0, None))(x, tangent_keys, tangents)
-    return out
-
-
-def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate, apply_calibrating, metrics,
-             code_layers, input_shape, batched, segment=None, segment_range=None, sigma2_output=None):
-    """All metrics of one architecture for every seed.
-
-    ``per_seed``: :func:`seed_inputs`, plus ``flats`` (``{dist: [seeds, size]}``, the network's
-    :attr:`~zsad._types.Network.draws` made already) where the initialization draws are shared
-    across architectures. Mapped over the seeds: vmapped when ``batched``, else one seed after
-    another (see :mod:`zsad._batching`).
-    """
-
-    def one(seed):
-        k_init = seed["init"]
-        v0 = init(k_init, scalars) if "flats" not in seed else init_with(seed["flats"], k_init, scalars)
-        if "nlc" in metrics:
-            # One forward pass gives the outputs, the batch-norm statistics and (its tangents) the NLC:
-            # not a calibration pass, then a pass for the outputs.
-            if apply_calibrating is not None:
-                fn = lambda z: apply_calibrating(v0, scalars, z)  # noqa: E731
-            else:
-                v_cal = calibrate(v0, scalars, x)
-                fn = lambda z: (apply(v_cal, scalars, z), v_cal)  # noqa: E731
-            ((y, outs), v), ((pushed, pushed_outs), _) = push_tangents(fn, x, seed["tangents"])
-            r = nlc_of_tangents(y, pushed)
-            profile = jnp.stack([nlc_of_tangents(outs[k], pushed_outs[k]).nlc for k in outs])
-        elif apply_calibrating is not None:  # the batch-norm statistics in the same (primal) pass
-            (y, outs), v = apply_calibrating(v0, scalars, x)
-        else:
-            v = calibrate(v0, scalars, x)
-            y, outs = apply(v, scalars, x)
-        res = {"finite": jnp.stack([_all_finite(o) for o in outs.values()]), "constant": _constant(y)}
-        if "nlc" in metrics:
-            res["nlc"], res["nlc_finite"], res["nlc_profile"] = r.nlc, r.finite, profile
-        if "sigma2" in metrics:
-            res["sigma2"] = _sigma2(v, scalars, x, jax.random.fold_in(seed["key"], 3), apply=apply, segment=segment,
-                                    segment_range=segment_range, output=sigma2_output)
-        if "naswot" in metrics and code_layers:
-            codes = proxies.relu_codes([x if name is None else outs[name] for name in code_layers])
-            s = proxies.naswot(codes)
-            res["naswot"], res["naswot_valid"] = s.value, s.valid
-        with_params = lambda base: lambda p, z: apply({**base, "params": p}, scalars, z)[0]  # noqa: E731
-        if "synflow" in metrics:  # batch norm bypassed: uncalibrated statistics (0, 1) are the identity
-            s = proxies.synflow(canonical_convolutions(with_params(v0)), v0["params"], input_shape, where=_is_kernel)
-            res["synflow"], res["synflow_valid"] = s.value, s.valid
-        # naswot and jacob_cov each end in a LAPACK eigendecomposition, batched over the seeds; XLA:CPU
-        # may run two such kernels at once and, on a pool of two threads, both wait for workers that
-        # never come free. The barrier makes jacob_cov's input wait for naswot.
-        x_grad = x if "naswot" not in res else jax.lax.optimization_barrier((x, res["naswot"]))[0]
-        # One forward pass and its backward passes for grad_norm, snip and jacob_cov together.
-        grads = gradient_proxies(lambda p, z: _flat(with_params(v)(p, z)), v["params"], x_grad, labels,
-                                 where=_is_kernel, names=metrics)
-        for name in ("grad_norm", "snip", "jacob_cov"):
-            s = getattr(grads, name)
-            if s is not None:
-                res[name], res[f"{name}_valid"] = s.value, s.valid
-        return res
-
-    return map_leading(one, per_seed, batched=batched)
-
-
 def largest_block_growth(profile: Sequence[float]) -> float:
     """``max_b ln(NLC_b / NLC_{b-1})`` over the top-level outputs (``NLC_{-1} = 1``, the input): how much
     more nonlinear the most nonlinear single block makes the network; NaN where a prefix's NLC is not
@@ -235,30 +133,12 @@ def largest_block_growth(profile: Sequence[float]) -> float:
     return float(np.max(np.diff(logs)))
 
 
-def _sigma2(variables, scalars, x, key, *, apply, segment, segment_range, output=None) -> jax.Array:
-    """Hutchinson's estimate of the mean squared singular value of the segment's Jacobian, averaged
-    over the first :data:`SIGMA2_SAMPLES` samples (:func:`zsad.spectrum.hutchinson`). Where the
-    network cannot be cut, from the input to its intermediate output ``output`` (None: the output)."""
-    xs = x[:SIGMA2_SAMPLES]
-    if segment is None or segment_range is None:
-        if output is None:
-            h, fn = xs, lambda u: apply(variables, scalars, u[None])[0][0]
-        else:
-            h, fn = xs, lambda u: apply(variables, scalars, u[None])[1][output][0]
-    else:
-        start, stop = segment_range
-        h = xs if start == 0 else segment(variables, scalars, xs, 0, start)
-        fn = lambda u: segment(variables, scalars, u[None], start, stop)[0]  # noqa: E731
-    keys = jax.random.split(key, h.shape[0])
-    return jnp.mean(jax.vmap(lambda hi, k: hutchinson(fn, hi, k, num_probes=SIGMA2_PROBES).mean)(h, keys))
-
-
 @dataclass
 class _Program:
     """One structure's compiled program(s) and what does not depend on scalars."""
 
-    measure: Callable  # (per_seed, x, labels, scalars) -> per-seed results of one architecture (unjitted)
-    fn: Callable  # jit(measure)
+    measure: Callable  # (per_seed, x, labels, scalars) -> zsad.measure.Measurements (unjitted)
+    fn: Callable  # the same, jitted (zsad.measure.make_measure)
     draws: tuple  # the initialization's draws made outside the program and shared (empty: drawn inside)
     layer_names: tuple[str, ...]
     code_layers: tuple | None
@@ -277,14 +157,11 @@ def jacob_cov_degenerate(batch: int, input_shape: Sequence[int]) -> bool:
 
 def _make_program(net: Network, options: RankOptions, code_layers: tuple | None, *, params: int | None,
                   flops: int | None, dtype, batched: bool, segment_range: tuple[int, int] | None = None,
-                  sigma2_output: str | None = None) -> _Program:
+                  sigma2_output: str | None = None, structure: Any = None) -> _Program:
     metrics = tuple(m for m in options.metrics if m not in ("params", "flops")
                     and not (m == "jacob_cov" and jacob_cov_degenerate(options.batch, net.input_shape)))
-    measure = functools.partial(
-        _measure, init=net.init, init_with=net.init_with, apply=net.apply, calibrate=net.calibrate,
-        apply_calibrating=net.apply_calibrating, metrics=metrics,
-        code_layers=code_layers, input_shape=tuple(net.input_shape), batched=batched, segment=net.segment,
-        segment_range=segment_range, sigma2_output=sigma2_output)
+    config = MeasureConfig(metrics, options.tangents, batched, code_layers, tuple(net.input_shape), segment_range,
+                           sigma2_output)
     shared = (net.init_with is not None and draws.available()
               and options.seeds * sum(math.prod(sh) for *_, shapes in net.draws for sh in shapes) <= _SHARED_DRAWS)
     labels = None
@@ -294,8 +171,8 @@ def _make_program(net: Network, options: RankOptions, code_layers: tuple | None,
         y, _ = jax.eval_shape(net.apply, variables, net.scalars, x)
         classes = max(1, math.prod(y.shape[1:]))
         labels = np.random.default_rng(options.data_seed + 1).integers(0, classes, options.batch).astype(np.int32)
-    return _Program(measure, jax.jit(measure), net.draws if shared else (), tuple(net.layer_names), code_layers,
-                    params, flops, labels)
+    return _Program(measure_fn(net, config), make_measure(net, config, structure=structure),
+                    net.draws if shared else (), tuple(net.layer_names), code_layers, params, flops, labels)
 
 
 def _chunk_program(measure: Callable, devices: Sequence, batched: bool) -> Callable:
@@ -393,8 +270,30 @@ def _compile_pool() -> concurrent.futures.ThreadPoolExecutor:
                                                  thread_name_prefix="zsad-compile")
 
 
+def _builtin_key(item: Any) -> tuple:
+    """The program key of a :class:`zsad.space.BuiltinArch`: its space, configuration, input and group."""
+    space = item.space
+    return ("builtin", space.name, json.dumps(space.options(), sort_keys=True), tuple(space.input_shape),
+            space.group(item.arch))
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
+
+
+def _columns(m) -> dict:
+    """:class:`zsad.measure.Measurements` as ``{name: values}`` with ``{proxy}_valid`` and ``nlc_profile``."""
+    out = {}
+    for name, value in m._asdict().items():
+        if value is None:
+            continue
+        if isinstance(value, proxies.ProxyScore):
+            out[name], out[f"{name}_valid"] = value.value, value.valid
+        elif name == "layers":
+            out["nlc_profile"] = value.nlc
+        else:
+            out[name] = value
+    return out
 
 
 class Scorer:
@@ -441,6 +340,8 @@ class Scorer:
             return ("error",)
         if item.is_nb201:
             return ("nb201",)
+        if item.is_builtin:
+            return _builtin_key(arch)
         if arch.module is not None:  # a PyTorch module with init: shares its program across weight/bias_std
             init = arch.init.dist if arch.init_set else None
             return ("module", arch.module, str(arch.base_dir), tuple(arch.input.shape), arch.input.dtype, init)
@@ -451,7 +352,7 @@ class Scorer:
         """The activation functions that ``group`` (one :meth:`group_key`) holds at each activation node;
         None where every node has one function (no choice to make)."""
         archs = [item.arch for item in group if item.error is None and not item.is_nb201
-                 and item.arch.module is None]
+                 and not item.is_builtin and item.arch.module is None]
         if not archs:
             return None
         per_node = tuple(tuple(sorted(set(fns))) for fns in zip(*(activation_fns(a.layers) for a in archs)))
@@ -672,9 +573,11 @@ class Scorer:
             program = self._program(("nb201",), lambda: _make_program(
                 nb201.build_masked_network(), self.options, tuple(n for n in nb201.LAYER_NAMES if n != "head"),
                 params=None, flops=None, dtype=self._dtype(inp), batched=self.batched,
-                sigma2_output=nb201.FEATURES))
+                sigma2_output=nb201.FEATURES, structure=("nb201",)))
             x = self._x(inp, self.context.base_dir, self.context.source)
             return program, x, nb201.default_scalars(ops), False, program.layer_names
+        if item.is_builtin:
+            return self._prepare_builtin(item, row)
         arch: Architecture = item.arch
         names = tuple(name for name, _ in named_layers(arch.layers))
         if choices is not None and arch.module is None:
@@ -693,7 +596,7 @@ class Scorer:
                 net, self.options, _code_layers(arch) if arch.module is None else None,
                 params=param_count(net) if "params" in metrics else None,
                 flops=_xla_flops(net, dtype) if "flops" in metrics and arch.module is not None else None, dtype=dtype,
-                batched=self.batched, segment_range=_segment_range(arch, net))
+                batched=self.batched, segment_range=_segment_range(arch, net), structure=key)
 
         # Keyed by what is compiled: the structure, activation choices included.
         key = (self.group_key(item) if arch.module is not None
@@ -704,6 +607,31 @@ class Scorer:
         if "flops" in metrics:
             row["flops"] = program.flops if arch.module is not None else self._flops(item.arch, net, choices, dtype)
         return program, self._x(arch.input, arch.base_dir, arch.source), net.scalars, arch.module is not None, names
+
+    def _prepare_builtin(self, item: SpaceItem, row: dict):
+        """:meth:`_prepare` of one architecture of a built-in space (:class:`zsad.space.BuiltinArch`): its
+        group's program (the architecture is data in its scalars), compiled once per group."""
+        space, arch = item.arch.space, item.arch.arch
+        if "params" in self.options.metrics:
+            row["params"] = space.params(arch)
+        if "flops" in self.options.metrics:
+            row["flops"] = space.flops(arch)
+        reason = space.degenerate(arch)
+        if reason is not None:
+            return {**row, "status": "degenerate", "reason": reason}
+        group = space.group(arch)
+        inp = self.context.input
+        dtype = self._dtype(inp)
+
+        def make() -> _Program:
+            net = space.program(group)
+            check_fits(net, self.options.batch, dtype, source=self.context.source, name="space")
+            return _make_program(net, self.options, space.code_layers(group), params=None, flops=None,
+                                 dtype=dtype, batched=self.batched, sigma2_output=space.features)
+
+        program = self._program(_builtin_key(item.arch), make)
+        x = self._x(inp, self.context.base_dir, self.context.source)
+        return program, x, space.scalars(arch), False, program.layer_names
 
     def _flops(self, arch: Architecture, net: Network, choices: tuple | None, dtype) -> int:
         """FLOPs of ``arch``'s own network: not of its group's program, whose activation layers may choose
@@ -722,6 +650,7 @@ class Scorer:
         metrics = opts.metrics
         seeds = range(opts.seeds)
         diverged = {}
+        res = _columns(res)
         for s in seeds:
             finite = np.asarray(res["finite"][s])
             if not finite.all():

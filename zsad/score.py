@@ -1,10 +1,11 @@
-"""Scoring one architecture: build, initialize over seeds, calibrate, measure.
+"""Scoring one architecture: build, initialize over seeds, measure, judge.
 
-``make_profile_fn`` is the jit boundary: one compiled program per network
-structure computes the NLC profile for all seeds (vmapped on accelerators, one
-seed after another on the CPU: :mod:`zsad._batching`). Scalars are traced
-inputs, so architectures that differ only in scalars reuse it.
-"""
+The measurement is :mod:`zsad.measure`'s program (:func:`make_metrics_fn`): one
+compiled program per network structure computes the NLC profile and the
+Jacobian spectrum for all seeds (vmapped on accelerators, one seed after
+another on the CPU: :mod:`zsad._batching`), the batch-norm statistics in the
+same primal pass. Scalars are traced inputs, so architectures that differ only
+in scalars reuse it."""
 
 from __future__ import annotations
 
@@ -13,23 +14,23 @@ import functools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Hashable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from zsad.spaces import nasbench201 as nb201
-from zsad._batching import map_leading
 from zsad._errors import SpecError
 from zsad._memory import check_fits
 from zsad._types import Network
-from zsad.arch.build import build
+from zsad.arch.build import build, structure
 from zsad.arch.spec import Architecture, family_of
 from zsad.data import load_inputs
-from zsad.nlc import NLCResult, nlc_profile
+from zsad.measure import MeasureConfig, make_measure, seed_inputs
+from zsad.nlc import NLCResult
 from zsad.space import CellArchitecture
-from zsad.spectrum import JacobianSpectrum, jacobian_spectrum, resolution
+from zsad.spectrum import JacobianSpectrum, resolution
 from zsad.spectrum import resolve_method
 from zsad.meanfield_arch import meanfield_summary
 from zsad.verdict import COVERED, SCALE_BAND, Verdict, combine, meanfield_verdict, nlc_verdict, outside_evidence
@@ -87,41 +88,42 @@ class SpectrumConfig(NamedTuple):
     samples: int = 8
 
 
-@functools.partial(jax.jit, static_argnames=("init", "apply", "calibrate", "segment", "num_tangents", "spectrum"))
-def _metrics_over_seeds(keys, x, scalars, *, init, apply, calibrate, segment, num_tangents, spectrum):
-    def one(key):
-        k_init, k_tangent = jax.random.split(key)
-        variables = calibrate(init(k_init, scalars), scalars, x)
-        profile = nlc_profile(lambda x: apply(variables, scalars, x)[1], x, k_tangent, num_tangents=num_tangents)
-        if spectrum is None:
-            return profile, None
-        xs = x[: spectrum.samples]
-        if segment is None:  # foreign module: input -> output only
-            h, fn = xs, lambda v: apply(variables, scalars, v[None])[0][0]
-        else:
-            h = xs if spectrum.start == 0 else segment(variables, scalars, xs, 0, spectrum.start)
-            fn = lambda v: segment(variables, scalars, v[None], spectrum.start, spectrum.stop)[0]  # noqa: E731
-        spec = jacobian_spectrum(fn, h, jax.random.fold_in(key, 2), method=spectrum.method,
-                                 num_steps=spectrum.num_steps, num_probes=spectrum.num_probes)
-        return profile, spec
+def make_metrics_fn(net: Network, num_tangents: int, spectrum: SpectrumConfig | None = None, *,
+                    structure: Hashable | None = None):
+    """``fn(keys[S], x, scalars) -> (NLCResult, JacobianSpectrum | None)``, ``[S]``-leading leaves, the NLC's
+    leaves ``{layer name: [S]}``: the program of :func:`zsad.measure.make_measure` (``structure``: its
+    cache key's structure; None: not shared)."""
+    metrics = ("nlc", "spectrum") if spectrum is not None else ("nlc",)
+    config = MeasureConfig(metrics, num_tangents, jax.default_backend() != "cpu", spectrum=spectrum)
+    program = make_measure(net, config, structure=structure)
+    names = tuple(net.layer_names)
 
-    return map_leading(one, keys)
+    def fn(keys, x, scalars):
+        m = program(seed_inputs(keys, x, num_tangents), x, jnp.zeros((x.shape[0],), jnp.int32), scalars)
+        layers = NLCResult(*({n: part[:, i] for i, n in enumerate(names)} for part in m.layers))
+        return layers, m.spectrum
+
+    return fn
 
 
-def make_metrics_fn(net: Network, num_tangents: int, spectrum: SpectrumConfig | None = None):
-    """Jitted ``fn(keys[S], x, scalars) -> (NLCResult, JacobianSpectrum | None)``, ``[S]``-leading leaves."""
-    return functools.partial(_metrics_over_seeds, init=net.init, apply=net.apply, calibrate=net.calibrate,
-                             segment=net.segment, num_tangents=num_tangents, spectrum=spectrum)
-
-
-def make_profile_fn(net: Network, num_tangents: int):
-    """Jitted ``fn(keys[S], x, scalars) -> NLCResult`` with ``[S]``-leading leaves per layer."""
-    metrics = make_metrics_fn(net, num_tangents)
+def make_profile_fn(net: Network, num_tangents: int, *, structure: Hashable | None = None):
+    """``fn(keys[S], x, scalars) -> NLCResult`` with ``[S]``-leading leaves per layer (one jitted program)."""
+    metrics = make_metrics_fn(net, num_tangents, structure=structure)
     return functools.partial(_first, metrics)
 
 
 def _first(fn, *args):
     return fn(*args)[0]
+
+
+def structure_key(arch: Architecture | CellArchitecture) -> Hashable | None:
+    """What identifies the network of ``arch`` up to its traced scalars (its measurement program's cache
+    key); None for a flax or PyTorch module (not shared)."""
+    if isinstance(arch, CellArchitecture):
+        return ("nb201-cell", tuple(arch.ops))
+    if arch.module is not None:
+        return None
+    return ("layers", structure(arch.layers), tuple(arch.input.shape), arch.input.dtype)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -200,7 +202,8 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
     """
     t0 = time.perf_counter()
     cell = isinstance(arch, CellArchitecture)
-    net = nb201.build_network(arch.ops) if cell else build(arch)
+    builtin = cell and arch.impl is not None  # a built-in space other than NAS-Bench-201
+    net = (arch.impl.network(arch.ops) if builtin else nb201.build_network(arch.ops)) if cell else build(arch)
     check_fits(net, options.batch, jnp.result_type(float) if arch.input.dtype == "float32" else arch.input.dtype,
                source=arch.source, name="layers" if not cell else "arch")  # before anything is allocated
     x = load_inputs(arch.input, options.batch, seed=options.data_seed, base_dir=arch.base_dir,
@@ -209,11 +212,11 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
     names = list(net.layer_names)
     spectrum_cfg = between = None
     if options.spectrum:
-        start, stop, between = (_cell_between(names, options.between) if cell else
+        start, stop, between = (_cell_between(names, options.between, arch.impl) if cell else
                                 resolve_between(arch, names, options.between, has_segment=net.segment is not None))
         spectrum_cfg = SpectrumConfig(start, stop, options.spectrum_method, options.spectrum_steps,
                                       options.spectrum_probes, min(options.spectrum_samples, x.shape[0]))
-    fn = make_metrics_fn(net, options.tangents, spectrum_cfg)
+    fn = make_metrics_fn(net, options.tangents, spectrum_cfg, structure=structure_key(arch))
     result, spec = jax.device_get(fn(seed_keys(options.seed, options.seeds), x, net.scalars))
     out = names[-1]
 
@@ -266,7 +269,7 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
 
         extra["init"] = init_description(arch)
     return ScoreReport(
-        name=arch.name, params=nb201.param_count(arch.ops) if cell else param_count(net), nlc_per_seed=per_seed, nlc_mean=mean, nlc_std=std,
+        name=arch.name, params=_cell_params(arch) if cell else param_count(net), nlc_per_seed=per_seed, nlc_mean=mean, nlc_std=std,
         nlc_reason=reason, profile=profile, diverged=diverged, verdict=combine(items), options=options,
         seconds=time.perf_counter() - t0, extra=extra, density=density,
     )
@@ -305,12 +308,18 @@ _CELL_FAMILY = {"kinds": {"conv", "batch_norm", "activation", "avg_pool", "globa
                 "residual_conv": True, "multi_branch": True, "foreign": False}
 
 
-def _cell_between(names: list[str], between: tuple[str, str] | None) -> tuple[int, int, tuple[str, str]]:
-    """The Jacobian's segment in a NAS-Bench-201 network: from the input (the only place it can be cut) to
-    a named output; default the last feature map (:data:`zsad.spaces.nasbench201.FEATURES`)."""
-    a, b = between or ("input", nb201.FEATURES)
+def _cell_params(arch: CellArchitecture) -> int:
+    return nb201.param_count(arch.ops) if arch.impl is None else arch.impl.params(arch.ops)
+
+
+def _cell_between(names: list[str], between: tuple[str, str] | None,
+                  impl: Any = None) -> tuple[int, int, tuple[str, str]]:
+    """The Jacobian's segment in a built-in space's network: from the input (the only place it can be cut)
+    to a named output; default the last feature map (:data:`zsad.spaces.nasbench201.FEATURES`, or the
+    space's ``features``: ``impl``, None for NAS-Bench-201)."""
+    a, b = between or ("input", nb201.FEATURES if impl is None else impl.features)
     if a != "input":
-        raise SpecError(f"--between: a NAS-Bench-201 network's Jacobian starts at the input; got {a!r}")
+        raise SpecError(f"--between: a built-in space's network's Jacobian starts at the input; got {a!r}")
     stop = _index(b, names, end=True)
     if stop < 0:
         raise SpecError(f"--between: the second point must be a layer ({', '.join(names)}); got {b!r}")

@@ -138,8 +138,12 @@ def _genotype_fields(text: str) -> dict:
     out = {}
     for kw in tree.keywords:
         try:
-            out[str(kw.arg)] = ast.literal_eval(kw.value)
-        except ValueError:
+            v = kw.value
+            if isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "range" and not v.keywords:
+                out[str(kw.arg)] = list(range(*(int(ast.literal_eval(a)) for a in v.args)))  # DARTS prints range(2, 6)
+            else:
+                out[str(kw.arg)] = ast.literal_eval(v)
+        except (ValueError, TypeError):
             raise SpecError(f"{kw.arg}: expected a list of literals; got {ast.unparse(kw.value)!r}") from None
     return out
 

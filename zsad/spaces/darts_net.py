@@ -7,7 +7,8 @@ its operation chosen by a switch that, unbatched, runs only the chosen one. In
 a reduction cell an operation on nodes 0 and 1 has stride 2 and one on an
 intermediate node stride 1, so the switch there ranges over both (same
 variables). Variables of a direct network are the program's of the same names
-(:func:`zsad.spaces.restrict`).
+(:func:`zsad.spaces.restrict`), drawn with the same values for the same key
+(:mod:`zsad.spaces.layout`: one standard-normal draw laid out as the program's).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from zsad.arch.build import FrozenBatchNorm
 from zsad.spaces import layout
@@ -25,13 +27,33 @@ from zsad.spaces import ops as O
 from zsad.spaces.darts import CONCAT, NODES, NUM_CLASSES, OPS, Genotype
 
 
+def _windows(x, fill: float, stride: int) -> list:
+    """The nine shifts of ``x`` padded by 1 (with ``fill``) that a 3x3 window of ``stride`` covers."""
+    h, w = x.shape[1:3]
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=jnp.asarray(fill, x.dtype))
+    return [p[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
+            for i in range(3) for j in range(3)]
+
+
+def _max_pool(x, stride: int):
+    """3x3 max pool, padding 1."""
+    return functools.reduce(jnp.maximum, _windows(x, -jnp.inf, stride))
+
+
+def _avg_pool(x, stride: int):
+    """3x3 average pool, padding 1, over the pixels inside the image (padding not counted)."""
+    count = sum(_windows(np.ones((1, *x.shape[1:3], 1), x.dtype), 0.0, stride))
+    return sum(_windows(x, 0.0, stride)) / jnp.asarray(count, x.dtype)
+
+
 def _op(e: int, op: str, c: int, stride: int, cal):
     """Operation ``op`` of edge ``e`` as a branch ``(module, h) -> out`` (cell operations: no affine BN; a
     pool is followed by a batch norm, as NASLib builds NAS-Bench-301's cells)."""
     name = f"e{e}_{op}"
     if op in ("max_pool_3x3", "avg_pool_3x3"):
-        pool = O.max_pool if op == "max_pool_3x3" else O.avg_pool
-        return lambda mdl, h: FrozenBatchNorm(O.BN_EPSILON, False, name=name, parent=mdl)(pool(h, 3, stride), cal)
+        pool = _max_pool if op == "max_pool_3x3" else _avg_pool
+        return lambda mdl, h: FrozenBatchNorm(O.BN_EPSILON, False, name=name, parent=mdl)(pool(h, stride), cal)
     if op == "skip_connect":
         if stride == 1:
             return lambda mdl, h: h
