@@ -613,3 +613,20 @@ def test_rank_space_runs_any_runner_and_refuses_options_that_do_not_go_together(
         rank_space(space, ray="local", devices=1)
     with pytest.raises(SpecError, match=r"^runner: expected either a runner or ray/devices; got both$"):
         rank_space(space, runner=static_rows, devices=1)
+
+
+def test_flops_count_every_repeat_of_a_scanned_block(tmp_path):
+    """A repeated block runs as one loop, whose body XLA's cost analysis counts once: the FLOPs column
+    must equal that of the same network written out layer by layer."""
+    layer = "[{type: dense, features: 8}, {type: activation, fn: tanh}]"
+    (tmp_path / "s.yaml").write_text(textwrap.dedent(f"""\
+        archs:
+          - {{name: scanned, input: {{shape: [4]}}, layers: [{{type: block, repeat: 6, layers: {layer}}}]}}
+          - {{name: written, input: {{shape: [4]}}, layers: {layer[:-1]}, {layer[1:-1]}, {layer[1:-1]},
+              {layer[1:-1]}, {layer[1:-1]}, {layer[1:]}}}
+          - {{name: once, input: {{shape: [4]}}, layers: {layer}}}
+        """))
+    result = rank_space(load_space(tmp_path / "s.yaml"), RankOptions(batch=4, metrics=("flops",)), by="flops")
+    rows = by_arch(result.rows)
+    assert rows["scanned"]["flops"] == rows["written"]["flops"]
+    assert rows["scanned"]["flops"] > 5 * rows["once"]["flops"]  # six repeats, not one

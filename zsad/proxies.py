@@ -198,7 +198,9 @@ def flops(apply_fn: ApplyFn, params: PyTree, x: jax.Array) -> float:
     operation. Benchmarks that count multiply-accumulates (NAS-Bench-201's
     "FLOPs") report roughly half of this figure.
 
-    Host-side: compiles a program, hence not jittable.
+    Host-side: compiles a program, hence not jittable. XLA counts the body of a
+    loop (``lax.scan``, ``lax.fori_loop``) once, whatever its trip count: pass
+    the unrolled network (``zsad.build(arch, scan=False)``) to count every repeat.
 
     Args:
       apply_fn: ``apply_fn(params, x) -> y``, batched.

@@ -605,7 +605,7 @@ class Scorer:
         if "params" in metrics:
             row["params"] = program.params
         if "flops" in metrics:
-            row["flops"] = program.flops if arch.module is not None else self._flops(item.arch, net, choices, dtype)
+            row["flops"] = program.flops if arch.module is not None else self._flops(item.arch, dtype)
         return program, self._x(arch.input, arch.base_dir, arch.source), net.scalars, arch.module is not None, names
 
     def _prepare_builtin(self, item: SpaceItem, row: dict):
@@ -633,13 +633,15 @@ class Scorer:
         x = self._x(inp, self.context.base_dir, self.context.source)
         return program, x, space.scalars(arch), False, program.layer_names
 
-    def _flops(self, arch: Architecture, net: Network, choices: tuple | None, dtype) -> int:
+    def _flops(self, arch: Architecture, dtype) -> int:
         """FLOPs of ``arch``'s own network: not of its group's program, whose activation layers may choose
         among several functions (the count would then depend on which architectures share a chunk, and
-        a resumed file would differ from an uninterrupted one). Cached per structure and functions."""
+        a resumed file would differ from an uninterrupted one), and of its unrolled form: XLA's cost
+        analysis counts a loop's body once, so a scanned repeated block would count as one repeat.
+        Cached per structure and functions."""
         key = (structure(arch.layers), tuple(arch.input.shape), arch.input.dtype, str(dtype))
         if key not in _FLOPS_CACHE:
-            _FLOPS_CACHE[key] = _xla_flops(net if choices is None else build(arch), dtype)
+            _FLOPS_CACHE[key] = _xla_flops(build(arch, scan=False), dtype)
             while len(_FLOPS_CACHE) > 4096:
                 _FLOPS_CACHE.pop(next(iter(_FLOPS_CACHE)))
         return _FLOPS_CACHE[key]
