@@ -203,8 +203,8 @@ def test_cycle_finder_finds_a_cycle_through_three_modules():
 
 #: Cycles through modules that import each other inside functions, each to be broken by moving the shared
 #: code into a module both import: ``zsad.arch.build`` builds PyTorch modules with ``zsad.torch_bridge``,
-#: which draws with ``build.unit_weights``; ``nasbench101`` builds its network with ``nasbench101_net``,
-#: which reads the notation of ``nasbench101`` (and the same for ``darts`` and ``darts_net``).
+#: which draws with ``build.unit_weights``; ``nasbench101`` and ``darts`` build their networks with
+#: ``nasbench101_net`` and ``darts_net``, which read the notation of ``nasbench101`` and ``darts``.
 KNOWN_CYCLES = [{"zsad.arch.build", "zsad.torch_bridge"}, {"zsad.spaces.nasbench101", "zsad.spaces.nasbench101_net"},
                 {"zsad.spaces.darts", "zsad.spaces.darts_net"}]
 
