@@ -220,11 +220,6 @@ def test_the_import_graph_has_no_cycle_and_no_edge_from_the_engine_to_the_cli():
     assert not to_cli, f"the engine imports the command line: {to_cli}"
 
 
-#: Private names still imported from another module: the measurement over seeds that normalize shares
-#: with score.
-KNOWN_PRIVATE = {("zsad.normalize", "zsad.score", "_metrics_over_seeds")}
-
-
 def test_no_private_name_is_imported_from_another_module():
     _, private = import_graph()
-    assert set(private) <= KNOWN_PRIVATE, sorted(set(private) - KNOWN_PRIVATE)
+    assert not private, sorted(set(private))

@@ -521,7 +521,7 @@ def _builtin_space(node, ctx, name, file, canon: str) -> Space:
         for arch in archs():
             yield SpaceItem(impl.format(arch), BuiltinArch(impl, arch))
 
-    fp = _fingerprint({"form": canon, "options": impl.options(), "archs": spec,
+    fp = fingerprint_of({"form": canon, "options": impl.options(), "archs": spec,
                        "input": {k: v for k, v in dataclasses.asdict(inp).items() if k != "at"}})
     return Space(canon, name, file, size, fp, input=inp, items=items)
 

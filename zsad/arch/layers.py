@@ -58,7 +58,7 @@ class Conv(Layer):
     features: int
     kernel: tuple[int, ...]
     stride: tuple[int, ...]
-    padding: Union[str, int] = "same"
+    padding: str | int = "same"
     use_bias: bool = True
     init: Init = Init()
 
@@ -67,7 +67,7 @@ class Conv(Layer):
 class AvgPool(Layer):
     window: tuple[int, ...]
     stride: tuple[int, ...]
-    padding: Union[str, int] = "valid"
+    padding: str | int = "valid"
     count_include_pad: bool = False
 
 
@@ -75,7 +75,7 @@ class AvgPool(Layer):
 class MaxPool(Layer):
     window: tuple[int, ...]
     stride: tuple[int, ...]
-    padding: Union[str, int] = "valid"
+    padding: str | int = "valid"
 
 
 @dataclass(frozen=True)
