@@ -514,6 +514,10 @@ class Scorer:
             return ("error",)
         if item.is_nb201:
             return ("nb201",)
+        if item.is_builtin:  # one program per group of the configured space
+            space = arch.space
+            return ("builtin", space.name, json.dumps(space.options(), sort_keys=True), tuple(space.input_shape),
+                    space.group(arch.arch))
         if arch.module is not None:  # a PyTorch module with init: shares its program across weight/bias_std
             init = arch.init.dist if arch.init_set else None
             return ("module", arch.module, str(arch.base_dir), tuple(arch.input.shape), arch.input.dtype, init)
@@ -524,7 +528,7 @@ class Scorer:
         """The activation functions that ``group`` (one :meth:`group_key`) holds at each activation node;
         None where every node has one function (no choice to make)."""
         archs = [item.arch for item in group if item.error is None and not item.is_nb201
-                 and item.arch.module is None]
+                 and not item.is_builtin and item.arch.module is None]
         if not archs:
             return None
         per_node = tuple(tuple(sorted(set(fns))) for fns in zip(*(activation_fns(a.layers) for a in archs)))
@@ -748,6 +752,8 @@ class Scorer:
                 sigma2_output=nb201.FEATURES))
             x = self._x(inp, self.context.base_dir, self.context.source)
             return program, x, nb201.default_scalars(ops), False, program.layer_names
+        if item.is_builtin:
+            return self._prepare_builtin(item, row)
         arch: Architecture = item.arch
         names = tuple(name for name, _ in named_layers(arch.layers))
         if choices is not None and arch.module is None:
@@ -777,6 +783,23 @@ class Scorer:
         if "flops" in metrics:
             row["flops"] = program.flops if arch.module is not None else self._flops(item.arch, net, choices, dtype)
         return program, self._x(arch.input, arch.base_dir, arch.source), net.scalars, arch.module is not None, names
+
+    def _prepare_builtin(self, item: SpaceItem, row: dict):
+        """:meth:`_prepare` for an architecture of a built-in space: its group's program, its scalars."""
+        space, arch = item.arch.space, item.arch.arch
+        if "params" in self.options.metrics:
+            row["params"] = space.params(arch)
+        if "flops" in self.options.metrics:
+            row["flops"] = space.flops(arch)
+        why = space.degenerate(arch)
+        if why is not None:
+            return {**row, "status": "degenerate", "reason": why}
+        inp, group = self.context.input, space.group(arch)
+        program = self._program(self.group_key(item), lambda: _make_program(
+            space.program(group), self.options, space.code_layers(group), params=None, flops=None,
+            dtype=self._dtype(inp), batched=self.batched, sigma2_output=space.features))
+        x = self._x(inp, self.context.base_dir, self.context.source)
+        return program, x, space.scalars(arch), False, program.layer_names
 
     def _flops(self, arch: Architecture, net: Network, choices: tuple | None, dtype) -> int:
         """FLOPs of ``arch``'s own network: not of its group's program, whose activation layers may choose

@@ -200,7 +200,8 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
     """
     t0 = time.perf_counter()
     cell = isinstance(arch, CellArchitecture)
-    net = nb201.build_network(arch.ops) if cell else build(arch)
+    model = arch.model if cell else None
+    net = (model.network(arch.ops) if model is not None else nb201.build_network(arch.ops)) if cell else build(arch)
     check_fits(net, options.batch, jnp.result_type(float) if arch.input.dtype == "float32" else arch.input.dtype,
                source=arch.source, name="layers" if not cell else "arch")  # before anything is allocated
     x = load_inputs(arch.input, options.batch, seed=options.data_seed, base_dir=arch.base_dir,
@@ -209,7 +210,7 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
     names = list(net.layer_names)
     spectrum_cfg = between = None
     if options.spectrum:
-        start, stop, between = (_cell_between(names, options.between) if cell else
+        start, stop, between = (_cell_between(names, options.between, model) if cell else
                                 resolve_between(arch, names, options.between, has_segment=net.segment is not None))
         spectrum_cfg = SpectrumConfig(start, stop, options.spectrum_method, options.spectrum_steps,
                                       options.spectrum_probes, min(options.spectrum_samples, x.shape[0]))
@@ -266,7 +267,7 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
 
         extra["init"] = init_description(arch)
     return ScoreReport(
-        name=arch.name, params=nb201.param_count(arch.ops) if cell else param_count(net), nlc_per_seed=per_seed, nlc_mean=mean, nlc_std=std,
+        name=arch.name, params=_cell_params(arch) if cell else param_count(net), nlc_per_seed=per_seed, nlc_mean=mean, nlc_std=std,
         nlc_reason=reason, profile=profile, diverged=diverged, verdict=combine(items), options=options,
         seconds=time.perf_counter() - t0, extra=extra, density=density,
     )
@@ -305,12 +306,19 @@ _CELL_FAMILY = {"kinds": {"conv", "batch_norm", "activation", "avg_pool", "globa
                 "residual_conv": True, "multi_branch": True, "foreign": False}
 
 
-def _cell_between(names: list[str], between: tuple[str, str] | None) -> tuple[int, int, tuple[str, str]]:
-    """The Jacobian's segment in a NAS-Bench-201 network: from the input (the only place it can be cut) to
-    a named output; default the last feature map (:data:`zsad.spaces.nasbench201.FEATURES`)."""
-    a, b = between or ("input", nb201.FEATURES)
+def _cell_params(arch: CellArchitecture) -> int:
+    """The benchmark's parameter count of a built-in space's architecture."""
+    return nb201.param_count(arch.ops) if arch.model is None else arch.model.params(arch.ops)
+
+
+def _cell_between(names: list[str], between: tuple[str, str] | None,
+                  model=None) -> tuple[int, int, tuple[str, str]]:
+    """The Jacobian's segment in a built-in space's network: from the input (the only place it can be cut)
+    to a named output; default the last feature map (:data:`zsad.spaces.nasbench201.FEATURES`, or the
+    space's ``features``)."""
+    a, b = between or ("input", nb201.FEATURES if model is None else model.features)
     if a != "input":
-        raise SpecError(f"--between: a NAS-Bench-201 network's Jacobian starts at the input; got {a!r}")
+        raise SpecError(f"--between: a built-in space's network's Jacobian starts at the input; got {a!r}")
     stop = _index(b, names, end=True)
     if stop < 0:
         raise SpecError(f"--between: the second point must be a layer ({', '.join(names)}); got {b!r}")

@@ -7,9 +7,11 @@ Four forms, told apart by their top-level field:
 2. ``base:`` an architecture (a path or an inline mapping) and ``choices:``
    (dotted field path -> list of values), the cartesian product, with an
    optional seeded ``sample: N`` (``seed:``, default 0);
-3. ``space: nas-bench-201`` with ``archs:`` one of ``all``,
-   ``{sample: N, seed: S}`` or a list of architecture strings, and optionally
-   ``input:`` (as in an architecture file; shape [32, 32, 3]) or ``data:``
+3. ``space: NAME``, a built-in space (:mod:`zsad.spaces`: ``nas-bench-201``,
+   ``transnas-micro`` ...), with ``archs:`` one of ``all``, ``{sample: N,
+   seed: S}`` or a list of architectures in the space's notation, the space's
+   own option fields (``task:`` ...), and optionally ``input:`` (as in an
+   architecture file; NAS-Bench-201: shape [32, 32, 3]) or ``data:``
    (shorthand for ``input: {data: ...}``);
 4. ``generator: module:function``; ``function()`` yields architecture mappings
    or :class:`~zsad.arch.spec.Architecture` objects (the space file's folder is
@@ -43,6 +45,7 @@ from typing import Any, Callable, Iterator, Union
 import numpy as np
 
 from zsad._entry import import_callable
+from zsad.spaces import SPACES, canonical_name, suggestion
 from zsad.spaces import nasbench201 as nb201
 from zsad._errors import SpecError, ZsadError, locate
 from zsad.arch.spec import (
@@ -63,7 +66,8 @@ class SpaceItem:
 
     Attributes:
       id: unique name within the space (the ``arch`` column of the results).
-      arch: an ``Architecture``, a NAS-Bench-201 operation tuple, or None when ``error`` is set.
+      arch: an ``Architecture``, a NAS-Bench-201 operation tuple, a :class:`BuiltinArch`, or None when
+        ``error`` is set.
       error: one-line reason this architecture could not be made, else None.
     """
 
@@ -74,6 +78,24 @@ class SpaceItem:
     @property
     def is_nb201(self) -> bool:
         return isinstance(self.arch, tuple)
+
+    @property
+    def is_builtin(self) -> bool:
+        """An architecture of a built-in space other than NAS-Bench-201 (a :class:`BuiltinArch`)."""
+        return isinstance(self.arch, BuiltinArch)
+
+
+@dataclass(frozen=True)
+class BuiltinArch:
+    """One architecture of a configured built-in space (:class:`zsad.spaces.BuiltinSpace`).
+
+    Attributes:
+      space: the configured space (its options and input shape).
+      arch: the canonical architecture (``space.parse`` of its notation).
+    """
+
+    space: Any
+    arch: Any
 
 
 @dataclass(frozen=True)
@@ -129,6 +151,9 @@ def parse_space(node: Any, *, file: str | None = None) -> Space:
         raise ctx.child(node, "name").error("a non-empty string", name)
     base_dir = Path(file).resolve().parent if file else Path.cwd()
     if "space" in node:
+        canon = canonical_name(node["space"]) if isinstance(node["space"], str) else None
+        if canon is not None and canon not in NB201_NAMES:
+            return _builtin_space(node, ctx, name, file, canon)
         return _nb201_space(node, ctx, name, file, base_dir)
     if "generator" in node:
         return _generator_space(node, ctx, name, file, base_dir)
@@ -360,8 +385,7 @@ def _nb201_space(node, ctx, name, file, base_dir) -> Space:
     if kind not in NB201_NAMES:
         from zsad.activations import closest
 
-        raise sctx.error(f"one of {', '.join(NB201_NAMES)}", node["space"],
-                         closest(str(node["space"]), NB201_NAMES))
+        raise sctx.error(f"one of {', '.join(SPACES)}", node["space"], suggestion(str(node["space"])))
     inp = _nb201_input(node, ctx)
     if "archs" not in node:
         raise ctx.error("a field 'archs' (all, {sample: N, seed: S}, or a list of architecture strings)")
@@ -424,23 +448,104 @@ def _nb201_space(node, ctx, name, file, base_dir) -> Space:
     return Space("nas-bench-201", name, file, size, fp, input=inp, items=items)
 
 
+# --------------------------------------------------------------------------- form 3: other built-in spaces
+
+def _configured(node, ctx, canon: str, fields: tuple[str, ...]):
+    """The built-in space ``canon`` configured by ``node``'s option fields, on ``node``'s input."""
+    sctx = ctx.child(node, "space")
+    try:
+        cls = SPACES[canon]
+    except ImportError:
+        raise sctx.error(f"a built-in space available in this installation ({canon} is not)", node["space"]) from None
+    _mapping(node, ctx, (*fields, *cls.option_fields), f"{canon} space")
+    space = cls.configure({f: node[f] for f in cls.option_fields if f in node}, ctx)
+    inp = _builtin_input(node, ctx, space)
+    return space.with_input(inp.shape), inp
+
+
+def _builtin_input(node, ctx, space) -> Input:
+    """``input:`` / ``data:`` of a built-in space's file; the shape defaults to the space's and is checked."""
+    shape = list(space.input_shape)
+    inode = node.get("input", {})
+    ictx = ctx.child(node, "input") if "input" in node else ctx
+    if not isinstance(inode, dict):
+        raise ictx.error("a mapping (input)", inode)
+    if "data" in node and "data" in inode:
+        raise ctx.child(node, "data").error("either 'data:' or 'input.data:', not both")
+    inode = {"shape": shape, **copy.deepcopy(inode), **({"data": node["data"]} if "data" in node else {})}
+    inp = _input(inode, ictx)
+    why = space.check_input(list(inp.shape))
+    if why is not None:
+        raise ictx.child(node["input"], "shape").error(f"{why} ({space.name} inputs)", list(inp.shape))
+    return inp
+
+
+def _builtin_space(node, ctx, name, file, canon: str) -> Space:
+    space, inp = _configured(node, ctx, canon, ("name", "space", "archs", "input", "data"))
+    if "archs" not in node:
+        raise ctx.error(f"a field 'archs' (all, {{sample: N, seed: S}}, or a list of {space.notation})")
+    anode, actx = node["archs"], ctx.child(node, "archs")
+    if anode == "all":
+        if space.size is None:
+            raise actx.error(f"{{sample: N, seed: S}} or a list ({canon} is too large to enumerate)", anode)
+        spec: Any = "all"
+        size, archs = space.size, space.all
+    elif isinstance(anode, dict):
+        _mapping(anode, actx, ("sample", "seed"), f"{canon} sample")
+        if "sample" not in anode:
+            raise actx.error("a field 'sample' (how many architectures to draw)")
+        n, seed = anode["sample"], anode.get("seed", 0)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= (space.size or n):
+            raise actx.child(anode, "sample").error(f"an integer in 1..{space.size or 'N'}", n)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise actx.child(anode, "seed").error("an integer >= 0", seed)
+        spec, size = {"sample": n, "seed": seed}, n
+        archs = lambda: iter(space.sample(n, seed))  # noqa: E731
+    elif isinstance(anode, list) and anode:
+        seen: dict[Any, int] = {}
+        for i, text in enumerate(anode):
+            try:
+                arch = space.parse(text)
+            except SpecError as err:
+                raise SpecError(f"{_loc(actx.child(anode, i))}: archs.{i}: {err}") from None
+            if arch in seen:
+                raise actx.child(anode, i).error(f"distinct architectures (archs.{seen[arch]} is the same)", text)
+            seen[arch] = i
+        frozen = tuple(seen)
+        spec, size = [space.format(a) for a in frozen], len(frozen)
+        archs = lambda: iter(frozen)  # noqa: E731
+    else:
+        raise actx.error(f"all, {{sample: N, seed: S}}, or a non-empty list of {space.notation}", anode)
+
+    def items() -> Iterator[SpaceItem]:
+        for arch in archs():
+            yield SpaceItem(space.format(arch), BuiltinArch(space, arch))
+
+    fp = _fingerprint({"form": canon, "options": space.options(), "archs": spec,
+                       "input": {k: v for k, v in dataclasses.asdict(inp).items() if k != "at"}})
+    return Space(canon, name, file, size, fp, input=inp, items=items)
+
+
 @dataclass(frozen=True)
 class CellArchitecture:
     """One architecture of a built-in space, as ``zsad score`` reads it from a file with ``space:`` and ``arch:``.
 
     Attributes:
       name: the file's ``name`` (default: the file's stem).
-      space: the built-in space (``nas-bench-201``).
-      ops: the architecture in the space's own terms (NAS-Bench-201: its six operations).
+      space: the built-in space's name (``nas-bench-201``, ``transnas-micro`` ...).
+      ops: the architecture in the space's own terms (NAS-Bench-201: its six operations; other spaces:
+        their canonical architecture).
       input: the input, as in a space file.
       source: the file it came from.
+      model: the configured :class:`zsad.spaces.BuiltinSpace` (None: NAS-Bench-201).
     """
 
     name: str
     space: str
-    ops: Nb201Ops
+    ops: Any
     input: Input
     source: str | None = None
+    model: Any = None
 
     @property
     def base_dir(self) -> Path:
@@ -448,12 +553,15 @@ class CellArchitecture:
 
     @property
     def notation(self) -> str:
-        return nb201.format_arch(self.ops)
+        return nb201.format_arch(self.ops) if self.model is None else self.model.format(self.ops)
 
 
 def parse_cell(node: Any, *, file: str | None = None) -> CellArchitecture:
     """Validates a mapping ``{space: nas-bench-201, arch: '<string>', name?, input?, data?}``."""
     ctx = _Ctx(file)
+    canon = canonical_name(node["space"]) if isinstance(node, dict) and isinstance(node.get("space"), str) else None
+    if canon is not None and canon not in NB201_NAMES:
+        return _builtin_cell(node, ctx, file, canon)
     _mapping(node, ctx, ("name", "space", "arch", "input", "data"), "architecture of a built-in space")
     kind = node["space"]
     if isinstance(kind, str):
@@ -461,8 +569,8 @@ def parse_cell(node: Any, *, file: str | None = None) -> CellArchitecture:
     if kind not in NB201_NAMES:
         from zsad.activations import closest
 
-        raise ctx.child(node, "space").error(f"one of {', '.join(NB201_NAMES)}", node["space"],
-                                             closest(str(node["space"]), NB201_NAMES))
+        raise ctx.child(node, "space").error(f"one of {', '.join(SPACES)}", node["space"],
+                                             suggestion(str(node["space"])))
     if "arch" not in node:
         raise ctx.error("a field 'arch' (a NAS-Bench-201 architecture string '|a~0|+|b~0|c~1|+|d~0|e~1|f~2|')")
     actx = ctx.child(node, "arch")
@@ -476,6 +584,20 @@ def parse_cell(node: Any, *, file: str | None = None) -> CellArchitecture:
     if not isinstance(name, str) or not name:
         raise ctx.child(node, "name").error("a non-empty string", name)
     return CellArchitecture(name, kind, ops, _nb201_input(node, ctx), file)
+
+
+def _builtin_cell(node, ctx, file, canon: str) -> CellArchitecture:
+    space, inp = _configured(node, ctx, canon, ("name", "space", "arch", "input", "data"))
+    if "arch" not in node:
+        raise ctx.error(f"a field 'arch' ({space.notation})")
+    try:
+        arch = space.parse(node["arch"])
+    except SpecError as err:
+        raise SpecError(f"{_loc(ctx.child(node, 'arch'))}: arch: {err}") from None
+    name = node.get("name", Path(file).stem if file else "cell")
+    if not isinstance(name, str) or not name:
+        raise ctx.child(node, "name").error("a non-empty string", name)
+    return CellArchitecture(name, canon, arch, inp, file, model=space)
 
 
 def load_scorable(path: str | Path) -> Union[Architecture, CellArchitecture]:
