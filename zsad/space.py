@@ -377,15 +377,13 @@ def _product_space(node, ctx, name, file, base_dir) -> Space:
 # --------------------------------------------------------------------------- form 3: NAS-Bench-201
 
 def _nb201_space(node, ctx, name, file, base_dir) -> Space:
-    _mapping(node, ctx, ("name", "space", "archs", "input", "data"), "search space (built in)")
     sctx = ctx.child(node, "space")
     kind = node["space"]
     if isinstance(kind, str):
         kind = _NB201_ALIASES.get(kind.lower(), kind.lower())
     if kind not in NB201_NAMES:
-        from zsad.activations import closest
-
         raise sctx.error(f"one of {', '.join(SPACES)}", node["space"], suggestion(str(node["space"])))
+    _mapping(node, ctx, ("name", "space", "archs", "input", "data"), "search space (built in)")
     inp = _nb201_input(node, ctx)
     if "archs" not in node:
         raise ctx.error("a field 'archs' (all, {sample: N, seed: S}, or a list of architecture strings)")
@@ -458,7 +456,10 @@ def _configured(node, ctx, canon: str, fields: tuple[str, ...]):
     except ImportError:
         raise sctx.error(f"a built-in space available in this installation ({canon} is not)", node["space"]) from None
     _mapping(node, ctx, (*fields, *cls.option_fields), f"{canon} space")
-    space = cls.configure({f: node[f] for f in cls.option_fields if f in node}, ctx)
+    options = copy.copy(node)  # the option fields, with their positions in the file
+    for key in [k for k in options if k not in cls.option_fields]:
+        del options[key]
+    space = cls.configure(options, ctx)
     inp = _builtin_input(node, ctx, space)
     return space.with_input(inp.shape), inp
 
@@ -567,8 +568,6 @@ def parse_cell(node: Any, *, file: str | None = None) -> CellArchitecture:
     if isinstance(kind, str):
         kind = _NB201_ALIASES.get(kind.lower(), kind.lower())
     if kind not in NB201_NAMES:
-        from zsad.activations import closest
-
         raise ctx.child(node, "space").error(f"one of {', '.join(SPACES)}", node["space"],
                                              suggestion(str(node["space"])))
     if "arch" not in node:

@@ -389,13 +389,15 @@ class TransNASMicro(TransNAS):
     notation: ClassVar[str] = "'64-41414-a_bc_def' (digits 0 none, 1 skip, 2 conv1x1, 3 conv3x3)"
     size = NUM_MICRO
     resolution: ClassVar[int] = MICRO_RESOLUTION
+    #: The stage digits the cells are stacked on (the benchmark's ``41414``).
+    skeleton: tuple[int, ...] = MICRO_SKELETON
 
-    def __init__(self, task: str, resolution: int | None = None,
-                 skeleton: tuple[int, ...] = MICRO_SKELETON):
-        """``skeleton``: the stage digits the cells are stacked on (the benchmark's ``41414``; a shorter one
-        builds a smaller network of the same cells, for tests)."""
+    def __init__(self, task: str, resolution: int | None = None, skeleton: tuple[int, ...] | None = None):
+        """``skeleton``: another stack of stages (a shorter one builds a smaller network of the same cells,
+        for tests); its parameter counts are then not the benchmark's."""
         super().__init__(task, resolution)
-        self.skeleton = tuple(skeleton)
+        if skeleton is not None:
+            self.skeleton = tuple(skeleton)
 
     def parse(self, node) -> tuple[int, ...]:
         return parse_micro(node)
