@@ -100,3 +100,14 @@ def test_rank_and_score_agree(tmp_path, monkeypatch):
         report = score_architecture(scored, ScoreOptions(seeds=1, batch=4, spectrum=False))
         assert report.params == row["params"] and report.extra["space"]["arch"] == arch
         assert report.nlc_mean == pytest.approx(row["nlc"], rel=1e-4)
+
+
+def test_select_and_normalize_refuse_the_space(tmp_path):
+    from zsad.normalize import normalize_space
+    from zsad.select import load_select_space
+
+    path = _write(tmp_path, "space: transnas-macro\ntask: class_object\narchs: [64-1234-basic]\n")
+    with pytest.raises(SpecError, match="the built-in space transnas-macro has no positions"):
+        load_select_space(path)
+    with pytest.raises(SpecError, match="The transnas-macro space's cells are built in without shaping scalars"):
+        next(normalize_space(load_space(path), 1.5))

@@ -366,7 +366,8 @@ def load_select_space(path: str | Path) -> SelectSpace:
         positions = tuple(Position(name, nb201.OPS, nb201.OPS) for name in EDGE_NAMES)
         return SelectSpace("nas-bench-201", space.name, space.source, positions, space)
     if space.form != "product":
-        what = {"list": "an explicit list of architectures", "generator": "a generator"}[space.form]
+        what = {"list": "an explicit list of architectures", "generator": "a generator"}.get(
+            space.form, f"the built-in space {space.form}")
         raise SpecError(f"{path}: " + _NO_POSITIONS.format(what=what))
     node = read_yaml(path)
     base_node, base_file = node["base"], str(path)
