@@ -8,7 +8,8 @@ on the batch), sigma2 = Tr(J^T J) / min(d_in, d_out) of the input -> encoder-out
 the matrix-free spectrum computes the mean), and the default score (``zsad.ranking``'s default
 candidate: a rank combination of ln nlc, -|ln sigma2| and ln flops). It reports the Spearman correlation of each
 resolution's ranking with the largest resolution's, per space, and the cheapest resolution
-whose correlation is >= 0.95 on every column.
+whose correlation is >= 0.95 on every column (``summary`` in the JSON; ``seconds`` there are
+the median per measurement, compilation included, on a shared machine).
 
 Run: ``.venv/bin/python benchmarks/transnas_resolution.py --micro 30 --macro 30``
 (``--resolutions 32 64 128 256``; results go to ``--out`` as JSON, written after every
@@ -122,12 +123,18 @@ def main(argv=None) -> int:
     run_space(macro, macro_archs, res, args, log, args.store.setdefault("macro", {}))
     print("| space | resolution | archs | rho nlc | rho sigma2 | rho score | s/arch |")
     print("|---|---|---|---|---|---|---|")
+    summary = {}
     for key in ("micro", "macro"):
         c = correlations(args.store.get(key, {}), res)
+        keeps = [r for r in res if min(c["rho"][r][col] for col in COLUMNS) >= 0.95]
+        summary[key] = {**c, "cheapest_rho_0.95": min(keeps) if keeps else None}
         for r in res:
             rho = c["rho"][r]
             print(f"| {key} | {r} | {c['n']} | {rho['nlc']:.3f} | {rho['sigma2']:.3f} | {rho['score']:.3f} | "
                   f"{rho['seconds']:.1f} |")
+    results = results_of(args)
+    results["settings"].pop("micro"), results["settings"].pop("macro")  # the sample sizes: summary[...]["n"]
+    args.out.write_text(json.dumps({**results, "summary": summary}, indent=1))
     return 0
 
 

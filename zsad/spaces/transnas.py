@@ -20,8 +20,9 @@ benchmark's images are 256x256; the default input here is smaller, the cheapest 
 whose ranking kept a Spearman correlation >= 0.95 with the 256x256 ranking in
 ``benchmarks/transnas_resolution.py`` (NLC, sigma2 and the default score, class_object):
 32x32 for micro cells (:data:`MICRO_RESOLUTION`; rho 0.976 NLC, 0.983 sigma2, 0.961 score
-over 30 cells) and 128x128 for macro skeletons (:data:`MACRO_RESOLUTION`, whose four
-halvings leave too little of 32x32 or 64x64). A space file's ``input: {shape: [H, W, 3]}``
+over 30 cells) and 128x128 for macro skeletons (:data:`MACRO_RESOLUTION`; rho 0.970, 0.984,
+0.954 over 22 skeletons; up to four more halvings leave too little of 32x32 or 64x64, where
+rho falls to 0.44-0.76). A space file's ``input: {shape: [H, W, 3]}``
 chooses another (jigsaw: ``[H, W, 27]``, nine tiles, default 64x64 as the benchmark's).
 
 Parameters (:meth:`TransNAS.params`): convolutions without bias in the encoder, affine batch
