@@ -44,6 +44,7 @@ reference counts the encoder on one tile).
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import re
@@ -352,17 +353,25 @@ class TransNAS(BuiltinSpace):
         return names + ["head"]
 
     def _build(self, macro, cell, basic: bool, ops=None):
-        import jax.numpy as jnp
-        from zsad.spaces.transnas_net import make_network
-        kind, arg = TASKS[self.task]
-        pixel = kind in ("generative", "segmentation")
-        decoder = tuple(decoder_layers(macro, kind)) if pixel else ()
-        blocks = tuple((co, s) for _, co, s in _blocks(macro))
-        kw = dict(base=BASE, blocks=blocks, basic=basic, head=(kind, arg), decoder=decoder, cell=cell)
-        scalars = default_scalars()
-        if ops is not None:
-            scalars["ops"] = jnp.asarray(ops, jnp.int32)
-        return make_network(kw, self._layer_names(macro, basic), self.input_shape, scalars)
+        """The network of ``macro`` with micro cell ``cell`` (None and not ``basic``: the masked program);
+        built once per configuration (programs are traced to lay out their variables)."""
+        return _build(self.task, tuple(self.input_shape), tuple(macro), cell, basic, ops,
+                      tuple(self._layer_names(macro, basic)))
+
+
+@functools.lru_cache(maxsize=32)
+def _build(task, input_shape, macro, cell, basic, ops, layer_names):
+    import jax.numpy as jnp
+    from zsad.spaces.transnas_net import make_network
+    kind, arg = TASKS[task]
+    pixel = kind in ("generative", "segmentation")
+    decoder = tuple(decoder_layers(macro, kind)) if pixel else ()
+    blocks = tuple((co, s) for _, co, s in _blocks(macro))
+    kw = dict(base=BASE, blocks=blocks, basic=basic, head=(kind, arg), decoder=decoder, cell=cell)
+    scalars = default_scalars()
+    if ops is not None:
+        scalars["ops"] = jnp.asarray(ops, jnp.int32)
+    return make_network(kw, layer_names, input_shape, scalars)
 
 
 def default_scalars() -> dict:
