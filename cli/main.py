@@ -1,5 +1,6 @@
 """Entry point of the ``zsad`` command: imports each command module so it registers itself."""
 
+import os
 import signal
 import sys
 
@@ -52,6 +53,19 @@ def _interrupted() -> None:
     sys.exit(130)
 
 
+def _exit_now(code: int) -> None:
+    """Ends the process with ``code`` at once. A Ctrl-C that broke an extension module's import (or
+    landed in code run through ``PyRun_*``) leaves the interpreter marked as killed by SIGINT, and
+    Python would then end by re-raising the signal (exit status -2) whatever ``sys.exit`` asked for;
+    the command's output is complete at this point, so nothing is lost by skipping the shutdown."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main() -> None:
     ctrl_c = _Remember()
     signal.signal(signal.SIGINT, ctrl_c)
@@ -68,7 +82,9 @@ def main() -> None:
         ctrl_c.raising = True
         try:
             cli(prog_name="zsad")
-        except SystemExit:
+        except SystemExit as stop:
+            if stop.code == 130:  # interrupted: every result is written, the message printed
+                _exit_now(130)
             raise
         except BaseException:
             if ctrl_c.requested:

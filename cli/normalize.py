@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich import box
-from rich.table import Table
 
 from zsad_cli.app import EXIT_FAILURE, cli, emit_json, err_console, fail, handle_errors, out_console, x64_option
-from zsad_cli.render import fmt
+from zsad_cli.render import fmt, render_normalize
 
 
 @cli.command()
@@ -34,6 +32,7 @@ def normalize(arch_file, target, method, out, space_file, seeds, batch, tol, max
     """Solve for one shaping scalar per activation layer of ARCH_FILE so that its NLC equals --target."""
     import zsad
     from zsad import normalize as zn
+    from zsad.arch.files import save_architecture
 
     if (arch_file is None) == (space_file is None):
         raise zsad.ZsadError("expected either ARCH_FILE or --space SPACE_FILE (one of them)")
@@ -47,7 +46,7 @@ def normalize(arch_file, target, method, out, space_file, seeds, batch, tol, max
     check_writable(out, "--out")  # before the work, not after it
     with err_console.status(f"normalizing {arch.name} to NLC {target:g} ({method})…"):
         result = zn.normalize(arch, target, **options)
-    zn.save(result.arch, out)
+    save_architecture(result.arch, out)
     doc = {**result.to_json(), "output": out}
     emit_json(doc, None, as_json)
     if not as_json:
@@ -59,6 +58,7 @@ def normalize(arch_file, target, method, out, space_file, seeds, batch, tol, max
 
 def _normalize_space(space_file, target, out, options, as_json) -> None:
     from zsad import normalize as zn
+    from zsad.arch.files import save_space
     from zsad.space import load_space
 
     from zsad._files import check_writable
@@ -75,7 +75,7 @@ def _normalize_space(space_file, target, out, options, as_json) -> None:
         if result is not None and result.converged:
             archs.append(result.arch)
     if archs:
-        zn.save_space(archs, out, f"{space.name}-normalized")
+        save_space(archs, out, f"{space.name}-normalized")
     emit_json({"space": space.name, "target": target, "output": out if archs else None, "archs": rows},
               None, as_json)
     if not as_json:
@@ -86,33 +86,3 @@ def _normalize_space(space_file, target, out, options, as_json) -> None:
              EXIT_FAILURE)
 
 
-def render_normalize(doc: dict) -> None:
-    """Before/after NLC, the per-layer scalars and the mean-field phase, on stdout."""
-    before, after = doc["nlc_before"], doc["nlc_after"]
-    head = Table.grid(padding=(0, 2))
-    head.add_column(style="bold")
-    head.add_column()
-    head.add_row("target", f"{doc['target']:g}  [dim](method {doc['method']})[/]")
-    head.add_row("NLC before", fmt(before["mean"], before["std"]))
-    head.add_row("NLC after", fmt(after["mean"], after["std"]))
-    mf = doc.get("meanfield") or {}
-    if "before" in mf and "after" in mf:
-        head.add_row("mean-field phase", f"{_phase(mf['before'])} → {_phase(mf['after'])}")
-    head.add_row("solve", f"{doc['iterations']} measured iterations, {doc['seconds']:.2f} s, "
-                          f"{doc['compilations']} recompilations")
-    head.add_row("written", doc["output"])
-    out_console.print(head)
-    table = Table(box=box.SIMPLE_HEAD, title="shaping per activation layer", title_justify="left")
-    for col in ("layer", "q", "alpha", "beta", "gain", "layer NLC"):
-        table.add_column(col, justify="left" if col == "layer" else "right")
-    for row in doc["layers"]:
-        table.add_row(row["layer"], fmt(row["q"]), fmt(row["alpha"]), fmt(row["beta"]), fmt(row["gain"]),
-                      f"{fmt(row['nlc_native'])} → {fmt(row['nlc_layer'])}")
-    out_console.print(table)
-
-
-def _phase(summary: dict) -> str:
-    if not isinstance(summary, dict) or summary.get("phase") is None:
-        return "—"
-    chi = summary.get("chi1")
-    return f"{summary['phase']} (χ₁ = {chi:.3g})" if isinstance(chi, (int, float)) else str(summary["phase"])

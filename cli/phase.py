@@ -3,37 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich import box
-from rich.table import Table
 
-from zsad_cli.app import cli, emit_json, err_console, handle_errors, out_console, x64_option
-
-
-def render_phase(doc: dict) -> None:
-    params = ", ".join(f"{k}={v:g}" for k, v in doc["params"].items())
-    table = Table(title=f"edge of chaos of {doc['activation']}{f' ({params})' if params else ''}: "
-                        "χ₁(q*) = 1", box=box.SIMPLE_HEAD)
-    for name in ("σ_b²", "critical σ_w²", "critical σ_w", "q*"):
-        table.add_column(name, justify="right")
-    for row in doc["edge_of_chaos"]:
-        w = row["weight_var"]
-        table.add_row(f"{row['bias_var']:.4g}", "—" if w is None else f"{w:.6f}", "—" if w is None else f"{w**0.5:.6f}",
-                      _q_text(row))
-    out_console.print(table)
-    net = doc.get("network")
-    if net:
-        chi = "—" if net["chi1"] is None else f"{net['chi1']:.4g}"
-        out_console.print(f"[bold]{net['name']}[/]: hidden layer {net['activation']} at σ_w² = {net['weight_var']:.4g}, "
-                          f"σ_b² = {net['bias_var']:.4g}: χ₁ = {chi} ([bold]{net['phase']}[/])")
-    if doc.get("plot"):
-        out_console.print(f"phase diagram written to {doc['plot']}")
-
-
-def _q_text(row: dict) -> str:
-    if row["q_star"] is not None:
-        return f"{row['q_star']:.4g}"
-    reason = row.get("reason", "")
-    return "∞ (diverges)" if "grows without bound" in reason else "any q" if "every q" in reason else "—"
+from zsad_cli.app import cli, emit_json, err_console, handle_errors, x64_option
+from zsad_cli.render import render_phase
 
 
 @cli.command()

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich import box
-from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
-from rich.text import Text
 
-from zsad_cli.app import cli, emit_json, err_console, handle_errors, out_console, x64_option
-from zsad_cli.render import fmt
+from zsad_cli.app import cli, emit_json, err_console, handle_errors, x64_option
+from zsad_cli.render import render_selection
 
 
 @cli.command()
@@ -67,72 +62,6 @@ class _Progress:
     def __exit__(self, *exc):
         self.bar.stop()
         return False
-
-
-def _marginal(c: dict) -> str:
-    if c.get("marginal") is None:
-        return "—"
-    lo, hi = c.get("marginal_low"), c.get("marginal_high")
-    interval = f" [{lo:+.2f}, {hi:+.2f}]" if lo is not None else ""
-    return f"{c['marginal']:+.3f}{interval}"
-
-
-def render_selection(doc: dict) -> None:
-    """Positions as rows, candidates as columns: marginal effect [95% interval], σ², the selected one marked."""
-    fair = doc["options"]["fair"]
-    width = max(len(p["candidates"]) for p in doc["positions"])
-    title = (f"{doc['space']['name']}: marginal effect on the default score [95% bootstrap interval] over "
-             f"{doc['options']['samples']} sampled architectures ({'fair initialization' if fair else 'as is'}); "
-             "σ² of the candidate alone; ★ selected")
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
-    table.add_column("position", no_wrap=True)
-    for i in range(width):
-        table.add_column(f"candidate {i + 1}")
-    show_as_is = fair and doc["options"]["fair_changes_anything"]
-    for pos in doc["positions"]:
-        cells = []
-        for c in pos["candidates"]:
-            text = Text()
-            text.append(("★ " if c["selected"] else "") + c["choice"], style="bold green" if c["selected"] else "bold")
-            text.append(f"\n{_marginal(c)}")
-            if show_as_is and c.get("as_is", {}).get("marginal") is not None:
-                text.append(f"\nas is {_marginal(c['as_is'])}", style="dim")
-            s2 = c.get("sigma2")
-            iso = c.get("isometry_share")
-            text.append(f"\nσ² {fmt(s2, digits=3)}, iso {fmt(None if iso is None else 100 * iso, digits=3)}%, "
-                        f"κ {fmt(c.get('condition'), digits=3)}", style="dim")
-            if show_as_is and c.get("spectrum_as_is"):
-                text.append(f" (as is σ² {fmt(c['spectrum_as_is'].get('sigma2'), digits=3)})", style="dim")
-            cells.append(text)
-        cells += [""] * (width - len(cells))
-        table.add_row(Text(pos["name"]), *cells)
-    console = out_console
-    if not console.is_terminal:
-        w = Measurement.get(console, console.options.update_width(1000), table).maximum
-        console = Console(highlight=False, width=max(w, console.width))
-    console.print(table)
-    sel = doc["selected"]
-    console.print(Text(f"selected: {sel['arch']}", style="bold green"), soft_wrap=True)
-    console.print(Text(f"  score {fmt(sel['score'], digits=4)}, rank {sel['rank']} of {sel['ranked_among']} "
-                       f"(the sample{'' if sel['in_sample'] else ' and it'}); nlc {fmt(sel.get('nlc'), digits=4)}, "
-                       f"σ² {fmt(sel.get('sigma2'), digits=3)}, params {sel.get('params')}, "
-                       f"flops {sel.get('flops')}, status {sel['status']}"), soft_wrap=True)
-    for line in sel.get("fair_init") or []:
-        console.print(Text(f"  fair initialization: {line}", style="dim"), soft_wrap=True)
-    kinds = {}
-    for pos in doc["positions"]:
-        for c in pos["candidates"]:
-            kinds.setdefault(c["fair_init"]["kind"], []).append(f"{pos['name']}={c['choice']}")
-    for kind, names in kinds.items():
-        if kind != "critical":
-            example = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
-            why = "" if kind == "as is" else f" ({kind})"
-            console.print(Text(f"compared as is{why}: {example}", style="dim"), soft_wrap=True)
-    spectrum_on = {c.get("spectrum_on") for p in doc["positions"] for c in p["candidates"] if c.get("spectrum_on")}
-    for on in sorted(spectrum_on):
-        console.print(Text(f"spectrum: {on}", style="dim"), soft_wrap=True)
-    for note in doc.get("notes", []):
-        console.print(Text(f"note: {note}", style="dim"), soft_wrap=True)
 
 
 def plot_selection(doc: dict, path: str) -> str:

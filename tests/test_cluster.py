@@ -168,8 +168,8 @@ class Recorder:
     def __init__(self, runner):
         self.runner, self.seen = runner, collections.Counter()
 
-    def __call__(self, chunks, context, options):
-        for row in self.runner(chunks, context, options):
+    def __call__(self, chunks, job):
+        for row in self.runner(chunks, job):
             self.seen[row["arch"]] += 1
             yield row
 
@@ -261,7 +261,6 @@ def test_an_architecture_that_kills_its_worker_fails_alone(ray_cluster, space_di
 def test_cli_passes_ray_options(reference, space_dir, tmp_path, monkeypatch):
     """``zsad rank ... --ray [ADDRESS] --workers N`` hands both to ray_runner and closes the runner."""
     import zsad.cluster
-    from zsad.rank import Scorer
 
     calls = []
 
@@ -269,8 +268,8 @@ def test_cli_passes_ray_options(reference, space_dir, tmp_path, monkeypatch):
         def __init__(self, address, *, workers):
             calls.append((address, workers))
 
-        def __call__(self, chunks, context, options):
-            scorer = Scorer(context, options)
+        def __call__(self, chunks, job):
+            scorer = job.scorer()
             return (row for chunk in chunks for row in scorer.rows(chunk))
 
         def close(self):

@@ -46,6 +46,14 @@ def test_a_block_inside_a_program_is_a_slice_of_the_whole_draw():
     np.testing.assert_array_equal(got, jax.random.normal(key, (20000,))[12345:12445])
 
 
+@pytest.mark.parametrize("dist", draws.DISTRIBUTIONS)
+def test_elements_at_any_indices_are_those_of_the_whole_draw(dist):
+    key = jax.random.key(5)
+    index = np.random.default_rng(0).integers(0, 3000, (7, 11))
+    got = jax.jit(lambda k, i: draws.at(dist, k, i, jnp.float32))(key, jnp.asarray(index, jnp.int32))
+    np.testing.assert_array_equal(got, np.asarray(REFERENCE[dist](key, 3000, jnp.float32))[index])
+
+
 def test_unknown_distribution_is_refused():
     with pytest.raises(ValueError, match="unknown distribution 'cauchy'"):
         draws.block("cauchy", jax.random.key(0), jnp.uint32(0), 4, jnp.float32)

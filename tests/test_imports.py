@@ -51,6 +51,22 @@ def test_parsing_architecture_files_loads_no_jax():
     assert lines[-2] == "flax_model:make" and lines[-1] == "[]"
 
 
+def test_parsing_space_files_and_writing_architectures_loads_no_jax(tmp_path):
+    proc = run_python("""
+        from zsad.arch.files import save_architecture
+        from zsad.arch.spec import load_architecture
+        from zsad.space import load_space
+        for name in ("space_list", "space_mlp"):
+            space = load_space(f"examples/{name}.yaml")
+            print(name, space.form, len([item.id for item in space]))
+        save_architecture(load_architecture("examples/tanh_mlp.yaml"), sys.argv[1])
+        print(load_architecture(sys.argv[1]).name)
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax")))
+    """, str(tmp_path / "copy.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["space_list list 3", "space_mlp product 9", "tanh-mlp", "[]"]
+
+
 def test_import_zsad_loads_no_jax():
     proc = run_python("""
         import zsad

@@ -24,7 +24,8 @@ import pytest
 from zsad.arch.spec import Activation, Block, Shaping, expand, load_architecture
 from zsad.data import load_inputs
 from zsad.meanfield.walk import batch_state
-from zsad.normalize import NormalizeError, _next_u, _Predictor, normalize, save, with_shaping
+from zsad.arch.files import save_architecture as save
+from zsad.normalize import NormalizeError, _next_u, _Predictor, normalize, with_shaping
 from zsad.score import _metrics_over_seeds
 from zsad.space import load_space
 

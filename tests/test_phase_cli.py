@@ -52,6 +52,14 @@ def test_relu_json():
     assert first["bias_var"] == 0.0 and first["weight_var"] == pytest.approx(2.0, rel=1e-6)
     assert second["weight_var"] == pytest.approx(2.0, rel=1e-6)
     assert second["q_star"] is None and "grows without bound" in second["reason"]
+    # ReLU without bias at sigma_w^2 = 2: every q is fixed; with a bias the length diverges
+    assert (first["q_star_kind"], second["q_star_kind"]) == ("any", "infinite")
+
+
+def test_relu_table_says_which_q_star():
+    result = run("--activation", "relu", "--bias-var-max", "0.2", "--rows", "3")
+    assert result.exit_code == 0, result.output
+    assert "any q" in result.stdout and "∞ (diverges)" in result.stdout
 
 
 def test_plot_with_network(tmp_path):

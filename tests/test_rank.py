@@ -20,10 +20,9 @@ import pytest
 from zsad.spaces import nasbench201 as nb
 from zsad import rank as rank_mod
 from zsad._errors import SpecError
-from zsad.rank import (
-    DIRECTION, METRICS, RankInterrupted, RankOptions, columns, meta_path, rank_space,
-)
-from zsad.ranking import INGREDIENTS
+from zsad.rank import RankInterrupted, rank_space
+from zsad.ranking import DIRECTION, INGREDIENTS, METRICS, RankOptions, columns
+from zsad.results import meta_path
 from zsad.space import load_space
 
 from helpers import RELU_MLP_YAML, cpu_subprocess_env, interrupt_after, interrupt_scoring_at, run_cli
@@ -573,3 +572,44 @@ def test_jacob_cov_is_left_out_where_the_batch_exceeds_the_input_dimension(tmp_p
     assert rows["narrow"]["status"] == "ok" and rows["narrow"]["nlc"] is not None
     assert rows["wide"]["jacob_cov"] is not None and math.isfinite(rows["wide"]["jacob_cov"])
     assert rank_mod.jacob_cov_degenerate(8, (4,)) and not rank_mod.jacob_cov_degenerate(8, (2, 2, 2))
+
+
+# --------------------------------------------------------------------------- the runner interface
+
+
+def test_a_job_travels_whole_and_groups_and_fails_rows_without_scoring(space_dir):
+    """What a runner gets (:class:`zsad.rank.Job`): picklable, the structure of each item, a failed row."""
+    import pickle
+
+    from zsad.rank import Job, SpaceContext
+
+    space = load_space(space_dir / "space.yaml")
+    job = Job(SpaceContext.of(space), RankOptions(metrics=("nlc", "params")))
+    assert pickle.loads(pickle.dumps(job)) == job
+    items = list(space)
+    groups = {job.group(item) for item in items}
+    assert len(groups) == 1 < len(items)  # architectures differing in a weight scale share a structure
+    row = job.failed(items[0], "its worker died")
+    assert list(row) == columns(("nlc", "params"))[:-2]
+    assert (row["status"], row["reason"], row["nlc"], row["params"]) == ("failed", "its worker died", None, None)
+
+
+def test_rank_space_runs_any_runner_and_refuses_options_that_do_not_go_together(space_dir):
+    from zsad.rank import check_run
+
+    space = load_space(space_dir / "small.yaml")
+    seen = []
+
+    def static_rows(chunks, job):  # a runner: rows without a compiled program
+        for chunk in chunks:
+            seen.extend(item.id for item in chunk)
+            yield from (job.failed(item, "not scored") for item in chunk)
+
+    result = rank_space(space, RankOptions(metrics=("params",)), by="params", runner=static_rows)
+    assert seen == [r["arch"] for r in result.rows] and {r["status"] for r in result.rows} == {"failed"}
+    with pytest.raises(SpecError, match=r"^--workers: applies to a Ray cluster; add --ray$"):
+        check_run(workers=2)
+    with pytest.raises(SpecError, match=r"^--devices: applies to this machine's devices"):
+        rank_space(space, ray="local", devices=1)
+    with pytest.raises(SpecError, match=r"^runner: expected either a runner or ray/devices; got both$"):
+        rank_space(space, runner=static_rows, devices=1)

@@ -22,7 +22,8 @@ from zsad import _files
 from zsad import rank as rank_mod
 from zsad._errors import SpecError
 from zsad.arch.build import build
-from zsad.rank import RankInterrupted, RankOptions, meta_path, rank_space
+from zsad.rank import RankInterrupted, RankOptions, rank_space
+from zsad.results import ResultsFile, meta_path
 from zsad.space import load_space
 
 from helpers import RELU_MLP_YAML, cpu_subprocess_env, interrupt_after, interrupt_scoring_at, run_cli
@@ -283,15 +284,13 @@ def test_sigint_at_random_moments_stops_cleanly_with_a_valid_file(space_dir):
 def test_a_final_rewrite_that_fails_keeps_the_rows_and_says_so(space_dir, monkeypatch):
     """The last rewrite of a rank results file fails (disk full, say): one line, exit 1, and the rows
     appended so far are in the file, so --resume finishes it."""
-    from zsad import rank as rank_mod
-
     out = space_dir / "full.csv"
 
     def no_space(self, rows):
         self.close()
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(rank_mod.ResultsFile, "finish", no_space)
+    monkeypatch.setattr(ResultsFile, "finish", no_space)
     result = run_cli("rank", space_dir / "small.yaml", "--batch", 8, "--seeds", 1, "--metrics", "nlc,params",
                      "--out", out)
     assert result.exit_code == 1

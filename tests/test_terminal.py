@@ -15,7 +15,7 @@ import pytest
 
 from helpers import RELU_MLP_YAML, cpu_subprocess_env
 
-from zsad_cli.rank import short_names
+from zsad_cli.render import short_names
 
 BASE = RELU_MLP_YAML.replace("name: relu", "name: m", 1)
 # Names such as m[layers.1.fn=tanh,init.weight_std=0.5]: what differs is in the middle and at the end.

@@ -5,7 +5,8 @@ import math
 import pytest
 
 from zsad._errors import SpecError
-from zsad.rank import METRICS, RankOptions, rank_space
+from zsad.rank import RankOptions, rank_space
+from zsad.ranking import METRICS
 from zsad.score import ScoreOptions, score_architecture
 from zsad.space import load_scorable, load_space
 from zsad.spaces.transnas import TransNASMicro

@@ -38,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "push_tangents": "zsad.nlc",
     "ScoreOptions": "zsad.score",
     "ScoreReport": "zsad.score",
-    "plot_score_spectrum": "zsad.score",
+    "plot_score_spectrum": "zsad.plotting",
     "score_architecture": "zsad.score",
     "JacobianSpectrum": "zsad.spectrum",
     "hutchinson": "zsad.spectrum",
@@ -85,6 +85,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from zsad.cache import enable_compilation_cache
     from zsad.data import load_inputs
     from zsad.nlc import NLCResult, nlc, nlc_of_linearization, nlc_of_tangents, nlc_profile, push_tangents
-    from zsad.score import ScoreOptions, ScoreReport, plot_score_spectrum, score_architecture
+    from zsad.plotting import plot_score_spectrum
+    from zsad.score import ScoreOptions, ScoreReport, score_architecture
     from zsad.spectrum import (JacobianSpectrum, hutchinson, jacobian_singular_values, jacobian_spectrum,
                                make_spectrum_fn, slq_density)

@@ -1,7 +1,7 @@
-"""Ranking on a Ray cluster: :func:`ray_runner`, a runner for :func:`zsad.rank.rank_space`.
+"""Ranking on a Ray cluster: :func:`ray_runner`, a :class:`zsad.rank.Runner` for :func:`zsad.rank.rank_space`.
 
-``rank_space(space, options, out=..., runner=ray_runner("auto"))`` (``zsad rank
---ray auto``) scores the architectures on the workers of a Ray cluster instead
+``rank_space(space, options, out=..., ray="auto")`` (``zsad rank --ray auto``),
+or ``runner=ray_runner("auto")`` to keep the workers over several runs, scores the architectures on the workers of a Ray cluster instead
 of in this process; the results file, ``--resume``, ``--top`` and the ranking
 are the same as a local run (a CPU worker computes each row exactly as this
 process does on one CPU device).
@@ -10,7 +10,7 @@ How the work is spread:
 
 * a pool of Ray *actors*, one per worker (by default one per CPU of the
   cluster, or one per GPU when the cluster has GPUs). Each actor makes one
-  :class:`zsad.rank.Scorer` and keeps it, so each worker compiles a structure's
+  scorer (the run's ``job.scorer()``) and keeps it, so each worker compiles a structure's
   program once (the worker's program cache keeps the last few structures) and
   reuses it for every architecture of that structure it is sent. CPU workers
   run with ``JAX_PLATFORMS=cpu``; GPU workers use their GPU(s) (JAX's default
@@ -61,7 +61,7 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from zsad._errors import SpecError, ZsadError
 
@@ -82,19 +82,6 @@ def _import_ray():
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def local_devices(n: int | None) -> list | None:
-    """The first ``n`` devices of JAX's default backend (None: None, i.e. all of them)."""
-    if n is None:
-        return None
-    import jax
-
-    devices = jax.devices()
-    if not 1 <= n <= len(devices):
-        raise SpecError(f"--devices: expected 1 to {len(devices)} (this machine's {devices[0].platform} "
-                        f"devices); got {n}")
-    return devices[:n]
 
 
 def _probe(address: str | None, timeout: float = 10.0) -> None:
@@ -121,7 +108,7 @@ def _last_line(err: BaseException) -> str:
 # --------------------------------------------------------------------------- the worker (a Ray actor)
 
 class _Worker:
-    """Scores lists of space items with one :class:`zsad.rank.Scorer` kept for the actor's life."""
+    """Scores lists of space items with one scorer (``job.scorer()``) kept while the job is the same."""
 
     def __init__(self, settings: dict):
         _apply(settings)
@@ -135,13 +122,11 @@ class _Worker:
         return {"pid": os.getpid(), "host": socket.gethostname(), "devices": [str(d) for d in jax.devices()]}
 
     def rows(self, job: tuple, items: list) -> list[dict]:
-        """The rows of ``items``; ``job`` is ``(context, options, JAX settings)`` of the run."""
-        from zsad.rank import Scorer
-
+        """The rows of ``items``; ``job`` is ``(the run's zsad.rank.Job, JAX settings)``."""
         if self._scorer is None or self._job != job:
-            context, options, settings = job
+            run, settings = job
             _apply(settings)
-            self._scorer, self._job = Scorer(context, options), job
+            self._scorer, self._job = run.scorer(), job
         return list(self._scorer.rows(items))
 
 
@@ -158,7 +143,7 @@ def _apply(settings: dict) -> None:
 @dataclass
 class _Task:
     items: list  # SpaceItems
-    key: Any  # the structure (Scorer.group_key) shared by the items
+    key: Any  # the structure (Job.group) shared by the items
     attempts: int = 0  # how many workers died while running it alone
     alone: bool = False  # held by a worker that died: runs alone on its worker
 
@@ -183,18 +168,12 @@ class _Member:
             self.keys.popitem(last=False)
 
 
-def _group_key(item) -> Any:
-    from zsad.rank import Scorer
-
-    return Scorer.group_key(None, item)  # depends on the item alone
-
-
-def _split(items: Sequence, size: int, workers: int = 1) -> list[_Task]:
-    """Items grouped by structure, each group cut into near-equal tasks of at most ``size``
-    and into at least one task per worker (a small space is shared too)."""
+def _split(items: Sequence, group: Callable[[Any], Any], size: int, workers: int = 1) -> list[_Task]:
+    """Items grouped by structure (``group(item)``), each group cut into near-equal tasks of at most
+    ``size`` and into at least one task per worker (a small space is shared too)."""
     groups: dict[Any, list] = {}
     for item in items:
-        groups.setdefault(_group_key(item), []).append(item)
+        groups.setdefault(group(item), []).append(item)
     tasks = []
     for key, group in groups.items():
         parts = max(-(-len(group) // size), min(workers, len(group)))
@@ -208,7 +187,7 @@ def _split(items: Sequence, size: int, workers: int = 1) -> list[_Task]:
 
 
 class RayRunner:
-    """A :data:`zsad.rank.Runner` over the actors of a Ray cluster; make it with :func:`ray_runner`.
+    """A :class:`zsad.rank.Runner` over the actors of a Ray cluster; make it with :func:`ray_runner`.
 
     The actor pool is started on the first call and kept for later calls (their
     compiled programs too); :meth:`close` (or leaving a ``with`` block) kills it
@@ -317,8 +296,8 @@ class RayRunner:
 
     # ---- running
 
-    def __call__(self, chunks: Iterator[list], context, options) -> Iterator[dict]:
-        return self._run(chunks, context, options)
+    def __call__(self, chunks: Iterator[list], job) -> Iterator[dict]:
+        return self._run(chunks, job)
 
     def _pick(self, free: list[_Member], queue: Sequence[_Task]) -> tuple[_Member, _Task]:
         """A worker with room and its task: the oldest task of a structure some worker with room has
@@ -335,15 +314,9 @@ class RayRunner:
         known = {key for m in self._pool for key in m.keys}
         return min(free, key=lambda m: m.running), next((t for t in queue if t.key not in known), queue[0])
 
-    def _gave_up(self, item, options) -> dict:
-        from zsad.rank import metric_columns
-
-        row = {"arch": item.id, "status": "failed",
-               "reason": f"its Ray worker died each of the {self.max_retries + 1} times it was scored "
-                         "(out of memory?)"}
-        for c in metric_columns(options.metrics):
-            row[c] = None
-        return row
+    def _gave_up(self, item, job) -> dict:
+        return job.failed(item, f"its Ray worker died each of the {self.max_retries + 1} times it was scored "
+                                "(out of memory?)")
 
     def _ended(self, ref) -> bool:
         """Whether the task of ``ref`` ended on its worker (its rows or its own error, not collected yet)
@@ -357,7 +330,7 @@ class RayRunner:
             return False
         return True
 
-    def _run(self, chunks: Iterator[list], context, options) -> Iterator[dict]:
+    def _run(self, chunks: Iterator[list], job) -> Iterator[dict]:
         ray = self._ray
         retryable = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                      ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError,
@@ -374,10 +347,10 @@ class RayRunner:
             member.learn(task.key)
             member.running += 1
             self.stats["tasks"] += 1
-            running[member.handle.rows.remote(job, task.items)] = (task, member, self.stats["tasks"])
+            running[member.handle.rows.remote(shared, task.items)] = (task, member, self.stats["tasks"])
 
         try:
-            job = ray.put((context, options, self._settings()))
+            shared = ray.put((job, self._settings()))
             while len(self._pool) < self.workers:
                 self._start()
             while True:
@@ -404,7 +377,7 @@ class RayRunner:
                         if chunk is None:
                             exhausted = True
                             break
-                        queue.extend(_split(chunk, self.task_size, self.workers))
+                        queue.extend(_split(chunk, job.group, self.task_size, self.workers))
                         continue
                     submit(*self._pick(free, normal))
                 if exhausted and not queue and not running:
@@ -457,7 +430,7 @@ class RayRunner:
                     for item in reversed(task.items):
                         if attempts > self.max_retries:
                             self.stats["failed"] += 1
-                            yield self._gave_up(item, options)
+                            yield self._gave_up(item, job)
                         else:
                             queue.appendleft(_Task([item], task.key, attempts, alone=True))
                     continue

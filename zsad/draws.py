@@ -42,8 +42,12 @@ def available() -> bool:
 
 def _bits(key: jax.Array, start: jax.Array, size: int, nbits: int) -> jax.Array:
     """Elements ``start .. start + size - 1`` of ``jax.random.bits(key, (n,))`` for any n > those (uint32/64)."""
-    k1, k2 = jax.random.key_data(key)
-    counts = lax.convert_element_type(start, np.uint32) + lax.iota(np.uint32, size)
+    return _bits_at(key, lax.convert_element_type(start, np.uint32) + lax.iota(np.uint32, size), nbits)
+
+
+def _bits_at(key: jax.Array, counts: jax.Array, nbits: int) -> jax.Array:
+    """Elements ``counts`` (uint32, any shape) of ``jax.random.bits(key, (n,))`` for any n > those."""
+    k1, k2 = (jnp.broadcast_to(k, counts.shape) for k in jax.random.key_data(key))  # as vmap needs them
     hi, lo = threefry2x32_p.bind(k1, k2, jnp.zeros_like(counts), counts)
     if nbits == 32:
         return hi ^ lo
@@ -62,6 +66,23 @@ def _uniform(bits: jax.Array, dtype, minval, maxval) -> jax.Array:
     return lax.max(minval, floats * (maxval - minval) + minval)
 
 
+def at(dist: str, key: jax.Array, index: jax.Array, dtype) -> jax.Array:
+    """Elements ``index`` (non-negative integers, any shape, may be traced) of the whole-array draw of
+    ``dist`` under ``key``, as :func:`block` draws them: e.g. a layer's weights at their place in a
+    larger array, whatever shape that array has.
+
+    Example:
+      >>> import jax, numpy as np
+      >>> key = jax.random.key(0)
+      >>> whole = jax.random.normal(key, (10,))
+      >>> index = np.array([[7, 2], [0, 9]])
+      >>> bool(np.array_equal(at("normal", key, index, "float32"), whole[index]))
+      True
+    """
+    dtype = jnp.dtype(dtype)
+    return _transform(dist, _bits_at(key, lax.convert_element_type(index, np.uint32), jnp.finfo(dtype).bits), dtype)
+
+
 def block(dist: str, key: jax.Array, start: jax.Array, size: int, dtype) -> jax.Array:
     """Elements ``start .. start + size - 1`` of the whole-array draw of ``dist`` under ``key``.
 
@@ -71,7 +92,11 @@ def block(dist: str, key: jax.Array, start: jax.Array, size: int, dtype) -> jax.
     Jittable; ``start`` may be traced.
     """
     dtype = jnp.dtype(dtype)
-    bits = _bits(key, start, size, jnp.finfo(dtype).bits)
+    return _transform(dist, _bits(key, start, size, jnp.finfo(dtype).bits), dtype)
+
+
+def _transform(dist: str, bits: jax.Array, dtype) -> jax.Array:
+    """``dist``'s values from random bits, as ``jax.random`` makes them."""
     if dist == "uniform":
         return _uniform(bits, dtype, -1.0, 1.0)
     sqrt2 = np.array(np.sqrt(2), dtype)

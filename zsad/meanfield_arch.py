@@ -298,12 +298,6 @@ def resolve_activation(name: str, params: dict | None = None, shaping: Shaping |
     return name, tuple(sorted(merged.items())), (sh.alpha, sh.beta, sh.gain)
 
 
-def _critical_weight_var(phi, bias_var, bracket=(1e-2, 1e2)):
-    """:func:`zsad.meanfield.critical_weight_var` with the bracket as a positional argument."""
-    return mf.critical_weight_var(phi, bias_var, bracket=bracket)
-
-
-@functools.partial(jax.jit, static_argnames=("fn", "names"))
 def _edge(values, bias_vars, *, fn, names):
     phi = key_function(fn, names, values)
 
@@ -327,24 +321,34 @@ def _chi1_grid(values, weight_vars, bias_vars, *, fn, names):
     return jax.vmap(jax.vmap(one, (0, None)), (None, 0))(weight_vars, bias_vars)
 
 
+#: What the ``q_star`` of an :func:`edge_of_chaos` row is: a finite fixed point; ``infinite`` (the length
+#: grows without bound with depth); ``any`` (every q is a fixed point); ``undefined`` (no critical
+#: sigma_w^2).
+Q_STAR_KINDS = ("finite", "infinite", "any", "undefined")
+_KIND_OF_REASON = {None: "finite", _DIVERGES: "infinite", _EVERY_Q: "any"}
+
+
 def edge_of_chaos(act: ActKey, bias_vars: Sequence[float]) -> list[dict]:
     """Critical :math:`\\sigma_w^2` (:math:`\\chi_1(q^*) = 1`) for each :math:`\\sigma_b^2`.
 
-    Rows ``{"bias_var", "weight_var", "q_star"}``; ``weight_var`` is ``None`` (with
+    Rows ``{"bias_var", "weight_var", "q_star", "q_star_kind"}``; ``weight_var`` is ``None`` (with
     a ``reason``) when no :math:`\\sigma_w^2` in ``[0.01, 100]`` is critical,
     ``q_star`` ``None`` when the length diverges there (e.g. ReLU with
-    :math:`\\sigma_b^2 > 0`). Uses :func:`zsad.meanfield.critical_weight_var`.
+    :math:`\\sigma_b^2 > 0`) or every ``q`` is fixed; ``q_star_kind`` says which, one of
+    :data:`Q_STAR_KINDS`. Uses :func:`zsad.meanfield.critical_weight_var`.
     """
     fn, names = key_static(act)
     b = jnp.asarray(np.asarray(bias_vars, dtype=np.float64), dtype=default_dtype())
     wc, q, ok, slope = jax.device_get(_edge(key_values(act), b, fn=fn, names=names))
     rows = []
     for bv, w, qs, conv, xq in zip(np.asarray(bias_vars, dtype=float), wc, q, ok, slope):
-        row: dict[str, Any] = {"bias_var": float(bv), "weight_var": _finite(w), "q_star": None}
+        row: dict[str, Any] = {"bias_var": float(bv), "weight_var": _finite(w), "q_star": None,
+                               "q_star_kind": "undefined"}
         if row["weight_var"] is None:
             row["reason"] = "chi1(q*) - 1 does not change sign for sigma_w^2 in [0.01, 100]"
         else:
             row["q_star"], reason = _q_star_status(qs, conv, xq, float(bv), fn)
+            row["q_star_kind"] = _KIND_OF_REASON[reason]
             if reason is not None:
                 row["reason"] = reason
         rows.append(row)

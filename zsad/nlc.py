@@ -27,6 +27,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from zsad.layer_values import LayerValues
+
 PyTree = Any
 
 
@@ -106,7 +108,14 @@ def push_tangents(fn: Callable[[jax.Array], PyTree], x: jax.Array, tangents: jax
 
 
 def nlc_of_tangents(y: PyTree, pushed: PyTree) -> NLCResult:
-    """The NLC estimate from the outputs ``y = fn(x)`` and the pushed tangents (:func:`push_tangents`)."""
+    """The NLC estimate from the outputs ``y = fn(x)`` and the pushed tangents (:func:`push_tangents`).
+
+    Where ``y`` is a :class:`~zsad.layer_values.LayerValues` (the layer outputs of a network whose
+    repeated blocks are scanned), each field is one too: the layers of a group are estimated together
+    (vmapped), so the program does not grow with the number of repeats.
+    """
+    if isinstance(y, LayerValues):
+        return NLCResult(*y.map_groups(lambda v, t: tuple(nlc_of_tangents(v, t)), pushed))
     numerator = jax.tree.map(lambda t: jnp.mean(jax.vmap(_sum_sq_per_sample)(t)), pushed)
     denominator = jax.tree.map(lambda v: jnp.sum(jnp.var(v.reshape(v.shape[0], -1), axis=0)), y)
     finite = jax.tree.map(lambda v, a, b: jnp.all(jnp.isfinite(v)) & jnp.isfinite(a) & jnp.isfinite(b),

@@ -120,9 +120,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
-from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import jax
@@ -133,14 +131,13 @@ from scipy.optimize import brentq
 from zsad import meanfield as mf
 from zsad._errors import NumericsError, SpecError, ZsadError
 from zsad.activations import HOMOGENEOUS
-from zsad.arch.build import _sub_prefix, build
+from zsad.arch.build import build
 from zsad.arch.spec import (
-    Activation, Architecture, BatchNorm, Block, Layer, LayerNorm, Residual, Shaping, architecture_to_dict,
-    dump_architecture, named_layers,
+    Activation, Architecture, BatchNorm, Block, Layer, LayerNorm, Residual, Shaping, named_layers, sub_prefix,
 )
 from zsad.data import load_inputs
 from zsad.meanfield.walk import BatchState, batch_state, propagate
-from zsad.quadrature import _graded_rule, _value_and_slope
+from zsad.quadrature import graded_rule, value_and_slope
 from zsad.score import _metrics_over_seeds, make_profile_fn, seed_keys
 
 METHODS = ("interp", "scale")
@@ -270,7 +267,7 @@ class _Layer:
         self.base = (sh.alpha, sh.beta, sh.gain)
         if method == "interp":
             # Moments of psi = phi - s (phi the current activation): phi_a = s + a psi.
-            x, w = _graded_rule(math.sqrt(q))
+            x, w = graded_rule(math.sqrt(q))
             v, d = self._values(x)
             psi, dpsi = v - x, d - 1.0
             self.moments = tuple(float(np.sum(w * t)) for t in (psi, psi * psi, x * psi, dpsi, dpsi * dpsi))
@@ -313,14 +310,14 @@ class _Layer:
     def _values(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The current activation (with its existing shaping) and its derivative at ``x`` (float64)."""
         a0, b0, g0 = self.base
-        evaluate = _value_and_slope(self.spec.fn, tuple(self.spec.params))
+        evaluate = value_and_slope(self.spec.fn, tuple(self.spec.params))
         with jax.enable_x64(True):
             v, d = (np.asarray(t, dtype=np.float64) for t in evaluate(jnp.asarray(b0 * x, dtype=jnp.float64)))
         return g0 * (a0 * v / b0 + (1.0 - a0) * x), g0 * (a0 * d + (1.0 - a0))
 
     def _scale_moments(self, sigma: np.ndarray):
         """E phi, E phi^2, E phi'^2 of the current activation at s ~ N(0, sigma^2), for every sigma."""
-        xs, ws = zip(*(_graded_rule(float(s)) for s in sigma))
+        xs, ws = zip(*(graded_rule(float(s)) for s in sigma))
         x, w = np.stack(xs), np.stack(ws)
         v, d = self._values(x)
         return tuple(np.sum(w * t, axis=-1) for t in (v, v * v, d * d))
@@ -373,8 +370,8 @@ def _activations(layers: tuple[Layer, ...], prefix: str = "") -> list[tuple[str,
         if isinstance(layer, Activation):
             out.append((name, layer))
         elif isinstance(layer, Residual):
-            out += _activations(layer.shortcut, _sub_prefix(name, "shortcut"))
-            out += _activations(layer.branch, _sub_prefix(name, "branch"))
+            out += _activations(layer.shortcut, sub_prefix(name, "shortcut"))
+            out += _activations(layer.branch, sub_prefix(name, "branch"))
     return out
 
 
@@ -408,45 +405,12 @@ def _reshape(layers, prefix: str, index: int, shapes) -> tuple[tuple[Layer, ...]
         if isinstance(layer, Activation) and name in shapes:
             layer = dataclasses.replace(layer, shaping=shapes[name])
         elif isinstance(layer, Residual):
-            branch, _ = _reshape(layer.branch, _sub_prefix(name, "branch"), 0, shapes)
-            shortcut, _ = _reshape(layer.shortcut, _sub_prefix(name, "shortcut"), 0, shapes)
+            branch, _ = _reshape(layer.branch, sub_prefix(name, "branch"), 0, shapes)
+            shortcut, _ = _reshape(layer.shortcut, sub_prefix(name, "shortcut"), 0, shapes)
             layer = dataclasses.replace(layer, branch=branch, shortcut=shortcut)
         out.append(layer)
         index += 1
     return tuple(out), index
-
-
-def _relocated(arch: Architecture, folder: Path) -> Architecture:
-    """``arch`` with a relative input-data path rewritten relative to ``folder``."""
-    inp = arch.input
-    if inp.data == "gaussian" or Path(inp.data).is_absolute():
-        return arch
-    data = os.path.relpath(arch.base_dir / inp.data, folder.resolve())
-    return dataclasses.replace(arch, input=dataclasses.replace(inp, data=data))
-
-
-def save(arch: Architecture, path: str | Path) -> Architecture:
-    """Writes ``arch`` to ``path`` (``dump_architecture``); returns the architecture as written.
-
-    A relative input-data path is rewritten relative to the new file's folder, so
-    the written file reads the same samples.
-    """
-    path = Path(path)
-    arch = _relocated(arch, path.parent)
-    dump_architecture(arch, path)
-    return dataclasses.replace(arch, source=str(path))
-
-
-def save_space(archs: list[Architecture], path: str | Path, name: str) -> None:
-    """Writes ``archs`` as a search-space file of form 1 (``archs:`` inline architectures)."""
-    from ruamel.yaml import YAML
-
-    path = Path(path)
-    doc = {"name": name, "archs": [architecture_to_dict(_relocated(a, path.parent)) for a in archs]}
-    yaml = YAML()
-    yaml.default_flow_style = None
-    with open(path, "w") as fh:
-        yaml.dump(doc, fh)
 
 
 def normalize_space(space, target: float, **options) -> Iterator[tuple[str, NormalizeResult | None, str | None]]:

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from zsad._errors import DataError
+from zsad._errors import DataError, NumericsError
 
 __all__ = ["plot_spectrum_density"]
 
@@ -136,6 +136,22 @@ def plot_spectrum_density(
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
     return out
+
+
+def plot_score_spectrum(report, path) -> str:
+    """Writes the σ² density of ``report`` (a :class:`zsad.score.ScoreReport`) to a PNG, with the
+    Fuss–Catalan curve of a linear Gaussian network with as many layers as the segment has dense/conv
+    layers."""
+    from zsad.spectrum import fuss_catalan_density
+
+    if report.density is None:
+        raise NumericsError("no spectrum to plot: every initialization diverged")
+    spec = report.extra["spectrum"]
+    depth = max(1, spec.get("affine_layers") or 1)
+    return str(plot_spectrum_density(
+        path, *report.density, reference=lambda x: fuss_catalan_density(x, depth),
+        reference_label=f"linear Gaussian, {depth} layer{'s' if depth > 1 else ''} (Fuss–Catalan)",
+        title=f"{report.name}: Jacobian {spec['between'][0]} → {spec['between'][1]}"))
 
 
 def plot_phase_diagram(

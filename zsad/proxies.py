@@ -497,9 +497,14 @@ def grad_norm(
     References:
       Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR 2021, §3.
     """
-    return _log_gradient_score(
-        loss_fn, params, x, y, where,
-        lambda p, g: 0.5 * jnp.log(jnp.sum(jnp.square(g)))[None])
+    _check_batch(x, y)
+    return grad_norm_of_gradients(params, jax.grad(loss_fn)(params, x, y), where=where)
+
+
+def grad_norm_of_gradients(params: PyTree, grads: PyTree, *, where: Where | None = is_weight) -> ProxyScore:
+    """:func:`grad_norm` from the loss gradients ``grads`` (same structure as ``params``) already computed,
+    e.g. shared with :func:`snip_of_gradients` (one backward pass for both)."""
+    return _log_gradient_score(params, grads, where, lambda p, g: 0.5 * jnp.log(jnp.sum(jnp.square(g)))[None])
 
 
 def snip(
@@ -534,13 +539,17 @@ def snip(
     References:
       Lee et al., SNIP, ICLR 2019, eq. (6); Abdelfattah et al., ICLR 2021, §3.
     """
-    return _log_gradient_score(loss_fn, params, x, y, where, lambda p, g: jnp.log(jnp.abs(p * g)).ravel())
-
-
-def _log_gradient_score(loss_fn, params, x, y, where, log_terms) -> ProxyScore:
-    """``log sum exp`` of ``log_terms(param, grad)`` (float64 arrays) over the kept leaves, in float64."""
     _check_batch(x, y)
-    grads = jax.grad(loss_fn)(params, x, y)
+    return snip_of_gradients(params, jax.grad(loss_fn)(params, x, y), where=where)
+
+
+def snip_of_gradients(params: PyTree, grads: PyTree, *, where: Where | None = is_weight) -> ProxyScore:
+    """:func:`snip` from the loss gradients ``grads`` (same structure as ``params``) already computed."""
+    return _log_gradient_score(params, grads, where, lambda p, g: jnp.log(jnp.abs(p * g)).ravel())
+
+
+def _log_gradient_score(params, grads, where, log_terms) -> ProxyScore:
+    """``log sum exp`` of ``log_terms(param, grad)`` (float64 arrays) over the kept leaves, in float64."""
     pairs = _pairs(params, grads, where)
     out = _default_float()
     ceiling = _log_ceiling(jnp.result_type(*[g for _, g in pairs]))
@@ -590,8 +599,13 @@ def jacob_cov(apply_fn: ApplyFn, params: PyTree, x: jax.Array, *, k: float = JAC
     """
     if jnp.ndim(x) < 2:
         raise DataError(f"x: expected a batch of shape (n, ...), got shape {tuple(jnp.shape(x))}")
-    n = jnp.shape(x)[0]
-    jac = jax.grad(lambda xb: jnp.sum(apply_fn(params, xb)))(x)
+    return jacob_cov_of_gradients(jax.grad(lambda xb: jnp.sum(apply_fn(params, xb)))(x), k=k)
+
+
+def jacob_cov_of_gradients(jac: jax.Array, *, k: float = JACOB_COV_K) -> ProxyScore:
+    """:func:`jacob_cov` from the per-sample input gradients ``jac`` (``(n, ...)``, the gradient of the
+    sum of the outputs with respect to the batch) already computed."""
+    n = jnp.shape(jac)[0]
     out = _default_float()
     with jax.enable_x64(True):
         rows = jnp.reshape(jac, (n, -1)).astype(jnp.float64)

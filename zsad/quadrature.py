@@ -443,10 +443,10 @@ def activation_nlc(
         if params:
             raise ValueError("activation_nlc: params: only valid with an activation name")
         tau = phi
-    x, w = _graded_rule(s, panels)
+    x, w = graded_rule(s, panels)
     with jax.enable_x64(True):
         if isinstance(phi, str):
-            evaluate = _value_and_slope(phi, tuple(sorted(merged.items())))
+            evaluate = value_and_slope(phi, tuple(sorted(merged.items())))
         else:
             try:
                 evaluate = _callable_value_and_slope(tau)
@@ -469,18 +469,18 @@ def _jvp_ones(tau, x):
 
 
 @functools.lru_cache(maxsize=64)
-def _value_and_slope(name: str, params: tuple):
+def value_and_slope(name: str, params: tuple):
     """Jitted ``x -> (tau(x), tau'(x))`` of a registry activation (compiled once)."""
     return jax.jit(functools.partial(_jvp_ones, functools.partial(get_activation(name), **dict(params))))
 
 
 @functools.lru_cache(maxsize=64)
 def _callable_value_and_slope(tau):
-    """As :func:`_value_and_slope` for a user callable (cached by identity)."""
+    """As :func:`value_and_slope` for a user callable (cached by identity)."""
     return jax.jit(functools.partial(_jvp_ones, tau))
 
 
-def _graded_rule(s: float, density: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def graded_rule(s: float, density: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Composite Gauss--Legendre rule for the N(0, s^2) density on ``[-12 s, 12 s]``.
 
     Panels graded geometrically on each side of 0 (see :func:`activation_nlc`).

@@ -15,8 +15,13 @@ grouped by shape signature so that each program is compiled once (a small LRU
 keeps recent programs across chunks). Memory does not grow with the size of
 the space beyond one small row per architecture.
 
-Results (``out``): CSV, JSONL or Parquet by extension, one row per
-architecture with the columns of :func:`columns`. Rows are appended and flushed
+Where the architectures are scored is a :class:`Runner`: this process by
+default (:func:`local_runner`), or a Ray cluster (``ray=``,
+:mod:`zsad.cluster`); a runner gets a :class:`Job` and nothing else of this
+module.
+
+Results (``out``, :mod:`zsad.results`): CSV, JSONL or Parquet by extension, one row per
+architecture with the columns of :func:`zsad.ranking.columns`. Rows are appended and flushed
 as they are computed; at the end the file is rewritten atomically, in the
 space's order, with ``score`` and ``rank`` filled. A sidecar ``FILE.meta.json``
 records the space's fingerprint, the options, every column's direction and
@@ -34,16 +39,14 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import csv
+import contextlib
 import dataclasses
 import functools
-import io
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterator, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -54,28 +57,24 @@ from zsad import draws
 from zsad.spaces import nasbench201 as nb201
 from zsad import proxies
 from zsad._batching import map_leading
-from zsad._errors import DataError, SpecError, WriteError, ZsadError
-from zsad._files import FileLock, atomic_write, check_writable, unique_temp
+from zsad._errors import SpecError, WriteError, ZsadError
+from zsad._files import FileLock
 from zsad._memory import check_fits
 from zsad._types import Network
 from zsad.arch.build import activation_fns, build, signature, structure, with_choices
 from zsad.arch.spec import Activation, Architecture, Input, named_layers
 from zsad.data import load_inputs
+from zsad.measure import canonical_convolutions, gradient_proxies
 from zsad.nlc import derangement_tangents, nlc_of_tangents, push_tangents
 from zsad.score import seed_keys
 from zsad.space import Space, SpaceItem
 from zsad.spectrum import hutchinson
-from zsad.ranking import (  # noqa: F401  (re-exported: the score lives in zsad.ranking)
-    CAPACITY_WEIGHT, DIRECTION, INGREDIENTS, SCALE_FREE, SCALE_WEIGHT, band_distance, default_ingredients,
-    legacy_score, metric_columns, oriented,
-    score_meta, score_rows,
+from zsad.ranking import (
+    DIRECTION, RankOptions, columns, metric_columns, parse_by, score_meta, score_rows,
 )
+from zsad.results import check_out, open_results
 from zsad.verdict import HEALTHY_MAX, LINEAR_MAX
 
-#: Metrics that ``--metrics`` selects from, in column order (``nlc`` gives ``nlc`` and ``nlc_std``).
-METRICS: tuple[str, ...] = ("nlc", "sigma2", "params", "flops", "naswot", "synflow", "grad_norm", "snip",
-                             "jacob_cov")
-STATUSES = ("ok", "degenerate", "diverged", "failed")
 
 #: Samples and Rademacher probes per sample of the ``sigma2`` estimate (Hutchinson).
 SIGMA2_SAMPLES = 8
@@ -119,80 +118,6 @@ _FLOPS_CACHE: dict[Any, int] = {}  # FLOPs per structure (activation functions i
 #: The most elements (seeds x the initialization's draws) drawn once and shared by a structure's
 #: architectures; larger networks draw inside their program (same numbers, no memory held).
 _SHARED_DRAWS = 1 << 26
-
-
-# --------------------------------------------------------------------------- options and columns
-
-@dataclass(frozen=True)
-class RankOptions:
-    """How to score each architecture.
-
-    Attributes:
-      seeds: initializations per architecture (metrics are means over them; NLC also its spread).
-      batch: samples in the scoring batch (NASWOT and jacob_cov are n x n in it).
-      tangents: permutations per sample in the NLC estimator.
-      seed: base seed; initialization ``i`` uses ``fold_in(key(seed), i)``.
-      data_seed: seed of the Gaussian inputs (or of the subset of a data file) and of the labels
-        of grad_norm and snip (uniform over the output units).
-      metrics: metrics to compute, a subset of :data:`METRICS`.
-    """
-
-    seeds: int = 2
-    batch: int = 64
-    tangents: int = 2
-    seed: int = 0
-    data_seed: int = 0
-    metrics: tuple[str, ...] = METRICS
-
-    def __post_init__(self):
-        bad = [m for m in self.metrics if m not in METRICS]
-        if bad:
-            from zsad.activations import closest
-
-            raise SpecError(f"metrics: expected names among {', '.join(METRICS)}; got {bad[0]!r}"
-                            f"{closest(bad[0], METRICS)}")
-        if not self.metrics:
-            raise SpecError(f"metrics: expected at least one of {', '.join(METRICS)}; got none")
-        object.__setattr__(self, "metrics", tuple(m for m in METRICS if m in self.metrics))
-        if self.batch < 2:
-            raise DataError(f"batch: expected at least 2 samples; got {self.batch}")
-        if self.seeds < 1 or self.tangents < 1:
-            raise DataError(f"seeds, tangents: expected integers >= 1; got {self.seeds}, {self.tangents}")
-
-    def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "metrics": list(self.metrics), "dtype": str(jnp.result_type(float))}
-
-
-def parse_metrics(text: str) -> tuple[str, ...]:
-    """``"all"`` or a comma-separated list of metric names -> a tuple (validated by :class:`RankOptions`)."""
-    text = text.strip()
-    if text in ("", "all"):
-        return METRICS
-    return tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-
-
-def columns(metrics: Sequence[str]) -> list[str]:
-    """Columns of the results file: arch, status, reason, the metric columns, score, rank."""
-    return ["arch", "status", "reason", *metric_columns(metrics), "score", "rank"]
-
-
-def parse_by(by: str, metrics: Sequence[str]) -> tuple[str, ...]:
-    """``"score"`` or a comma-separated list of metric columns, checked against ``metrics``."""
-    names = tuple(dict.fromkeys(b.strip() for b in by.split(",") if b.strip()))
-    available = metric_columns(metrics)
-    if names in ((), ("score",)):
-        needed = sorted({INGREDIENTS[n].column for n in default_ingredients()}, key=METRICS.index)
-        if not default_ingredients(metrics):
-            raise SpecError(f"--by score: the default score needs at least one of {', '.join(needed)}; add it to "
-                            "--metrics or rank --by a computed metric")
-        return ("score",)
-    for name in names:
-        if name not in available:
-            from zsad.activations import closest
-
-            raise SpecError(f"--by: expected score or computed metrics ({', '.join(available)}); got {name!r}"
-                            f"{closest(name, available)}")
-    return names
 
 
 # --------------------------------------------------------------------------- the compiled program
@@ -262,6 +187,8 @@ def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate,
             ((y, outs), v), ((pushed, pushed_outs), _) = push_tangents(fn, x, seed["tangents"])
             r = nlc_of_tangents(y, pushed)
             profile = jnp.stack([nlc_of_tangents(outs[k], pushed_outs[k]).nlc for k in outs])
+        elif apply_calibrating is not None:  # the batch-norm statistics in the same (primal) pass
+            (y, outs), v = apply_calibrating(v0, scalars, x)
         else:
             v = calibrate(v0, scalars, x)
             y, outs = apply(v, scalars, x)
@@ -277,20 +204,19 @@ def _measure(per_seed, x, labels, scalars, *, init, init_with, apply, calibrate,
             res["naswot"], res["naswot_valid"] = s.value, s.valid
         with_params = lambda base: lambda p, z: apply({**base, "params": p}, scalars, z)[0]  # noqa: E731
         if "synflow" in metrics:  # batch norm bypassed: uncalibrated statistics (0, 1) are the identity
-            s = proxies.synflow(with_params(v0), v0["params"], input_shape, where=_is_kernel)
+            s = proxies.synflow(canonical_convolutions(with_params(v0)), v0["params"], input_shape, where=_is_kernel)
             res["synflow"], res["synflow_valid"] = s.value, s.valid
-        loss = proxies.cross_entropy_loss(lambda p, z: _flat(with_params(v)(p, z)))
-        for name, fn in (("grad_norm", proxies.grad_norm), ("snip", proxies.snip)):
-            if name in metrics:
-                s = fn(loss, v["params"], x, labels, where=_is_kernel)
+        # naswot and jacob_cov each end in a LAPACK eigendecomposition, batched over the seeds; XLA:CPU
+        # may run two such kernels at once and, on a pool of two threads, both wait for workers that
+        # never come free. The barrier makes jacob_cov's input wait for naswot.
+        x_grad = x if "naswot" not in res else jax.lax.optimization_barrier((x, res["naswot"]))[0]
+        # One forward pass and its backward passes for grad_norm, snip and jacob_cov together.
+        grads = gradient_proxies(lambda p, z: _flat(with_params(v)(p, z)), v["params"], x_grad, labels,
+                                 where=_is_kernel, names=metrics)
+        for name in ("grad_norm", "snip", "jacob_cov"):
+            s = getattr(grads, name)
+            if s is not None:
                 res[name], res[f"{name}_valid"] = s.value, s.valid
-        if "jacob_cov" in metrics:
-            # naswot and jacob_cov each end in a LAPACK eigendecomposition, batched over the seeds;
-            # XLA:CPU may run two such kernels at once and, on a pool of two threads, both wait for
-            # workers that never come free. The barrier makes jacob_cov's input wait for naswot.
-            x_jc = x if "naswot" not in res else jax.lax.optimization_barrier((x, res["naswot"]))[0]
-            s = proxies.jacob_cov(with_params(v), v["params"], x_jc)
-            res["jacob_cov"], res["jacob_cov_valid"] = s.value, s.valid
         return res
 
     return map_leading(one, per_seed, batched=batched)
@@ -508,7 +434,8 @@ class Scorer:
 
     # ---- grouping
 
-    def group_key(self, item: SpaceItem) -> Any:
+    @staticmethod
+    def group_key(item: SpaceItem) -> Any:
         arch = item.arch
         if item.error is not None:
             return ("error",)
@@ -875,204 +802,6 @@ class Scorer:
         return row
 
 
-# --------------------------------------------------------------------------- results files
-
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
-
-
-def meta_path(path: str | Path) -> Path:
-    path = Path(path)
-    return path.with_name(path.name + ".meta.json")
-
-
-def _fmt_csv(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def _parse_value(column: str, text: str) -> Any:
-    if text == "" or text is None:
-        return None
-    if column in ("arch", "status", "reason"):
-        return text
-    if column in ("params", "flops", "rank"):
-        return int(text)
-    return float(text)
-
-
-def _option_flag(key: str, value: Any) -> str | None:
-    """The ``zsad rank`` option that gives the option ``key`` of a results file's metadata the ``value``."""
-    if value is None:
-        return None
-    if key in ("seeds", "batch", "tangents", "seed"):
-        return f"--{key} {value}"
-    if key == "metrics":
-        return f"--metrics {','.join(value)}"
-    if key == "dtype":
-        return "--x64" if value == "float64" else "without --x64"
-    return None
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    atomic_write(path, text)  # a unique temporary name: two writers never share one
-
-
-class ResultsFile:
-    """A results file (CSV, JSONL or Parquet by extension) with its ``.meta.json`` sidecar.
-
-    CSV and JSONL rows are appended and flushed one at a time; Parquet, which
-    cannot be appended to, collects rows in ``FILE.partial.jsonl`` until
-    :meth:`finish` writes the Parquet file (needs ``pyarrow``).
-    """
-
-    def __init__(self, path: str | Path, columns_: Sequence[str], meta: dict):
-        self.path = Path(path)
-        self.columns = list(columns_)
-        self.meta = meta
-        fmt = self.check(self.path)
-        self.format = fmt
-        self.journal = self.path.with_name(self.path.name + ".partial.jsonl") if fmt == "parquet" else self.path
-        self._fh: io.TextIOBase | None = None
-
-    @staticmethod
-    def check(path: str | Path) -> str:
-        """The format of a results file at ``path``; a one-line SpecError if it has no known extension,
-        needs a missing library, or cannot be written there (see :func:`zsad._files.check_writable`)."""
-        path = Path(path)
-        fmt = FORMATS.get(path.suffix.lower())
-        if fmt is None:
-            raise SpecError(f"{path}: expected a results file ending in .csv, .jsonl or .parquet; "
-                            f"got {path.suffix or 'no extension'!r}")
-        if fmt == "parquet":
-            try:
-                import pyarrow  # noqa: F401
-            except ImportError:
-                raise SpecError(f"{path}: writing Parquet needs pyarrow, which is not installed "
-                                "(pip install pyarrow), or use .csv or .jsonl") from None
-        check_writable(path, "--out")
-        return fmt
-
-    # ---- reading
-
-    def exists(self) -> bool:
-        return self.path.exists() or (self.format == "parquet" and self.journal.exists())
-
-    def check_resumable(self) -> None:
-        """Raises a one-line SpecError if the existing file does not belong to this space and these options."""
-        mpath = meta_path(self.path)
-        try:
-            meta = json.loads(mpath.read_text())
-        except FileNotFoundError:
-            raise SpecError(f"{self.path}: --resume: no metadata {mpath.name} beside it, so it cannot be checked "
-                            "against this space; use another --out, or --overwrite to replace it") from None
-        except (OSError, ValueError) as err:
-            raise SpecError(f"{mpath}: --resume: unreadable metadata ({err})") from None
-        space, theirs = self.meta["space"], meta.get("space", {})
-        if theirs.get("fingerprint") != space["fingerprint"]:
-            theirs_name = theirs.get("file") or theirs.get("name")
-            raise SpecError(f"{self.path}: --resume: the file holds results of a different search space "
-                            f"({theirs_name!r}, not {space.get('file') or space['name']!r}); "
-                            "use another --out, or --overwrite to replace it")
-        mine, old = self.meta["options"], meta.get("options", {})
-        diff = [k for k in mine if mine.get(k) != old.get(k)]
-        if diff:
-            said = "; ".join(f"{k} = {old.get(k)!r}, now {mine[k]!r}" for k in diff)
-            flags = " ".join(f for f in (_option_flag(k, old.get(k)) for k in diff) if f is not None)
-            raise SpecError(f"{self.path}: --resume: the file was computed with other options ({said}); rerun with "
-                            f"the same options{f' ({flags})' if flags else ''}, or use another --out")
-
-    def read_rows(self) -> list[dict]:
-        """Complete rows already in the file (a torn last line is dropped)."""
-        if self.format == "parquet" and not self.journal.exists():
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(self.path)
-            return [{c: r.get(c) for c in self.columns} for r in table.to_pylist()]
-        text = self.journal.read_text()
-        if text and not text.endswith("\n"):
-            text = text[: text.rfind("\n") + 1]
-        rows = []
-        if self.format == "csv":
-            lines = list(csv.reader(io.StringIO(text)))
-            if not lines:
-                return []
-            header = lines[0]
-            if header != self.columns:
-                raise SpecError(f"{self.path}: --resume: expected the columns {','.join(self.columns)}; "
-                                f"got {','.join(header)}")
-            for rec in lines[1:]:
-                if len(rec) != len(header):
-                    continue
-                try:
-                    rows.append({c: _parse_value(c, v) for c, v in zip(header, rec)})
-                except ValueError:
-                    continue
-        else:
-            for line in text.splitlines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict) and "arch" in rec:
-                    rows.append({c: rec.get(c) for c in self.columns})
-        return rows
-
-    # ---- writing
-
-    def _text(self, rows: Iterable[dict], *, header: bool) -> str:
-        buf = io.StringIO()
-        if self.format == "csv":
-            writer = csv.writer(buf, lineterminator="\n")
-            if header:
-                writer.writerow(self.columns)
-            for row in rows:
-                writer.writerow([_fmt_csv(row.get(c)) for c in self.columns])
-        else:
-            for row in rows:
-                buf.write(json.dumps({c: row.get(c) for c in self.columns}, allow_nan=False) + "\n")
-        return buf.getvalue()
-
-    def _write_meta(self, complete: bool) -> None:
-        _atomic_write(meta_path(self.path), json.dumps({**self.meta, "complete": complete}, indent=2) + "\n")
-
-    def start(self, rows: list[dict]) -> None:
-        """Writes the header and ``rows`` (atomically), then opens the file for appending."""
-        self._write_meta(False)
-        _atomic_write(self.journal, self._text(rows, header=True))
-        self._fh = open(self.journal, "a", newline="")
-
-    def append(self, row: dict) -> None:
-        self._fh.write(self._text([row], header=False))
-        self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-    def finish(self, rows: list[dict]) -> None:
-        """Rewrites the file atomically with the final rows (score and rank filled)."""
-        self.close()
-        if self.format == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows])
-            tmp = unique_temp(self.path)
-            try:
-                pq.write_table(table, tmp)
-                os.replace(tmp, self.path)
-            finally:
-                tmp.unlink(missing_ok=True)
-            self.journal.unlink(missing_ok=True)
-        else:
-            _atomic_write(self.path, self._text(rows, header=True))
-        self._write_meta(True)
-
-
 # --------------------------------------------------------------------------- the driver
 
 @dataclass
@@ -1122,33 +851,98 @@ def _chunks(items: Iterator[SpaceItem], size: int) -> Iterator[list[SpaceItem]]:
         yield chunk
 
 
-#: ``runner(chunks, context, options)``: scores the chunks of items it pulls from ``chunks`` and yields
-#: their rows, in any order (see :mod:`zsad.cluster`); the default scores them here with a :class:`Scorer`.
-Runner = Callable[[Iterator[list[SpaceItem]], SpaceContext, RankOptions], Iterator[dict]]
+# --------------------------------------------------------------------------- the runner interface
+
+@dataclass(frozen=True)
+class Job:
+    """What a :class:`Runner` needs to score the items of one run: picklable, so cluster workers get it whole.
+
+    Attributes:
+      context: :meth:`SpaceContext.of` the space.
+      options: what to compute.
+    """
+
+    context: SpaceContext
+    options: RankOptions
+
+    def scorer(self, devices: Sequence | None = None) -> Scorer:
+        """A :class:`Scorer` of this run (``devices``: as :class:`Scorer`); its ``rows(items)`` scores items."""
+        return Scorer(self.context, self.options, devices=devices)
+
+    @staticmethod
+    def group(item: SpaceItem) -> Hashable:
+        """The structure of ``item`` (:meth:`Scorer.group_key`): items of one group share a compiled program."""
+        return Scorer.group_key(item)
+
+    def failed(self, item: SpaceItem, reason: str) -> dict:
+        """The row of an item that could not be scored: ``failed``, every metric null."""
+        return {"arch": item.id, "status": "failed", "reason": reason,
+                **dict.fromkeys(metric_columns(self.options.metrics))}
 
 
-def check_out(out: str | Path | None, *, resume: bool = False, overwrite: bool = False) -> None:
-    """Refuses, before any work, options that do not go together and a results file that cannot be
-    written (an unknown extension, a missing folder, a folder that takes no new file)."""
-    if resume and overwrite:
-        raise SpecError("--resume, --overwrite: expected one of them (continue the results file, or replace "
-                        "it); got both")
-    if out is None:
-        if resume:
-            raise SpecError("--resume: expected --out FILE, the results file to continue; got no --out")
-        return
-    ResultsFile.check(out)
+class Runner(Protocol):
+    """Where :func:`rank_space` scores: ``runner(chunks, job)`` pulls lists of items from ``chunks`` as it
+    has room for them and yields their rows, in any order (each once; a row that arrives twice is written
+    once). The default scores in this process with ``job.scorer()``; :func:`zsad.cluster.ray_runner`
+    scores on a Ray cluster."""
+
+    def __call__(self, chunks: Iterator[list[SpaceItem]], job: Job) -> Iterator[dict]: ...
+
+
+def local_runner(devices: Sequence | None = None) -> Runner:
+    """The default :class:`Runner`: one :class:`Scorer` in this process over ``devices`` (default: all of
+    JAX's default backend)."""
+
+    def run(chunks: Iterator[list[SpaceItem]], job: Job) -> Iterator[dict]:
+        scorer = job.scorer(devices)
+        return (row for chunk in chunks for row in scorer.rows(chunk))
+
+    return run
+
+
+def local_devices(n: int | None) -> list | None:
+    """The first ``n`` devices of JAX's default backend (None: None, i.e. all of them)."""
+    if n is None:
+        return None
+    devices = jax.devices()
+    if not 1 <= n <= len(devices):
+        raise SpecError(f"--devices: expected 1 to {len(devices)} (this machine's {devices[0].platform} "
+                        f"devices); got {n}")
+    return devices[:n]
+
+
+def check_run(out: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
+              ray: str | None = None, workers: int | None = None, devices: int | Sequence | None = None,
+              runner: Runner | None = None) -> None:
+    """Refuses, before any work, options of :func:`rank_space` that do not go together and a results file
+    that cannot be written (see :func:`zsad.results.check_out`)."""
+    check_out(out, resume=resume, overwrite=overwrite)
+    if ray is None and workers is not None:
+        raise SpecError("--workers: applies to a Ray cluster; add --ray")
+    if ray is not None and devices is not None:
+        raise SpecError("--devices: applies to this machine's devices, not to Ray workers (each uses its own)")
+    if runner is not None and (ray is not None or devices is not None):
+        raise SpecError("runner: expected either a runner or ray/devices; got both")
 
 
 def rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str | Path | None = None,
-               resume: bool = False, overwrite: bool = False, **kwargs) -> RankResult:
+               resume: bool = False, overwrite: bool = False, ray: str | None = None, workers: int | None = None,
+               devices: int | Sequence | None = None, runner: Runner | None = None, **kwargs) -> RankResult:
     # The results file is locked (FILE.lock) from before it is read to after it is final: a second
     # run on the same file fails at once instead of racing this one.
-    check_out(out, resume=resume, overwrite=overwrite)
+    check_run(out, resume=resume, overwrite=overwrite, ray=ray, workers=workers, devices=devices, runner=runner)
+    if ray is not None:
+        from zsad import cluster
+
+        with contextlib.closing(cluster.ray_runner(ray, workers=workers)) as ray_runner:
+            return rank_space(space, options, out=out, resume=resume, overwrite=overwrite, runner=ray_runner,
+                              **kwargs)
+    if runner is None:
+        runner = local_runner(local_devices(devices) if isinstance(devices, int) else devices)
     lock = FileLock(out).acquire() if out is not None else None
     try:
         with interrupt.remembered() as ctrl_c:  # a Ctrl-C that something swallows still stops the run
-            result = _rank_space(space, options, out=out, resume=resume, overwrite=overwrite,
+            result = _rank_space(space, options, out=out, resume=resume, overwrite=overwrite, runner=runner,
                                  stop=lambda: ctrl_c.requested, **kwargs)
             if ctrl_c.requested:  # after the last row: the file is complete
                 raise RankInterrupted(result.computed + result.resumed, space.size,
@@ -1162,8 +956,7 @@ def rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str |
 def _rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str | Path | None = None,
                 resume: bool = False, overwrite: bool = False, by: str = "score",
                 on_row: Callable[[dict], None] | None = None,
-                on_progress: Callable[[int, int | None], None] | None = None,
-                devices: Sequence | None = None, runner: Runner | None = None,
+                on_progress: Callable[[int, int | None], None] | None = None, runner: Runner,
                 stop: Callable[[], bool] = lambda: False) -> RankResult:
     """Scores and ranks every architecture of ``space``.
 
@@ -1177,36 +970,28 @@ def _rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str 
         (mean of per-metric ranks).
       on_row: called with each newly computed row after it is written.
       on_progress: called with ``(done, total)`` (total None when unknown) after each architecture.
-      devices: local devices to spread chunks of architectures over (default: all of JAX's
-        default backend; see :class:`Scorer`). Results do not depend on it.
-      runner: where to score (default: this process); e.g. :func:`zsad.cluster.ray_runner`.
-        A row that arrives twice (a retried chunk) is written once.
+      ray: score on a Ray cluster at this address (``"local"`` starts one; see
+        :func:`zsad.cluster.ray_runner`), closed when the run ends.
+      workers: with ``ray``: workers in the pool (default: one per CPU, or per GPU, of the cluster).
+      devices: local devices to spread chunks of architectures over, or how many of the first
+        (default: all of JAX's default backend; see :class:`Scorer`). Results do not depend on it.
+      runner: where to score (a :class:`Runner`; default: this process), instead of ``ray`` and
+        ``devices``. A row that arrives twice (a retried chunk) is written once.
 
     Returns:
       :class:`RankResult`.
 
     Raises:
       SpecError: bad ``by``/``metrics``, an unwritable, mismatched or locked ``out`` (another run holds
-        ``FILE.lock``), ``resume`` without ``out`` or with ``overwrite``, a bad generator.
+        ``FILE.lock``), ``resume`` without ``out`` or with ``overwrite``, ``workers`` without ``ray``,
+        ``ray`` with ``devices``, a bad generator.
       RankInterrupted: on Ctrl-C; ``out`` then holds every row computed so far.
     """
     by_cols = parse_by(by, options.metrics)
     cols = columns(options.metrics)
     meta = make_meta(space, options, by_cols)
-    results = ResultsFile(out, cols, meta) if out is not None else None
-    done_rows: dict[str, dict] = {}
-    if results is not None and results.exists():
-        if resume:
-            results.check_resumable()
-            for r in results.read_rows():
-                done_rows.setdefault(r["arch"], r)
-        elif not overwrite:
-            raise SpecError(f"{results.path}: the results file exists; pass --resume to continue it or "
-                            "--overwrite to replace it")
-    context = SpaceContext.of(space)
-    if runner is None:
-        scorer = Scorer(context, options, devices=devices)
-        runner = lambda chunks, _context, _options: (row for c in chunks for row in scorer.rows(c))  # noqa: E731
+    results, done_rows = open_results(out, cols, meta, resume=resume, overwrite=overwrite)
+    job = Job(SpaceContext.of(space), options)
     order: list[str] = []
     counts = {"computed": 0, "resumed": 0}
 
@@ -1232,7 +1017,7 @@ def _rank_space(space: Space, options: RankOptions = RankOptions(), *, out: str 
     fresh: set[str] = set()
     try:
         progress()
-        for row in runner(todo(), context, options):
+        for row in runner(todo(), job):
             if row["arch"] in fresh or row["arch"] in done_rows:
                 continue  # a retried chunk's row that already arrived
             fresh.add(row["arch"])

@@ -1,5 +1,9 @@
 """The ranking score and the rank mathematics: pure functions of result rows.
 
+Also the vocabulary they share with :func:`zsad.rank.rank_space` and its
+results files: the metric names (:data:`METRICS`), the options of a run
+(:class:`RankOptions`) and the columns of a results file (:func:`columns`).
+
 A row is a dict of metric columns (``nlc``, ``sigma2``, ``params``, ...) with
 a ``status``; only ``ok`` rows are scored, every other row ranks last.
 
@@ -25,12 +29,20 @@ candidate's figures.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from zsad._errors import DataError, SpecError, closest
 from zsad.verdict import HEALTHY_MAX, LINEAR_MAX, SCALE_BAND
+
+#: Metrics that ``--metrics`` selects from, in column order (``nlc`` gives ``nlc`` and ``nlc_std``).
+METRICS: tuple[str, ...] = ("nlc", "sigma2", "params", "flops", "naswot", "synflow", "grad_norm", "snip",
+                             "jacob_cov")
+STATUSES = ("ok", "degenerate", "diverged", "failed")
 
 #: Direction of each proxy: ``'higher'`` means a larger value is taken as a
 #: better architecture.
@@ -367,3 +379,75 @@ def score_rows(rows: list[dict], by: Sequence[str], metrics: Sequence[str] | Non
     for rank, i in enumerate(order, start=1):
         out[i]["rank"] = rank
     return out
+
+
+# --------------------------------------------------------------------------- options and columns
+
+@dataclass(frozen=True)
+class RankOptions:
+    """How to score each architecture.
+
+    Attributes:
+      seeds: initializations per architecture (metrics are means over them; NLC also its spread).
+      batch: samples in the scoring batch (NASWOT and jacob_cov are n x n in it).
+      tangents: permutations per sample in the NLC estimator.
+      seed: base seed; initialization ``i`` uses ``fold_in(key(seed), i)``.
+      data_seed: seed of the Gaussian inputs (or of the subset of a data file) and of the labels
+        of grad_norm and snip (uniform over the output units).
+      metrics: metrics to compute, a subset of :data:`METRICS`.
+    """
+
+    seeds: int = 2
+    batch: int = 64
+    tangents: int = 2
+    seed: int = 0
+    data_seed: int = 0
+    metrics: tuple[str, ...] = METRICS
+
+    def __post_init__(self):
+        bad = [m for m in self.metrics if m not in METRICS]
+        if bad:
+            raise SpecError(f"metrics: expected names among {', '.join(METRICS)}; got {bad[0]!r}"
+                            f"{closest(bad[0], METRICS)}")
+        if not self.metrics:
+            raise SpecError(f"metrics: expected at least one of {', '.join(METRICS)}; got none")
+        object.__setattr__(self, "metrics", tuple(m for m in METRICS if m in self.metrics))
+        if self.batch < 2:
+            raise DataError(f"batch: expected at least 2 samples; got {self.batch}")
+        if self.seeds < 1 or self.tangents < 1:
+            raise DataError(f"seeds, tangents: expected integers >= 1; got {self.seeds}, {self.tangents}")
+
+    def to_json(self) -> dict:
+        import jax.numpy as jnp  # the dtype of floats: jax's setting (--x64)
+
+        return {**dataclasses.asdict(self), "metrics": list(self.metrics), "dtype": str(jnp.result_type(float))}
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """``"all"`` or a comma-separated list of metric names -> a tuple (validated by :class:`RankOptions`)."""
+    text = text.strip()
+    if text in ("", "all"):
+        return METRICS
+    return tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+
+
+def columns(metrics: Sequence[str]) -> list[str]:
+    """Columns of the results file: arch, status, reason, the metric columns, score, rank."""
+    return ["arch", "status", "reason", *metric_columns(metrics), "score", "rank"]
+
+
+def parse_by(by: str, metrics: Sequence[str]) -> tuple[str, ...]:
+    """``"score"`` or a comma-separated list of metric columns, checked against ``metrics``."""
+    names = tuple(dict.fromkeys(b.strip() for b in by.split(",") if b.strip()))
+    available = metric_columns(metrics)
+    if names in ((), ("score",)):
+        needed = sorted({INGREDIENTS[n].column for n in default_ingredients()}, key=METRICS.index)
+        if not default_ingredients(metrics):
+            raise SpecError(f"--by score: the default score needs at least one of {', '.join(needed)}; add it to "
+                            "--metrics or rank --by a computed metric")
+        return ("score",)
+    for name in names:
+        if name not in available:
+            raise SpecError(f"--by: expected score or computed metrics ({', '.join(available)}); got {name!r}"
+                            f"{closest(name, available)}")
+    return names

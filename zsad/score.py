@@ -21,7 +21,7 @@ import numpy as np
 
 from zsad.spaces import nasbench201 as nb201
 from zsad._batching import map_leading
-from zsad._errors import NumericsError, SpecError
+from zsad._errors import SpecError
 from zsad._memory import check_fits
 from zsad._types import Network
 from zsad.arch.build import build
@@ -30,7 +30,7 @@ from zsad.data import load_inputs
 from zsad.nlc import NLCResult, nlc_profile
 from zsad.space import CellArchitecture
 from zsad.spectrum import JacobianSpectrum, jacobian_spectrum, resolution
-from zsad.spectrum import _resolve_method as resolve_method
+from zsad.spectrum import resolve_method
 from zsad.meanfield_arch import meanfield_summary
 from zsad.verdict import COVERED, SCALE_BAND, Verdict, combine, meanfield_verdict, nlc_verdict, outside_evidence
 
@@ -468,19 +468,3 @@ def spectrum_verdict(summary: dict, outside: str | None = None) -> list[tuple[st
                               f"var/mean² = {ratio:.3g}, {100 * share:.0f}% of singular values within a "
                               "factor 2 of 1"))
     return items
-
-
-def plot_score_spectrum(report: ScoreReport, path) -> str:
-    """Writes the σ² density of ``report`` to a PNG, with the Fuss–Catalan curve of a linear
-    Gaussian network with as many layers as the segment has dense/conv layers."""
-    from zsad.plotting import plot_spectrum_density
-    from zsad.spectrum import fuss_catalan_density
-
-    if report.density is None:
-        raise NumericsError("no spectrum to plot: every initialization diverged")
-    spec = report.extra["spectrum"]
-    depth = max(1, spec.get("affine_layers") or 1)
-    return str(plot_spectrum_density(
-        path, *report.density, reference=lambda x: fuss_catalan_density(x, depth),
-        reference_label=f"linear Gaussian, {depth} layer{'s' if depth > 1 else ''} (Fuss–Catalan)",
-        title=f"{report.name}: Jacobian {spec['between'][0]} → {spec['between'][1]}"))

@@ -109,9 +109,9 @@ import numpy as np
 
 from zsad.spaces import nasbench201 as nb201
 from zsad._errors import SpecError
-from zsad.arch.spec import _Ctx, parse_architecture, read_yaml
+from zsad.arch.spec import Context, parse_architecture, read_yaml
 from zsad.ranking import INGREDIENTS, average_ranks, default_ingredients, score_rows
-from zsad.space import Space, SpaceItem, _fingerprint, _set_path, _split_path, _value_text, load_space
+from zsad.space import Space, SpaceItem, fingerprint_of, set_path, split_path, value_text, load_space
 
 #: Every candidate of every position is expected at least this many times in the default sample.
 MIN_APPEARANCES = 30
@@ -200,7 +200,7 @@ class SelectSpace:
     def _trial(self, combo: Sequence[int]) -> Any:
         trial = copy.deepcopy(self.base_node)
         for p, i in zip(self.positions, combo):
-            _set_path(trial, _split_path(p.name), copy.deepcopy(p.values[i]), create=True)
+            set_path(trial, split_path(p.name), copy.deepcopy(p.values[i]), create=True)
         return trial
 
     def item(self, combo: Sequence[int], fair: bool) -> SpaceItem:
@@ -212,16 +212,16 @@ class SelectSpace:
         if fair:  # each activation layer a position touches, at criticality for its function in this architecture
             done = set()
             for p in self.positions:
-                site = _site_in(trial, _split_path(p.name))
+                site = _site_in(trial, split_path(p.name))
                 if site is None or tuple(site[0]) in done:
                     continue
                 done.add(tuple(site[0]))
                 f = _fair_for(self.base_node, *site)
                 if f.kind == "critical":
-                    _set_path(trial, _split_path(f.layer) + ["init", "weight_std"], f.weight_std, create=True)
+                    set_path(trial, split_path(f.layer) + ["init", "weight_std"], f.weight_std, create=True)
         try:
             arch = parse_architecture(trial, file=self.base_file, default_name=self.default_name,
-                                      ctx=_Ctx(self.base_file))
+                                      ctx=Context(self.base_file))
         except Exception as err:  # an invalid combination: rank_space reports it as failed
             return SpaceItem(ident, None, f"invalid combination of choices: {err}")
         return SpaceItem(ident, dataclasses.replace(arch, name=ident))
@@ -234,8 +234,8 @@ class SelectSpace:
         if self.form != "product":
             return None
         trial = copy.deepcopy(self.base_node)
-        parts = _split_path(position.name)
-        _set_path(trial, parts, copy.deepcopy(position.values[index]), create=True)
+        parts = split_path(position.name)
+        set_path(trial, parts, copy.deepcopy(position.values[index]), create=True)
         return _site_in(trial, parts)
 
     def fair_init(self, position: Position, index: int) -> FairInit:
@@ -342,12 +342,11 @@ def _critical(key) -> tuple[float | None, float | None]:
     import jax.numpy as jnp
 
     from zsad import meanfield as mf
-    from zsad.meanfield_arch import _critical_weight_var
 
     fn, params, shaping, bias_var = key
     phi = _phi({"fn": fn, "params": dict(params), "shaping": dict(shaping)})
     b = jnp.asarray(bias_var, jnp.result_type(float))
-    wv = float(jax.jit(lambda bv: _critical_weight_var(phi, bv, CRITICAL_BRACKET))(b))
+    wv = float(jax.jit(lambda bv: mf.critical_weight_var(phi, bv, bracket=CRITICAL_BRACKET))(b))
     if not math.isfinite(wv):
         return None, None
     fp = mf.q_star(phi, jnp.asarray(wv, b.dtype), b)
@@ -377,8 +376,8 @@ def load_select_space(path: str | Path) -> SelectSpace:
         base_file, default_name = str(p), p.stem
         base_node = read_yaml(p)
     base = parse_architecture(copy.deepcopy(base_node), file=base_file, default_name=default_name,
-                              ctx=_Ctx(base_file))
-    positions = tuple(Position(str(k), tuple(_value_text(v) for v in values), tuple(values))
+                              ctx=Context(base_file))
+    positions = tuple(Position(str(k), tuple(value_text(v) for v in values), tuple(values))
                       for k, values in node["choices"].items())
     return SelectSpace("product", space.name, space.source, positions, space, base_node, base_file, base.name,
                        default_name)
@@ -521,6 +520,7 @@ def _nb201_spectrum(op: str) -> dict:
     import jax.numpy as jnp
 
     from zsad.score import seed_keys
+    from zsad.spaces import ops
     from zsad.spectrum import jacobian_spectrum
 
     on = (f"the operation alone on a batch-normalized Gaussian input {list(NB201_SPECTRUM_SHAPE)} (stage-1 cell "
@@ -535,9 +535,9 @@ def _nb201_spectrum(op: str) -> dict:
         if op == "skip_connect":
             fn = lambda z: z  # noqa: E731
         elif op == "avg_pool_3x3":
-            fn = lambda z: nb201._avg_pool_3x3(z[None])[0]  # noqa: E731
+            fn = lambda z: ops.avg_pool(z[None])[0]  # noqa: E731
         else:
-            k = nb201._CONV_KERNEL[op]
+            k = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}[op]
             w = jax.random.normal(key, (k, k, c, c), dtype) * math.sqrt(2.0 / (k * k * c))
 
             def conv(z, w=w, k=k):
@@ -620,7 +620,7 @@ def _rank_rows(space: SelectSpace, combos: np.ndarray, fair: bool, options: Sele
             unique[combo] = space.item(combo, fair)
     items = tuple(unique.values())
     sub = Space(space.form, space.name, space.source, len(items),
-                _fingerprint({"select": space.space.fingerprint, "fair": fair, "archs": [i.id for i in items]}),
+                fingerprint_of({"select": space.space.fingerprint, "fair": fair, "archs": [i.id for i in items]}),
                 input=space.space.input, items=lambda: iter(items))
     ropts = RankOptions(seeds=options.seeds, batch=options.batch, tangents=options.tangents, seed=options.seed,
                         metrics=METRICS)

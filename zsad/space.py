@@ -46,10 +46,9 @@ import numpy as np
 
 from zsad._entry import import_callable
 from zsad.spaces import SPACES, canonical_name, suggestion
-from zsad.spaces import nasbench201 as nb201
 from zsad._errors import SpecError, ZsadError, locate
 from zsad.arch.spec import (
-    Architecture, Input, _Ctx, _input, _mapping, architecture_to_dict, load_architecture,
+    Architecture, Input, Context, parse_input, check_mapping, architecture_to_dict, load_architecture,
     parse_architecture, read_yaml,
 )
 
@@ -143,7 +142,7 @@ def load_space(path: str | Path) -> Space:
 
 def parse_space(node: Any, *, file: str | None = None) -> Space:
     """Validates a loaded YAML mapping (ruamel nodes or plain dicts) into a :class:`Space`."""
-    ctx = _Ctx(file)
+    ctx = Context(file)
     if not isinstance(node, dict):
         raise ctx.error("a mapping with one of the fields archs, base, space, generator", node)
     name = node.get("name", Path(file).stem if file else "space")
@@ -166,7 +165,7 @@ def parse_space(node: Any, *, file: str | None = None) -> Space:
                     f"fields {', '.join(map(str, node)) or '(none)'}" if node else node)
 
 
-def _fingerprint(doc: Any) -> str:
+def fingerprint_of(doc: Any) -> str:
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -180,13 +179,13 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _loc(ctx: _Ctx) -> str:
+def _loc(ctx: Context) -> str:
     return locate(ctx.file, ctx.line, ctx.col)
 
 
 # --------------------------------------------------------------------------- form 1: explicit list
 
-def _arch_entry(item: Any, ctx: _Ctx, file: str | None, base_dir: Path, default_name: str) -> Architecture:
+def _arch_entry(item: Any, ctx: Context, file: str | None, base_dir: Path, default_name: str) -> Architecture:
     if isinstance(item, str):
         path = Path(item) if Path(item).is_absolute() else base_dir / item
         if not path.is_file():
@@ -198,7 +197,7 @@ def _arch_entry(item: Any, ctx: _Ctx, file: str | None, base_dir: Path, default_
 
 
 def _list_space(node, ctx, name, file, base_dir) -> Space:
-    _mapping(node, ctx, ("name", "archs"), "search space (explicit list)")
+    check_mapping(node, ctx, ("name", "archs"), "search space (explicit list)")
     archs_node = node["archs"]
     actx = ctx.child(node, "archs")
     if not isinstance(archs_node, list) or not archs_node:
@@ -214,7 +213,7 @@ def _list_space(node, ctx, name, file, base_dir) -> Space:
                              f"{arch.name!r}; set 'name:' in one of them)", arch.name)
         seen[arch.name] = i
         archs.append(arch)
-    fp = _fingerprint({"form": "list", "archs": [architecture_to_dict(a) for a in archs]})
+    fp = fingerprint_of({"form": "list", "archs": [architecture_to_dict(a) for a in archs]})
     items = tuple(SpaceItem(a.name, a) for a in archs)
     return Space("list", name, file, len(items), fp, items=lambda: iter(items))
 
@@ -222,11 +221,11 @@ def _list_space(node, ctx, name, file, base_dir) -> Space:
 # --------------------------------------------------------------------------- form 2: base + choices
 
 
-def _split_path(key: str) -> list[Union[str, int]]:
+def split_path(key: str) -> list[Union[str, int]]:
     return [int(p) if p.lstrip("-").isdigit() else p for p in key.split(".")]
 
 
-def _set_path(root: Any, parts: list, value: Any, *, create: bool) -> bool:
+def set_path(root: Any, parts: list, value: Any, *, create: bool) -> bool:
     """Sets ``root[parts]`` to ``value``. Returns whether the full path existed before.
 
     Raises LookupError (with a message) if the path cannot be followed.
@@ -262,7 +261,7 @@ def _set_path(root: Any, parts: list, value: Any, *, create: bool) -> bool:
     return existed
 
 
-def _value_text(value: Any) -> str:
+def value_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float, str)):
@@ -271,7 +270,7 @@ def _value_text(value: Any) -> str:
 
 
 def _product_space(node, ctx, name, file, base_dir) -> Space:
-    _mapping(node, ctx, ("name", "base", "choices", "sample", "seed"), "search space (base + choices)")
+    check_mapping(node, ctx, ("name", "base", "choices", "sample", "seed"), "search space (base + choices)")
     if "base" not in node:
         raise ctx.error("a field 'base' (an architecture file or an inline architecture) beside 'choices'")
     if "choices" not in node:
@@ -284,7 +283,7 @@ def _product_space(node, ctx, name, file, base_dir) -> Space:
             raise bctx.error("an architecture file (path relative to the space file) that exists", base_node)
         base_file: str | None = str(path)
         base_node = read_yaml(path)
-        base_ctx = _Ctx(base_file)
+        base_ctx = Context(base_file)
     elif isinstance(base_node, dict):
         base_file, base_ctx = file, bctx
     else:
@@ -307,16 +306,16 @@ def _product_space(node, ctx, name, file, base_dir) -> Space:
             raise fctx.error("a dotted field path such as layers.1.fn or init.weight_std", key)
         if not isinstance(values, list) or not values:
             raise cctx.child(cnode, key).error("a non-empty list of values", values)
-        texts = [_value_text(v) for v in values]
+        texts = [value_text(v) for v in values]
         for i, text in enumerate(texts):
             if text in texts[:i]:
                 raise cctx.child(cnode, key).child(values, i).error(
                     f"distinct values (item {texts.index(text)} is the same)", values[i])
-        parts = _split_path(key)
+        parts = split_path(key)
         for i, value in enumerate(values):
             trial = copy.deepcopy(base_node)
             try:
-                existed = _set_path(trial, parts, copy.deepcopy(value), create=True)
+                existed = set_path(trial, parts, copy.deepcopy(value), create=True)
             except LookupError as err:
                 raise fctx.error(f"a field that exists in the base architecture ({err})", key) from None
             try:
@@ -326,7 +325,7 @@ def _product_space(node, ctx, name, file, base_dir) -> Space:
                     raise fctx.error(f"a field that exists in the base architecture "
                                      f"({locate(base_file)} has no {key!r}: {err})", key) from None
                 vctx = cctx.child(cnode, key).child(values, i)
-                raise SpecError(f"{_loc(vctx)}: choices.{key}.{i}: value {_value_text(value)!r} makes the base "
+                raise SpecError(f"{_loc(vctx)}: choices.{key}.{i}: value {value_text(value)!r} makes the base "
                                 f"architecture invalid: {err}") from None
         fields.append((str(key), list(values)))
 
@@ -358,10 +357,10 @@ def _product_space(node, ctx, name, file, base_dir) -> Space:
     def items() -> Iterator[SpaceItem]:
         for index in (range(total) if indices is None else indices):
             chosen = combo(index)
-            ident = f"{base.name}[{','.join(f'{k}={_value_text(v)}' for k, v in chosen)}]"
+            ident = f"{base.name}[{','.join(f'{k}={value_text(v)}' for k, v in chosen)}]"
             trial = copy.deepcopy(base_node)
             for key, value in chosen:
-                _set_path(trial, _split_path(key), copy.deepcopy(value), create=True)
+                set_path(trial, split_path(key), copy.deepcopy(value), create=True)
             try:
                 arch = parse_architecture(trial, file=base_file, default_name=default_name, ctx=base_ctx)
             except ZsadError as err:
@@ -369,7 +368,7 @@ def _product_space(node, ctx, name, file, base_dir) -> Space:
                 continue
             yield SpaceItem(ident, dataclasses.replace(arch, name=ident))
 
-    fp = _fingerprint({"form": "product", "base": architecture_to_dict(base),
+    fp = fingerprint_of({"form": "product", "base": architecture_to_dict(base),
                        "choices": [[k, _plain(v)] for k, v in fields], "indices": indices})
     return Space("product", name, file, size, fp, items=items)
 
@@ -377,13 +376,15 @@ def _product_space(node, ctx, name, file, base_dir) -> Space:
 # --------------------------------------------------------------------------- form 3: NAS-Bench-201
 
 def _nb201_space(node, ctx, name, file, base_dir) -> Space:
+    from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
+
     sctx = ctx.child(node, "space")
     kind = node["space"]
     if isinstance(kind, str):
         kind = _NB201_ALIASES.get(kind.lower(), kind.lower())
     if kind not in NB201_NAMES:
         raise sctx.error(f"one of {', '.join(SPACES)}", node["space"], suggestion(str(node["space"])))
-    _mapping(node, ctx, ("name", "space", "archs", "input", "data"), "search space (built in)")
+    check_mapping(node, ctx, ("name", "space", "archs", "input", "data"), "search space (built in)")
     inp = _nb201_input(node, ctx)
     if "archs" not in node:
         raise ctx.error("a field 'archs' (all, {sample: N, seed: S}, or a list of architecture strings)")
@@ -396,7 +397,7 @@ def _nb201_space(node, ctx, name, file, base_dir) -> Space:
         def ops_iter():
             return iter(nb201.all_archs())
     elif isinstance(anode, dict):
-        _mapping(anode, actx, ("sample", "seed"), "NAS-Bench-201 sample")
+        check_mapping(anode, actx, ("sample", "seed"), "NAS-Bench-201 sample")
         if "sample" not in anode:
             raise actx.error("a field 'sample' (how many architectures to draw)")
         n = anode["sample"]
@@ -441,7 +442,7 @@ def _nb201_space(node, ctx, name, file, base_dir) -> Space:
         for ops in ops_iter():
             yield SpaceItem(nb201.format_arch(ops), tuple(ops))
 
-    fp = _fingerprint({"form": "nas-bench-201", "archs": spec,  # where `input.data` was written is not the space
+    fp = fingerprint_of({"form": "nas-bench-201", "archs": spec,  # where `input.data` was written is not the space
                        "input": {k: v for k, v in dataclasses.asdict(inp).items() if k != "at"}})
     return Space("nas-bench-201", name, file, size, fp, input=inp, items=items)
 
@@ -455,7 +456,7 @@ def _configured(node, ctx, canon: str, fields: tuple[str, ...]):
         cls = SPACES[canon]
     except ImportError:
         raise sctx.error(f"a built-in space available in this installation ({canon} is not)", node["space"]) from None
-    _mapping(node, ctx, (*fields, *cls.option_fields), f"{canon} space")
+    check_mapping(node, ctx, (*fields, *cls.option_fields), f"{canon} space")
     options = copy.copy(node)  # the option fields, with their positions in the file
     for key in [k for k in options if k not in cls.option_fields]:
         del options[key]
@@ -474,7 +475,7 @@ def _builtin_input(node, ctx, space) -> Input:
     if "data" in node and "data" in inode:
         raise ctx.child(node, "data").error("either 'data:' or 'input.data:', not both")
     inode = {"shape": shape, **copy.deepcopy(inode), **({"data": node["data"]} if "data" in node else {})}
-    inp = _input(inode, ictx)
+    inp = parse_input(inode, ictx)
     why = space.check_input(list(inp.shape))
     if why is not None:
         raise ictx.child(node["input"], "shape").error(f"{why} ({space.name} inputs)", list(inp.shape))
@@ -492,7 +493,7 @@ def _builtin_space(node, ctx, name, file, canon: str) -> Space:
         spec: Any = "all"
         size, archs = space.size, space.all
     elif isinstance(anode, dict):
-        _mapping(anode, actx, ("sample", "seed"), f"{canon} sample")
+        check_mapping(anode, actx, ("sample", "seed"), f"{canon} sample")
         if "sample" not in anode:
             raise actx.error("a field 'sample' (how many architectures to draw)")
         n, seed = anode["sample"], anode.get("seed", 0)
@@ -522,7 +523,7 @@ def _builtin_space(node, ctx, name, file, canon: str) -> Space:
         for arch in archs():
             yield SpaceItem(space.format(arch), BuiltinArch(space, arch))
 
-    fp = _fingerprint({"form": canon, "options": space.options(), "archs": spec,
+    fp = fingerprint_of({"form": canon, "options": space.options(), "archs": spec,
                        "input": {k: v for k, v in dataclasses.asdict(inp).items() if k != "at"}})
     return Space(canon, name, file, size, fp, input=inp, items=items)
 
@@ -554,16 +555,21 @@ class CellArchitecture:
 
     @property
     def notation(self) -> str:
-        return nb201.format_arch(self.ops) if self.model is None else self.model.format(self.ops)
+        if self.model is not None:
+            return self.model.format(self.ops)
+        from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
+        return nb201.format_arch(self.ops)
 
 
 def parse_cell(node: Any, *, file: str | None = None) -> CellArchitecture:
     """Validates a mapping ``{space: nas-bench-201, arch: '<string>', name?, input?, data?}``."""
-    ctx = _Ctx(file)
+    ctx = Context(file)
     canon = canonical_name(node["space"]) if isinstance(node, dict) and isinstance(node.get("space"), str) else None
     if canon is not None and canon not in NB201_NAMES:
         return _builtin_cell(node, ctx, file, canon)
-    _mapping(node, ctx, ("name", "space", "arch", "input", "data"), "architecture of a built-in space")
+    from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
+
+    check_mapping(node, ctx, ("name", "space", "arch", "input", "data"), "architecture of a built-in space")
     kind = node["space"]
     if isinstance(kind, str):
         kind = _NB201_ALIASES.get(kind.lower(), kind.lower())
@@ -608,6 +614,8 @@ def load_scorable(path: str | Path) -> Union[Architecture, CellArchitecture]:
 
 
 def _nb201_input(node, ctx) -> Input:
+    from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
+
     shape = list(nb201.INPUT_SHAPE)
     if "input" in node:
         inode = node["input"]
@@ -621,9 +629,9 @@ def _nb201_input(node, ctx) -> Input:
             inode["shape"] = shape
         if "data" in node:
             inode["data"] = node["data"]
-        inp = _input(inode, ictx)
+        inp = parse_input(inode, ictx)
     else:
-        inp = _input({"shape": shape, **({"data": node["data"]} if "data" in node else {})}, ctx)
+        inp = parse_input({"shape": shape, **({"data": node["data"]} if "data" in node else {})}, ctx)
     if list(inp.shape) != shape:
         raise ctx.child(node, "input").child(node["input"], "shape").error(
             f"{shape} (NAS-Bench-201 inputs are 32x32 RGB images)", list(inp.shape))
@@ -633,7 +641,7 @@ def _nb201_input(node, ctx) -> Input:
 # --------------------------------------------------------------------------- form 4: generator
 
 def _generator_space(node, ctx, name, file, base_dir) -> Space:
-    _mapping(node, ctx, ("name", "generator"), "search space (generator)")
+    check_mapping(node, ctx, ("name", "generator"), "search space (generator)")
     entry = node["generator"]
     gctx = ctx.child(node, "generator")
     if not isinstance(entry, str) or entry.count(":") != 1 or not all(entry.split(":")):
@@ -667,7 +675,7 @@ def _generator_space(node, ctx, name, file, base_dir) -> Space:
             raise SpecError(f"{where}: {entry}() failed after {i} architectures: {type(err).__name__}: "
                             f"{str(err).splitlines()[0] if str(err) else ''}") from None
 
-    fp = _fingerprint({"form": "generator", "entry": entry})
+    fp = fingerprint_of({"form": "generator", "entry": entry})
     return Space("generator", name, file, None, fp, items=items)
 
 

@@ -10,7 +10,7 @@ inputs, the same samples for every architecture):
   NLC with its spread (the study's NLC), the NLC of every layer prefix, and the Jacobian
   spectrum of the hidden segment (mean and variance of sigma^2, sigma_max/min, condition number,
   isometry share); the previous default score (``zsad.rank.default_score`` without sigma2) and
-  ``zsad.rank.band_distance`` are evaluated on this NLC and the parameter count (the NLC is
+  ``zsad.ranking.band_distance`` are evaluated on this NLC and the parameter count (the NLC is
   computed once per architecture, with the larger batch, rather than twice);
 * ``zsad.meanfield_arch.meanfield_summary`` on the scoring batch: q*, chi1, phase, xi_c, chi_c,
   xi_q, c*, the predicted NLC.

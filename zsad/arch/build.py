@@ -33,15 +33,17 @@ from zsad.arch.spec import (
     Activation, Architecture, AvgPool, BatchNorm, Block, Conv, Dense, Flatten,
     GlobalAvgPool, Init, Layer, LayerNorm, MaxPool, Residual, Shaping, expand, layer_label, named_layers,
 )
+from zsad.arch.repeats import (
+    RepeatNames, all_named, count_layers, cut_draw, fold_repeats, repeat_groups, repeat_names, sub_prefix,
+)
+from zsad.layer_values import LayerValues
+
+_sub_prefix = sub_prefix  # the name other modules import
 
 _TRUNC_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2]
 
 
 # --------------------------------------------------------------------------- scalars
-
-def _sub_prefix(name: str, part: str) -> str:
-    return f"{name}/{part}."
-
 
 def scalars_of(arch: Architecture) -> dict[str, dict[str, np.ndarray]]:
     """The traced scalars of ``arch``: ``{layer name: {scalar name: array}}``.
@@ -70,8 +72,8 @@ def _collect_scalars(layers, prefix: str, out: dict) -> None:
             out[name] = _activation_scalars(layer)
         elif isinstance(layer, Residual):
             out[name] = {"branch_scale": _f(layer.branch_scale), "shortcut_scale": _f(layer.shortcut_scale)}
-            _collect_scalars(layer.shortcut, _sub_prefix(name, "shortcut"), out)
-            _collect_scalars(layer.branch, _sub_prefix(name, "branch"), out)
+            _collect_scalars(layer.shortcut, sub_prefix(name, "shortcut"), out)
+            _collect_scalars(layer.branch, sub_prefix(name, "branch"), out)
 
 
 def _activation_scalars(layer: Activation) -> dict:
@@ -285,15 +287,19 @@ class _Net(nn.Module):
 
     @nn.compact
     def __call__(self, x, scalars, calibrate: bool = False, start: int = 0, stop: int | None = None):
-        outs: dict[str, jax.Array] = {}
+        outs: list = []  # (names, array, ndim or None): one layer's output, or a scanned block's
         y = self._run(self.layers, "", x, scalars, calibrate, outs, start, stop)
-        return y, outs
+        if all(ndim is None for _, _, ndim in outs):
+            return y, {names[0]: value for names, value, _ in outs}
+        order = tuple(name for i, (name, _) in enumerate(named_layers(self.layers))
+                      if start <= i and (stop is None or i < stop))
+        return y, LayerValues(tuple(outs), order)
 
     def _run(self, layers, prefix, x, scalars, calibrate, outs, start=0, stop=None):
-        stop = _count(layers) if stop is None else stop
+        stop = count_layers(layers) if stop is None else stop
         base = 0
         for layer in layers:
-            size = _count((layer,))
+            size = count_layers((layer,))
             if base >= stop:
                 break
             if base + size > start:
@@ -313,18 +319,18 @@ class _Net(nn.Module):
                 name = f"{prefix}{i}.{layer_label(sub)}"
                 x = self._layer(name, sub, x, scalars, calibrate)
                 if not prefix:
-                    outs[name] = x
+                    outs.append(((name,), x, None))
         return x
 
     def _block(self, block: Block, base, prefix, x, scalars, calibrate, outs, start, stop):
         """Runs the layers of ``block`` (first one at index ``base``) that lie in ``[start, stop)``: whole
         repeats of unchanged shape as one scan, the rest unrolled."""
-        inner = _count(block.layers)
+        inner = count_layers(block.layers)
         first = max(0, -(-(start - base) // inner))  # the whole repeats inside [start, stop)
         end = min(block.repeat, (stop - base) // inner)
         if end - first < 2:
             return self._unrolled(block, base, prefix, x, scalars, calibrate, outs, start, stop)
-        at = functools.partial(_repeat_names, block.layers, base, inner, prefix)
+        at = functools.partial(repeat_names, block.layers, base, inner, prefix)
         one = functools.partial(self._repeat, _Net(block.layers, parent=None), calibrate)
 
         def unrolled(x, r0, r1):  # repeats r0 .. r1-1, the layers of them in [start, stop)
@@ -345,16 +351,16 @@ class _Net(nn.Module):
                                    *(self._gather(at(r), scalars) for r in range(first, end)))
             x, (ys, stats) = jax.lax.scan(lambda h, v: one(v, h), x, stacked)
             for k, r in enumerate(range(first, end)):
-                names = at(r)
                 for local, values in stats.items():
-                    self.put_variable("batch_stats", names.modules[local], jax.tree.map(lambda a: a[k], values))
-                if not prefix:
-                    outs.update({names.outputs[local]: y[k] for local, y in ys.items()})
+                    self.put_variable("batch_stats", at(r).modules[local], jax.tree.map(lambda a: a[k], values))
+            if not prefix:  # each of the block's layers: its repeats' outputs, stacked
+                outs.extend((tuple(at(r).outputs[local] for r in range(first, end)), y, y.ndim - 1)
+                            for local, y in ys.items())
         else:
             x = unrolled(x, first, end)
         return unrolled(x, end, block.repeat)
 
-    def _gather(self, names: "_RepeatNames", scalars) -> tuple[dict, dict]:
+    def _gather(self, names: RepeatNames, scalars) -> tuple[dict, dict]:
         """One repeat's variables and scalars under the block's own (local) layer names."""
         variables = {}
         for col, tree in self.variables.items():
@@ -399,55 +405,14 @@ class _Net(nn.Module):
             return x.reshape(x.shape[0], -1)
         if isinstance(layer, Residual):
             s = scalars[name]
-            short = self._run(layer.shortcut, _sub_prefix(name, "shortcut"), x, scalars, calibrate, {})
-            branch = self._run(layer.branch, _sub_prefix(name, "branch"), x, scalars, calibrate, {})
+            short = self._run(layer.shortcut, sub_prefix(name, "shortcut"), x, scalars, calibrate, [])
+            branch = self._run(layer.branch, sub_prefix(name, "branch"), x, scalars, calibrate, [])
             return s["shortcut_scale"] * short + s["branch_scale"] * branch
         raise TypeError(f"unsupported layer {type(layer).__name__}")
 
 
-def _count(layers: tuple[Layer, ...]) -> int:
-    """The number of top-level layers once blocks are unrolled."""
-    return sum(layer.repeat * _count(layer.layers) if isinstance(layer, Block) else 1 for layer in layers)
-
-
-class _RepeatNames(NamedTuple):
-    """The names of one repeat of a block's layers, keyed by their names in the block alone:
-    ``modules`` (variables), ``scalars`` and ``outputs`` (the repeat's top-level layers)."""
-
-    modules: dict[str, str]
-    scalars: dict[str, str]
-    outputs: dict[str, str]
-
-
-@functools.lru_cache(maxsize=4096)
-def _repeat_names(layers: tuple[Layer, ...], base: int, inner: int, prefix: str, r: int) -> _RepeatNames:
-    offset = base + r * inner
-
-    def renamed(local: str) -> str:  # "{j}.rest" -> "{prefix}{offset + j}.rest"
-        index, _, rest = local.partition(".")
-        return f"{prefix}{offset + int(index)}.{rest}"
-
-    named = _all_named(layers)
-    scalars = {n: renamed(n) for n, layer in named if isinstance(layer, (Dense, Conv, Activation, Residual))}
-    modules = {n.replace("/", "|"): renamed(n).replace("/", "|") for n, layer in named
-               if isinstance(layer, (Dense, Conv, BatchNorm, LayerNorm))}
-    outputs = {n: renamed(n) for n, _ in named_layers(layers)}
-    return _RepeatNames(modules, scalars, outputs)
-
-
-def _all_named(layers, prefix: str = "") -> list[tuple[str, Layer]]:
-    """Every layer with its scalar name, residual sub-layers included."""
-    out = []
-    for name, layer in named_layers(layers, prefix):
-        out.append((name, layer))
-        if isinstance(layer, Residual):
-            out += _all_named(layer.shortcut, _sub_prefix(name, "shortcut"))
-            out += _all_named(layer.branch, _sub_prefix(name, "branch"))
-    return out
-
-
 def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats: dict | None = None,
-            plan_only: bool = False):
+            plan_only: bool = False, groups: dict[str, tuple] | None = None):
     """Draws all parameters: one random call per distribution, sliced into the layers.
 
     One call per distribution (rather than per tensor) keeps the compiled
@@ -460,6 +425,7 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
     that the layers take (``{dist: [array of each shape]}``, see
     :data:`zsad._types.Network.draws`), used instead of drawing. ``plan_only``:
     returns the draws' ``(dist, fold_in index, dtype, shapes)`` instead.
+    ``groups``: the repeats of scanned blocks (:func:`zsad.arch.repeats.repeat_groups`), whose pieces are cut at once.
     """
     # a plan is shapes alone: nothing allocated (a network too large for memory is refused from them)
     params = {} if plan_only else {mod: {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
@@ -500,11 +466,7 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
             flat = jax.random.truncated_normal(k, -2.0, 2.0, (total,), dtype)
         else:
             flat = jax.random.uniform(k, (total,), dtype, -1.0, 1.0)
-        offset = 0
-        for mod, pname, leaf, scale in items:
-            size = int(np.prod(leaf.shape))
-            params[mod][pname] = scale * flat[offset:offset + size].reshape(leaf.shape)
-            offset += size
+        cut_draw(flat, items, groups or {}, params)
     if plan_only:
         return tuple(plan)
     out = {"params": params}
@@ -517,17 +479,25 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
 
 @functools.lru_cache(maxsize=256)
 def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...], scan: bool = True):
-    """init/apply/calibrate for one structure; cached so equal structures share functions."""
+    """init/apply/calibrate for one structure; cached so equal structures share functions.
+
+    With ``scan``, runs of equal layers are folded into blocks first (:func:`zsad.arch.repeats.fold_repeats`):
+    the same layers, names and variables, run as loops.
+    """
+    if scan:
+        layers = fold_repeats(layers)
     net = _Net(layers, scan)
-    affine = {name.replace("/", "|"): (name, layer) for name, layer in _all_named(layers)
+    affine = {name.replace("/", "|"): (name, layer) for name, layer in all_named(layers)
               if isinstance(layer, (Dense, Conv))}
 
     def template(scalars):
         x = jnp.zeros((1, *input_shape), jnp.result_type(float))
         return jax.eval_shape(net.init, jax.random.key(0), x, scalars)
 
+    groups = repeat_groups(layers) if scan else {}
+
     def init(key, scalars):
-        return _sample(template(scalars), affine, key, scalars)
+        return _sample(template(scalars), affine, key, scalars, groups=groups)
 
     def init_with(flats, key, scalars):
         return _sample(template(scalars), affine, key, scalars, flats=flats)
@@ -564,8 +534,9 @@ def _functions(layers: tuple[Layer, ...], input_shape: tuple[int, ...], scan: bo
 def build(arch: Architecture, *, scan: bool = True) -> Network:
     """Builds the network of ``arch`` (an architecture file's layers, a flax or a PyTorch entry point).
 
-    ``scan``: repeated blocks run as one loop over their repeats (a program whose size does not grow
-    with depth); ``False`` unrolls them, with the same variables and the same results.
+    ``scan``: repeated blocks, and runs of at least :data:`zsad.arch.repeats.MIN_FOLDED_REPEATS` equal
+    layers, run as one loop over their repeats (a program whose size does not grow with depth);
+    ``False`` unrolls them, with the same variables and the same results.
     """
     if arch.module is not None and arch.module.startswith("torch:"):
         from zsad.torch_bridge import build_torch  # imports torch only for PyTorch modules

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from zsad._errors import SpecError, locate
-from zsad.arch.spec import (
+from zsad.arch.layers import (
     Activation, Architecture, AvgPool, BatchNorm, Block, Conv, Dense, Flatten,
     GlobalAvgPool, Layer, LayerNorm, MaxPool, Residual, expand, layer_label,
 )

@@ -3,6 +3,7 @@
 The file format is the README's "Architecture files". Every field is checked before anything is traced;
 errors are one line, ``FILE:LINE:COL: FIELD.PATH: expected X, got Y``.
 
+The spec objects are those of :mod:`zsad.arch.layers` (re-exported here).
 Scalars (initialization scales, residual scales, activation parameters and
 shaping scalars) are plain floats here; ``zsad.arch.build`` turns them into a
 pytree of traced arrays so that architectures differing only in scalars share
@@ -13,9 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Union
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -23,6 +23,12 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from zsad._errors import SpecError, closest, locate
 from zsad.arch.activation_names import ACTIVATION_NAMES, ACTIVATION_PARAMS
+from zsad.arch.layers import (  # noqa: F401  (the spec objects, read and written here)
+    Init, Input, Layer, Dense, Conv, AvgPool, MaxPool, GlobalAvgPool, Flatten, BatchNorm, LayerNorm, Shaping,
+    Activation, Block, Residual, Architecture, expand, layer_label, named_layers, sub_prefix, activations_of,
+    family_of,
+)
+from zsad.arch.shapes import infer_shapes
 
 INIT_DISTS = ("normal", "truncated_normal", "uniform", "orthogonal", "delta_orthogonal")
 DTYPES = ("float32", "float64")
@@ -39,231 +45,15 @@ ALIASES = {
 
 # --------------------------------------------------------------------------- spec objects
 
-@dataclass(frozen=True)
-class Init:
-    """Weight initialization. ``Var(W_ij) = weight_std**2 / fan_in``; bias ~ N(0, bias_std**2)."""
-
-    dist: str = "normal"
-    weight_std: float = 1.0
-    bias_std: float = 0.0
-
-
-@dataclass(frozen=True)
-class Input:
-    """One sample's shape and where samples come from (``data`` is ``gaussian`` or a path)."""
-
-    shape: tuple[int, ...]
-    data: str = "gaussian"
-    std: float = 1.0
-    dtype: str = "float32"
-    key: str | None = None  # array name inside a .npz file
-    at: str | None = field(default=None, compare=False)  # FILE:LINE:COL of ``data`` (for error messages)
-
-
-@dataclass(frozen=True)
-class Layer:
-    """Base of all layer specs. ``path`` locates the layer in its file (not part of equality)."""
-
-    path: str = field(default="", compare=False, kw_only=True)
-    at: str | None = field(default=None, compare=False, kw_only=True)  # FILE:LINE:COL (error messages)
-
-    @property
-    def kind(self) -> str:
-        return _KIND[type(self)]
-
-
-@dataclass(frozen=True)
-class Dense(Layer):
-    features: int
-    use_bias: bool = True
-    init: Init = Init()
-
-
-@dataclass(frozen=True)
-class Conv(Layer):
-    features: int
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: Union[str, int] = "same"
-    use_bias: bool = True
-    init: Init = Init()
-
-
-@dataclass(frozen=True)
-class AvgPool(Layer):
-    window: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: Union[str, int] = "valid"
-    count_include_pad: bool = False
-
-
-@dataclass(frozen=True)
-class MaxPool(Layer):
-    window: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: Union[str, int] = "valid"
-
-
-@dataclass(frozen=True)
-class GlobalAvgPool(Layer):
-    pass
-
-
-@dataclass(frozen=True)
-class Flatten(Layer):
-    pass
-
-
-@dataclass(frozen=True)
-class BatchNorm(Layer):
-    epsilon: float = 1e-5
-
-
-@dataclass(frozen=True)
-class LayerNorm(Layer):
-    epsilon: float = 1e-5
-
-
-@dataclass(frozen=True)
-class Shaping:
-    """Shaping scalars of an activation: ``gain * (alpha * phi(beta x) / beta + (1 - alpha) x)``."""
-
-    alpha: float = 1.0
-    beta: float = 1.0
-    gain: float = 1.0
-
-    @property
-    def is_identity(self) -> bool:
-        return self.alpha == 1.0 and self.beta == 1.0 and self.gain == 1.0
-
-
-@dataclass(frozen=True)
-class Activation(Layer):
-    """An elementwise activation ``fn`` with its parameters and shaping.
-
-    ``choices``: candidate functions when the function is data, chosen by a
-    traced index (``fn`` is one of them). :mod:`zsad.rank` sets it so that
-    architectures differing only in their activation functions share one
-    compiled program; architecture files never do.
-    """
-
-    fn: str
-    params: tuple[tuple[str, float], ...] = ()
-    shaping: Shaping = Shaping()
-    choices: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Block(Layer):
-    layers: tuple[Layer, ...]
-    repeat: int = 1
-
-
-@dataclass(frozen=True)
-class Residual(Layer):
-    branch: tuple[Layer, ...]
-    shortcut: tuple[Layer, ...] = ()
-    branch_scale: float = 1.0
-    shortcut_scale: float = 1.0
-
-
-_KIND = {
-    Dense: "dense", Conv: "conv", AvgPool: "avg_pool", MaxPool: "max_pool",
-    GlobalAvgPool: "global_avg_pool", Flatten: "flatten", BatchNorm: "batch_norm",
-    LayerNorm: "layer_norm", Activation: "activation", Block: "block", Residual: "residual",
-}
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A parsed architecture file.
-
-    Either ``layers`` (built by ``zsad.arch.build``) or ``module`` (a
-    ``package.module:factory`` entry point returning a flax module, or
-    ``torch:package.module:factory`` returning a ``torch.nn.Module``:
-    :mod:`zsad.torch_bridge`) is set. ``init_set``: the file gives ``init:``
-    (a PyTorch module then takes zsad's distributions instead of its own).
-    ``source`` is the file it came from; relative data paths resolve against it.
-    """
-
-    name: str
-    input: Input
-    init: Init = Init()
-    layers: tuple[Layer, ...] = ()
-    module: str | None = None
-    source: str | None = field(default=None, compare=False)
-    module_at: str | None = field(default=None, compare=False)  # FILE:LINE:COL of ``module`` (error messages)
-    init_set: bool = False
-
-    @property
-    def base_dir(self) -> Path:
-        return Path(self.source).resolve().parent if self.source else Path.cwd()
-
-
-# --------------------------------------------------------------------------- traversal
-
-def expand(layers: tuple[Layer, ...]) -> Iterator[Layer]:
-    """Yields the top-level layers with blocks unrolled (residual branches kept whole)."""
-    for layer in layers:
-        if isinstance(layer, Block):
-            for _ in range(layer.repeat):
-                yield from expand(layer.layers)
-        else:
-            yield layer
-
-
-def layer_label(layer: Layer) -> str:
-    """Short human label: the activation name for activations (``a|b``: a choice of them), else the layer type."""
-    if isinstance(layer, Activation):
-        return "|".join(layer.choices) if layer.choices else layer.fn
-    return layer.kind
-
-
-def named_layers(layers: tuple[Layer, ...], prefix: str = "") -> list[tuple[str, Layer]]:
-    """``(name, layer)`` for the expanded top-level layers; names are ``"{index}.{label}"``."""
-    return [(f"{prefix}{i}.{layer_label(layer)}", layer) for i, layer in enumerate(expand(layers))]
-
-
-def activations_of(layers: tuple[Layer, ...]) -> Iterator[Activation]:
-    """Every activation layer in network order, inside residual branches too."""
-    for layer in expand(layers):
-        if isinstance(layer, Activation):
-            yield layer
-        elif isinstance(layer, Residual):
-            yield from activations_of(layer.shortcut)
-            yield from activations_of(layer.branch)
-
-
-def family_of(arch: Architecture) -> dict:
-    """The layer types an architecture holds, for :func:`zsad.verdict.outside_evidence`:
-    ``{"kinds", "residual_conv", "multi_branch", "foreign"}``."""
-    kinds: set[str] = set()
-    flags = {"residual_conv": False, "multi_branch": False}
-
-    def walk(layers: tuple[Layer, ...]) -> set[str]:
-        seen: set[str] = set()
-        for layer in expand(layers):
-            seen.add(layer.kind)
-            if isinstance(layer, Residual):
-                inner = walk(layer.branch) | walk(layer.shortcut)
-                seen |= inner
-                flags["residual_conv"] |= "conv" in inner
-                flags["multi_branch"] |= bool(layer.shortcut)
-        return seen
-
-    kinds = walk(arch.layers)
-    return {"kinds": kinds, **flags, "foreign": arch.module is not None}
-
-
 # --------------------------------------------------------------------------- YAML reading
 
-class _Ctx:
+class Context:
     """A position in the YAML document: file, dotted field path, line and column."""
 
     def __init__(self, file: str | None, path: str = "", line: int | None = None, col: int | None = None):
         self.file, self.path, self.line, self.col = file, path, line, col
 
-    def child(self, node: Any, key: Any) -> "_Ctx":
+    def child(self, node: Any, key: Any) -> "Context":
         path = f"{self.path}.{key}" if self.path else str(key)
         line = col = None
         try:
@@ -274,8 +64,8 @@ class _Ctx:
         except (KeyError, IndexError, TypeError, AttributeError):
             pass
         if line is None:
-            return _Ctx(self.file, path, self.line, self.col)
-        return _Ctx(self.file, path, line + 1, col + 1)
+            return Context(self.file, path, self.line, self.col)
+        return Context(self.file, path, line + 1, col + 1)
 
     def error(self, expected: str, got: Any = dataclasses.MISSING, hint: str = "") -> SpecError:
         where = locate(self.file, self.line, self.col)
@@ -300,7 +90,7 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _mapping(node: Any, ctx: _Ctx, allowed: tuple[str, ...], what: str) -> dict:
+def check_mapping(node: Any, ctx: Context, allowed: tuple[str, ...], what: str) -> dict:
     if not isinstance(node, dict):
         raise ctx.error(f"a mapping ({what})", node)
     for key in node:
@@ -316,13 +106,13 @@ def _mapping(node: Any, ctx: _Ctx, allowed: tuple[str, ...], what: str) -> dict:
     return node
 
 
-def _int(node: Any, ctx: _Ctx, *, minimum: int = 1) -> int:
+def _int(node: Any, ctx: Context, *, minimum: int = 1) -> int:
     if isinstance(node, bool) or not isinstance(node, int) or node < minimum:
         raise ctx.error(f"an integer >= {minimum}", node)
     return int(node)
 
 
-def _float(node: Any, ctx: _Ctx, *, minimum: float | None = None, positive: bool = False) -> float:
+def _float(node: Any, ctx: Context, *, minimum: float | None = None, positive: bool = False) -> float:
     if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
         raise ctx.error("a finite number", node)
     value = float(node)
@@ -333,20 +123,20 @@ def _float(node: Any, ctx: _Ctx, *, minimum: float | None = None, positive: bool
     return value
 
 
-def _bool(node: Any, ctx: _Ctx) -> bool:
+def _bool(node: Any, ctx: Context) -> bool:
     if not isinstance(node, bool):
         raise ctx.error("true or false", node)
     return node
 
 
-def _choice(node: Any, ctx: _Ctx, valid: tuple[str, ...] | list[str]) -> str:
+def _choice(node: Any, ctx: Context, valid: tuple[str, ...] | list[str]) -> str:
     if not isinstance(node, str) or node not in valid:
         hint = closest(node, valid) if isinstance(node, str) else ""
         raise ctx.error(f"one of {', '.join(valid)}", node, hint)
     return node
 
 
-def _ints(node: Any, ctx: _Ctx, rank: int | None, *, minimum: int = 1) -> tuple[int, ...]:
+def _ints(node: Any, ctx: Context, rank: int | None, *, minimum: int = 1) -> tuple[int, ...]:
     """An int (broadcast to ``rank``) or a list of ``rank`` ints."""
     if isinstance(node, list):
         values = tuple(_int(v, ctx.child(node, i), minimum=minimum) for i, v in enumerate(node))
@@ -357,14 +147,14 @@ def _ints(node: Any, ctx: _Ctx, rank: int | None, *, minimum: int = 1) -> tuple[
     return (value,) * (rank or 1)
 
 
-def _padding(node: Any, ctx: _Ctx) -> Union[str, int]:
+def _padding(node: Any, ctx: Context) -> Union[str, int]:
     if isinstance(node, str):
         return _choice(node.lower(), ctx, ("same", "valid"))
     return _int(node, ctx, minimum=0)
 
 
-def _init(node: Any, ctx: _Ctx, base: Init) -> Init:
-    node = _mapping(node, ctx, ("dist", "weight_std", "bias_std"), "initialization")
+def _init(node: Any, ctx: Context, base: Init) -> Init:
+    node = check_mapping(node, ctx, ("dist", "weight_std", "bias_std"), "initialization")
     values = {}
     if "dist" in node:
         values["dist"] = _choice(node["dist"], ctx.child(node, "dist"), INIT_DISTS)
@@ -374,8 +164,8 @@ def _init(node: Any, ctx: _Ctx, base: Init) -> Init:
     return dataclasses.replace(base, **values)
 
 
-def _input(node: Any, ctx: _Ctx) -> Input:
-    node = _mapping(node, ctx, ("shape", "data", "std", "dtype", "key"), "input")
+def parse_input(node: Any, ctx: Context) -> Input:
+    node = check_mapping(node, ctx, ("shape", "data", "std", "dtype", "key"), "input")
     if "shape" not in node:
         raise ctx.error("a field 'shape' (list of positive integers)")
     shape_node = node["shape"]
@@ -416,13 +206,13 @@ _LAYER_FIELDS = {
 }
 
 
-def _layers(node: Any, ctx: _Ctx, init: Init, *, spatial: int | None) -> tuple[Layer, ...]:
+def _layers(node: Any, ctx: Context, init: Init, *, spatial: int | None) -> tuple[Layer, ...]:
     if not isinstance(node, list) or not node:
         raise ctx.error("a non-empty list of layers", node)
     return tuple(_layer(item, ctx.child(node, i), init, spatial=spatial) for i, item in enumerate(node))
 
 
-def _layer(node: Any, ctx: _Ctx, init: Init, *, spatial: int | None) -> Layer:
+def _layer(node: Any, ctx: Context, init: Init, *, spatial: int | None) -> Layer:
     if not isinstance(node, dict):
         raise ctx.error("a layer mapping with a 'type' field", node)
     if "type" not in node:
@@ -436,7 +226,7 @@ def _layer(node: Any, ctx: _Ctx, init: Init, *, spatial: int | None) -> Layer:
     if kind == "activation":
         fn_name = node.get("fn")
         extra += tuple(ACTIVATION_PARAMS.get(fn_name, {})) if isinstance(fn_name, str) else ()
-    _mapping(node, ctx, _LAYER_FIELDS[kind] + extra, f"{kind} layer")
+    check_mapping(node, ctx, _LAYER_FIELDS[kind] + extra, f"{kind} layer")
     repeat = _int(node["repeat"], ctx.child(node, "repeat")) if "repeat" in node else 1
     at = locate(ctx.file, ctx.line, ctx.col) if ctx.line is not None else None
     layer = dataclasses.replace(_build_layer(kind, node, ctx, init, spatial=spatial), at=at)
@@ -447,13 +237,13 @@ def _layer(node: Any, ctx: _Ctx, init: Init, *, spatial: int | None) -> Layer:
     return layer
 
 
-def _required(node: dict, key: str, ctx: _Ctx, expected: str) -> Any:
+def _required(node: dict, key: str, ctx: Context, expected: str) -> Any:
     if key not in node:
         raise ctx.error(f"a field '{key}' ({expected})")
     return node[key]
 
 
-def _build_layer(kind: str, node: dict, ctx: _Ctx, init: Init, *, spatial: int | None) -> Layer:
+def _build_layer(kind: str, node: dict, ctx: Context, init: Init, *, spatial: int | None) -> Layer:
     c = lambda key: ctx.child(node, key)  # noqa: E731
     path = ctx.path
     if kind in ("dense", "conv"):
@@ -488,7 +278,7 @@ def _build_layer(kind: str, node: dict, ctx: _Ctx, init: Init, *, spatial: int |
         defaults = ACTIVATION_PARAMS.get(fn, {})
         params = dict(defaults)
         if "params" in node:
-            pnode = _mapping(node["params"], c("params"), tuple(defaults) or ("(none)",), f"parameters of {fn}")
+            pnode = check_mapping(node["params"], c("params"), tuple(defaults) or ("(none)",), f"parameters of {fn}")
             for key in pnode:
                 params[key] = _float(pnode[key], c("params").child(pnode, key))
         for key in defaults:
@@ -496,7 +286,7 @@ def _build_layer(kind: str, node: dict, ctx: _Ctx, init: Init, *, spatial: int |
                 params[key] = _float(node[key], c(key))
         shaping = Shaping()
         if "shaping" in node:
-            snode = _mapping(node["shaping"], c("shaping"), ("alpha", "beta", "gain"), "shaping scalars")
+            snode = check_mapping(node["shaping"], c("shaping"), ("alpha", "beta", "gain"), "shaping scalars")
             values = {k: _float(snode[k], c("shaping").child(snode, k)) for k in snode}
             if values.get("beta", 1.0) == 0.0:
                 raise c("shaping").child(snode, "beta").error("a number != 0", 0.0)
@@ -518,16 +308,16 @@ TOP_FIELDS = ("name", "input", "init", "layers", "module")
 
 
 def parse_architecture(node: Any, *, file: str | None = None, default_name: str = "arch",
-                       ctx: _Ctx | None = None) -> Architecture:
+                       ctx: Context | None = None) -> Architecture:
     """Validates a loaded YAML mapping (ruamel round-trip nodes or plain dicts) into an Architecture."""
-    ctx = ctx or _Ctx(file)
-    node = _mapping(node, ctx, TOP_FIELDS, "architecture")
+    ctx = ctx or Context(file)
+    node = check_mapping(node, ctx, TOP_FIELDS, "architecture")
     name = node.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise ctx.child(node, "name").error("a non-empty string", name)
     if "input" not in node:
         raise ctx.error("a field 'input' (e.g. {shape: [256]})")
-    inp = _input(node["input"], ctx.child(node, "input"))
+    inp = parse_input(node["input"], ctx.child(node, "input"))
     init = _init(node["init"], ctx.child(node, "init"), Init()) if "init" in node else Init()
     module = node.get("module")
     if module is not None:
@@ -545,8 +335,6 @@ def parse_architecture(node: Any, *, file: str | None = None, default_name: str 
     spatial = len(inp.shape) - 1 if len(inp.shape) > 1 else None
     layers = _layers(node["layers"], ctx.child(node, "layers"), init, spatial=spatial)
     arch = Architecture(name=name, input=inp, init=init, layers=layers, source=file)
-    from zsad.arch.shapes import infer_shapes  # local: shapes imports this module
-
     infer_shapes(arch)  # raises SpecError naming the layer and both shapes
     return arch
 

@@ -93,9 +93,6 @@ from zsad.spectrum.summary import (
     EXACT_MAX_ENTRIES, ISOMETRY_BAND, METHODS, JacobianSpectrum, jacobian_spectrum, make_spectrum_fn, resolve_method,
 )
 
-#: The former name of :func:`resolve_method`.
-_resolve_method = resolve_method
-
 __all__ = [
     "EXACT_MAX_ENTRIES",
     "ISOMETRY_BAND",

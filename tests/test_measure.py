@@ -1,0 +1,89 @@
+"""The measurement engine's pieces: canonical convolution gradients and shared backward passes."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zsad import proxies
+from zsad.measure import canonical_convolutions, gradient_proxies
+
+CONVS = [  # (input shape, kernel shape, conv keywords, dimension numbers)
+    ((2, 9, 9, 3), (3, 3, 3, 4), dict(window_strides=(1, 1), padding="SAME"), ("NHWC", "HWIO", "NHWC")),
+    ((2, 9, 9, 3), (3, 3, 3, 4), dict(window_strides=(2, 2), padding=((1, 1), (1, 1))), ("NHWC", "HWIO", "NHWC")),
+    ((2, 10, 9, 3), (2, 3, 3, 4), dict(window_strides=(2, 1), padding="VALID", rhs_dilation=(1, 2)),
+     ("NHWC", "HWIO", "NHWC")),
+    ((2, 3, 9, 8), (4, 3, 3, 2), dict(window_strides=(1, 2), padding=((0, 2), (1, 0)), lhs_dilation=(2, 1)),
+     ("NCHW", "OIHW", "NCHW")),
+    ((2, 11, 3), (3, 3, 5), dict(window_strides=(2,), padding="SAME"), ("NWC", "WIO", "NWC")),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CONVS)))
+def test_canonical_convolution_gradients_equal_jax_rule(case):
+    """Strides, asymmetric padding, input and kernel dilation, channels-first and 1-D: the rewritten
+    gradients of the input and the kernel are JAX's own (an independent derivation), to rounding."""
+    xs, ws, kw, dn = CONVS[case]
+    rng = np.random.default_rng(case)
+    x = jnp.asarray(rng.standard_normal(xs), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(ws), jnp.float32)
+
+    def f(x, w):
+        return jnp.sum(jnp.sin(jax.lax.conv_general_dilated(x, w, dimension_numbers=dn, **kw)))
+
+    want = jax.grad(f, (0, 1))(x, w)
+    got = jax.jit(jax.grad(canonical_convolutions(f), (0, 1)))(x, w)
+    assert float(canonical_convolutions(f)(x, w)) == pytest.approx(float(f(x, w)), rel=1e-6)
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+
+
+def _scanned(x, ws):
+    conv = lambda h, w: jax.lax.conv_general_dilated(h, w, (1, 1), "SAME",  # noqa: E731
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.sum(jax.lax.scan(lambda h, w: (jnp.tanh(conv(h, w)), None), x, ws)[0])
+
+
+def test_convolution_gradients_in_a_loop_are_canonical_and_equal():
+    """Inside a scan, JAX's gradient convolutions keep permuted dimension numbers (``01oi`` kernels,
+    ``f01b`` inputs), which XLA:CPU runs as naive loops; the rewrite leaves only the canonical
+    ``b01f_01io->b01f`` form, with the same gradients."""
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
+    ws = 0.3 * jax.random.normal(jax.random.key(1), (3, 3, 3, 4, 4))
+    grad = jax.jit(jax.grad(_scanned, (0, 1)))
+    fast = jax.jit(jax.grad(canonical_convolutions(_scanned), (0, 1)))
+    labels = lambda fn: set(re.findall(r"dim_labels=([^,\s]+)", fn.lower(x, ws).compile().as_text()))  # noqa: E731
+    assert labels(grad) != {"b01f_01io->b01f"}  # what the rewrite is for (if XLA fixes it, this says so)
+    assert labels(fast) == {"b01f_01io->b01f"}
+    for a, b in zip(grad(x, ws), fast(x, ws)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def _cnn(p, x):
+    h = jax.lax.conv_general_dilated(x, p["c"]["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = jnp.tanh(h + p["c"]["bias"][None, None, None, :])
+    return h.reshape(h.shape[0], -1) @ p["d"]["kernel"]
+
+
+def test_one_backward_pass_gives_the_proxies_of_their_own_functions():
+    """grad_norm, snip (one pull-back of the cross-entropy) and jacob_cov (one of the summed outputs),
+    from one forward pass, equal zsad.proxies' functions, each of which differentiates on its own."""
+    keys = jax.random.split(jax.random.key(0), 4)
+    params = {"c": {"kernel": jax.random.normal(keys[0], (3, 3, 2, 3)), "bias": 0.1 * jax.random.normal(keys[1], (3,))},
+              "d": {"kernel": 0.2 * jax.random.normal(keys[2], (4 * 4 * 3, 5))}}
+    x = jax.random.normal(keys[3], (6, 4, 4, 2))
+    labels = jnp.array([0, 1, 2, 3, 4, 0])
+    got = jax.jit(lambda p, z: gradient_proxies(_cnn, p, z, labels, where=proxies.is_weight,
+                                                names=("grad_norm", "snip", "jacob_cov")))(params, x)
+    loss = proxies.cross_entropy_loss(_cnn)
+    want = {"grad_norm": proxies.grad_norm(loss, params, x, labels), "snip": proxies.snip(loss, params, x, labels),
+            "jacob_cov": proxies.jacob_cov(_cnn, params, x)}
+    for name, w in want.items():
+        g = getattr(got, name)
+        assert bool(g.valid) == bool(w.valid) and bool(w.valid), name
+        assert float(g.value) == pytest.approx(float(w.value), rel=1e-5), name
+    only = gradient_proxies(_cnn, params, x, labels, where=proxies.is_weight, names=("snip",))
+    assert only.grad_norm is None and only.jacob_cov is None
+    assert float(only.snip.value) == pytest.approx(float(want["snip"].value), rel=1e-5)

@@ -1,0 +1,89 @@
+"""Padded MLPs: the same weights (bit for bit), outputs and per-layer NLC as the unpadded networks, and
+one compiled program for MLPs of different widths, depths and activations in one bucket."""
+
+import jax
+import numpy as np
+import pytest
+
+from zsad.arch.build import build
+from zsad.arch.padding import build_padded, bucket, padded_signature
+from zsad.arch.spec import parse_architecture
+from zsad.score import _metrics_over_seeds, make_metrics_fn, seed_keys
+
+
+def _mlp(widths, fns, dist="normal", bias=True, out=3):
+    layers = [x for w, f in zip(widths, fns)
+              for x in ({"type": "dense", "features": w, "use_bias": bias}, {"type": "activation", "fn": f})]
+    return parse_architecture({"name": "m", "input": {"shape": [6], "data": "gaussian"},
+                               "init": {"dist": dist, "weight_std": 1.4, "bias_std": 0.2},
+                               "layers": [*layers, {"type": "dense", "features": out, "use_bias": bias}]})
+
+
+MLPS = {  # one signature: widths up to 8, 3 or 4 hidden layers; tanh and relu, or relu alone
+    "deep": _mlp([5, 7, 3, 8], ["tanh", "relu", "tanh", "tanh"]),
+    "shallow": _mlp([8, 2, 6], ["relu", "relu", "relu"]),
+}
+
+
+def _padded_kernels(variables):
+    p = variables["params"]
+    return [p["first"], *[jax.tree.map(lambda a: a[k], p["hidden"]) for k in range(len(p["hidden"]["kernel"]))],
+            p["out"]]
+
+
+@pytest.mark.parametrize("arch, fns", [(MLPS["deep"], None), (MLPS["shallow"], ("relu", "tanh")),
+                                       (_mlp([3, 5], ["gelu", "tanh"], "truncated_normal", bias=False), ("relu",)),
+                                       (_mlp([4], ["tanh"], "uniform", out=8), None)],
+                         ids=["deep", "shallow", "trunc", "uniform"])
+def test_padded_equals_unpadded(arch, fns):
+    padded, net = build_padded(arch, fns), build(arch)
+    key = jax.random.key(4)
+    vp, vn = padded.network.init(key, padded.network.scalars), net.init(key, net.scalars)
+    dense = [name for name in net.layer_names if name.endswith("dense")]
+    kernels = _padded_kernels(vp)
+    hidden = len(dense) - 1
+    for k, name in enumerate(dense):
+        got = kernels[k if k < hidden else -1]
+        for part, want in vn["params"][name].items():  # the true block, zeros around it
+            block = got[part][tuple(slice(0, n) for n in want.shape)]
+            # the same draws; the scale (weight_std / sqrt(fan_in), a constant where unpadded) may round
+            # differently by an ulp or two (truncated normal: the erf inverse fused otherwise)
+            np.testing.assert_allclose(block, want, rtol=1e-6, atol=0)
+            assert float(np.abs(got[part]).sum()) == pytest.approx(float(np.abs(want).sum()), rel=1e-6)
+    x = jax.random.normal(jax.random.key(1), (16, 6))
+    (yp, op), (yn, on) = padded.network.apply(vp, padded.network.scalars, x), net.apply(vn, net.scalars, x)
+    np.testing.assert_allclose(yp, yn, rtol=1e-5, atol=1e-6)
+    for name in net.layer_names:
+        value = op[padded.layers[name]]
+        np.testing.assert_allclose(value[:, :on[name].shape[1]], on[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(value[:, on[name].shape[1]:], 0)  # the padding stays zero
+    rp, _ = make_metrics_fn(padded.network, 2)(seed_keys(0, 2), x, padded.network.scalars)
+    rn, _ = make_metrics_fn(net, 2)(seed_keys(0, 2), x, net.scalars)
+    for name in net.layer_names:
+        np.testing.assert_allclose(rp.nlc[padded.layers[name]], rn.nlc[name], rtol=1e-5)
+        np.testing.assert_array_equal(rp.finite[padded.layers[name]], rn.finite[name])
+
+
+def test_one_program_for_one_signature():
+    # 5 outputs: a signature no other test compiles
+    archs = [_mlp([5, 7, 3, 8], ["tanh", "relu", "tanh", "tanh"], out=5), _mlp([8, 2, 6], ["relu"] * 3, out=5)]
+    assert padded_signature(archs[0]) == padded_signature(archs[1]) is not None
+    x = jax.random.normal(jax.random.key(1), (16, 6))
+    before = _metrics_over_seeds._cache_size()
+    for arch in archs:
+        padded = build_padded(arch, fns=("relu", "tanh"))
+        make_metrics_fn(padded.network, 2)(seed_keys(0, 2), x, padded.network.scalars)
+    assert _metrics_over_seeds._cache_size() == before + 1
+
+
+def test_signatures():
+    assert [bucket(n) for n in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 16] and bucket(3, minimum=8) == 8
+    assert padded_signature(_mlp([100, 20], ["relu"] * 2))[3:5] == (128, 2)
+    assert padded_signature(_mlp([9], ["relu"])) != padded_signature(_mlp([8], ["relu"]))  # 16 against 8 wide
+    assert padded_signature(_mlp([5], ["relu"], dist="orthogonal")) is None
+    conv = parse_architecture({"name": "c", "input": {"shape": [8, 8, 1], "data": "gaussian"},
+                               "layers": [{"type": "conv", "features": 2, "kernel": [3, 3]}]})
+    bn = parse_architecture({"name": "b", "input": {"shape": [6], "data": "gaussian"},
+                             "layers": [{"type": "dense", "features": 4}, {"type": "batch_norm"},
+                                        {"type": "activation", "fn": "relu"}, {"type": "dense", "features": 2}]})
+    assert padded_signature(conv) is None and padded_signature(bn) is None

@@ -1,0 +1,228 @@
+"""Many small MLPs in one program: widths padded to a few buckets, depth as a masked loop.
+
+An MLP here is ``input [d] -> (dense w_i, activation f_i) x D -> dense o`` (blocks unrolled). MLPs of one
+:func:`padded_signature` share one :class:`~zsad._types.Network` whose functions, hence compiled
+programs, are the same: every hidden width is padded to ``W = bucket(max w_i)`` and the depth to
+``bucket(D)``; the padding's units are masked to zero after each activation and the padded layers pass
+their input through unchanged. What differs between the MLPs -- widths, depth, activation functions
+among the signature's, every scalar -- is data (the network's ``scalars``).
+
+The weights are those that :func:`zsad.arch.build.build`'s ``init`` draws for the same key, bit for bit:
+each element is drawn at its place in the unpadded network's per-distribution draw
+(:func:`zsad.draws.at`), then scaled as ``init`` scales it; the padding is zero. So the outputs and every
+per-layer metric equal those of the unpadded network up to float rounding (sums over padded zeros).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zsad import draws
+from zsad._types import Network
+from zsad.activations import ACTIVATION_PARAMS, get_activation, shaped
+from zsad.arch.spec import Activation, Architecture, Dense, expand, named_layers
+from zsad.layer_values import LayerValues
+
+MIN_WIDTH = 8  # the smallest width bucket
+_NORM = {"normal": 1.0, "truncated_normal": 0.87962566103423978, "uniform": 1.0 / np.sqrt(3.0)}
+_FOLD = {dist: j for j, dist in enumerate(("normal", "truncated_normal", "uniform"))}  # as init folds them
+
+
+def bucket(n: int, minimum: int = 1) -> int:
+    """The smallest power of two ``>= max(n, minimum)``: widths and depths are padded to these.
+
+    Example:
+      >>> [bucket(n) for n in (1, 3, 8, 100)], bucket(5, minimum=8)
+      ([1, 4, 8, 128], 8)
+    """
+    return 1 << max(0, int(np.ceil(np.log2(max(n, minimum)))))
+
+
+class MLPShape(NamedTuple):
+    """An MLP's shape: hidden ``widths``, their activation ``fns``, ``out`` features, the weights' ``dist``
+    and whether the dense layers have biases."""
+
+    widths: tuple[int, ...]
+    fns: tuple[str, ...]
+    out: int
+    dist: str
+    use_bias: bool
+
+
+def mlp_shape(arch: Architecture) -> MLPShape | None:
+    """``arch``'s :class:`MLPShape`, or None where it is not such an MLP (a module, a 1-D input, only dense
+    layers each followed by one activation of a single function, a last dense layer, one distribution
+    among :data:`zsad.draws.DISTRIBUTIONS` and one bias setting for all)."""
+    if arch.module is not None or len(arch.input.shape) != 1 or not draws.available():
+        return None
+    layers = list(expand(arch.layers))
+    if len(layers) < 3 or len(layers) % 2 == 0:
+        return None
+    dense, acts = layers[0::2], layers[1::2]
+    if not all(isinstance(d, Dense) for d in dense) or not all(isinstance(a, Activation) and not a.choices
+                                                                for a in acts):
+        return None
+    dists, biases = {d.init.dist for d in dense}, {d.use_bias for d in dense}
+    if len(dists) != 1 or len(biases) != 1 or not dists <= set(draws.DISTRIBUTIONS):
+        return None
+    return MLPShape(tuple(d.features for d in dense[:-1]), tuple(a.fn for a in acts), dense[-1].features,
+                    dists.pop(), biases.pop())
+
+
+def padded_signature(arch: Architecture) -> tuple | None:
+    """The key of the padded program ``arch`` runs in (None: it runs in its own, unpadded): MLPs of equal
+    keys built with the same candidate activations (:func:`build_padded`'s ``fns``, e.g. those the group
+    holds) share one compiled program. The activation functions are not part of it: each layer chooses
+    its function among the candidates by a traced index."""
+    shape = mlp_shape(arch)
+    if shape is None:
+        return None
+    return ("padded_mlp", tuple(arch.input.shape), arch.input.dtype, bucket(max(shape.widths), MIN_WIDTH),
+            bucket(len(shape.widths)), shape.out, shape.dist, shape.use_bias)
+
+
+class Padded(NamedTuple):
+    """A padded MLP: ``network`` (shared functions, this MLP's ``scalars``) and ``layers``, the MLP's own
+    layer names mapped to the names of the padded network's outputs (:attr:`Network.layer_names`)."""
+
+    network: Network
+    layers: dict[str, str]
+
+
+def build_padded(arch: Architecture, fns: Sequence[str] | None = None) -> Padded:
+    """The padded network of ``arch`` (an MLP: :func:`padded_signature` is not None) whose activation
+    layers choose among ``fns`` and ``arch``'s own functions (sorted; the candidates are part of the
+    compiled program, as the signature is)."""
+    signature = padded_signature(arch)
+    if signature is None:
+        raise ValueError(f"{arch.name}: not an MLP that can be padded")
+    _, input_shape, _, width, depth, out, dist, use_bias = signature
+    own_fns = set(mlp_shape(arch).fns)
+    fns = tuple(sorted(set(fns or ()) | own_fns))
+    init, apply, calibrate, names = _functions(input_shape[0], width, depth, out, dist, use_bias, fns)
+    scalars = _layout(arch, mlp_shape(arch), depth, fns)
+    own = [name for name, _ in named_layers(arch.layers)]
+    hidden = len(own) // 2
+    layers = {name: names[i] if i < 2 * hidden else names[-1] for i, name in enumerate(own)}
+    network = Network(init, apply, calibrate, scalars, names, input_shape)
+    return Padded(network, layers)
+
+
+def _layout(arch: Architecture, shape: MLPShape, depth: int, fns: tuple[str, ...]) -> dict:
+    """The data of one MLP: per layer (``depth`` hidden, then the output) its scalars, true sizes and the
+    offsets of its kernel and bias in ``init``'s per-distribution draws."""
+    from zsad.arch.build import scalars_of
+
+    f = jnp.result_type(float)
+    named = named_layers(arch.layers)
+    dense = [(name, layer) for name, layer in named if isinstance(layer, Dense)]
+    fan_in = [arch.input.shape[0], *shape.widths]
+    fan_out = [*shape.widths, shape.out]
+    offsets, sizes = {}, {"normal": 0, shape.dist: 0}
+    for k in sorted(range(len(dense)), key=lambda k: dense[k][0]):  # init's order: module names sorted
+        offsets[k] = [sizes[shape.dist], 0]
+        sizes[shape.dist] += fan_in[k] * fan_out[k]
+        if shape.use_bias:
+            offsets[k][1] = sizes["normal"]
+            sizes["normal"] += fan_out[k]
+    if max(sizes.values()) >= 1 << 31:
+        raise ValueError(f"{arch.name}: too many weights to pad")
+    n = len(dense)
+
+    def per_layer(values, fill, dtype):  # [depth] hidden entries, then the output layer's
+        hidden = list(values[:n - 1]) + [fill] * (depth - (n - 1))
+        return np.asarray([*hidden, values[n - 1]], dtype)
+
+    scal = scalars_of(arch)
+    acts = [(scal[name], layer.fn) for name, layer in named if isinstance(layer, Activation)]
+    pad = depth - len(acts)
+
+    def act_column(key, fill):
+        return np.asarray([float(a[key]) for a, _ in acts] + [fill] * pad, f)
+
+    params = {c: {p: np.asarray([float(a["params"].get(p, d)) if fn == c else d for a, fn in acts] + [d] * pad, f)
+                  for p, d in ACTIVATION_PARAMS.get(c, {}).items()} for c in fns}
+    return {
+        "weight_std": per_layer([float(scal[name]["weight_std"]) for name, _ in dense], 0.0, f),
+        "bias_std": per_layer([float(scal[name]["bias_std"]) for name, _ in dense], 0.0, f),
+        "denom": per_layer([_NORM[shape.dist] * np.sqrt(fan_in[k]) for k in range(n)], 1.0, f),
+        "fan_in": per_layer(fan_in, 0, np.int32), "fan_out": per_layer(fan_out, 0, np.int32),
+        "kernel_at": per_layer([offsets[k][0] for k in range(n)], 0, np.int32),
+        "bias_at": per_layer([offsets[k][1] for k in range(n)], 0, np.int32),
+        "active": np.arange(depth) < n - 1,
+        "alpha": act_column("alpha", 1.0), "beta": act_column("beta", 1.0), "gain": act_column("gain", 1.0),
+        "choice": np.asarray([fns.index(fn) for _, fn in acts] + [0] * pad, np.int32),
+        "params": params,
+    }
+
+
+def _grid(rows: int, cols: int):
+    return jnp.arange(rows, dtype=jnp.int32)[:, None], jnp.arange(cols, dtype=jnp.int32)[None, :]
+
+
+@functools.lru_cache(maxsize=64)
+def _functions(d_in: int, width: int, depth: int, out: int, dist: str, use_bias: bool, fns: tuple[str, ...]):
+    """init, apply and calibrate (nothing to calibrate) of one padded signature, and its output names."""
+    dtype = jnp.result_type(float)
+    rows = [d_in, *[width] * (depth - 1), width]  # padded kernel shapes per layer (depth hidden + output)
+    cols = [*[width] * depth, out]
+    names = tuple(f"{i}.{'dense' if i % 2 == 0 else 'activation'}" for i in range(2 * depth + 1))
+
+    def layers(key, s, ks, shape):  # the layers ks ([L]) at their padded shape, [L, *shape]
+        r, c = (g[None] for g in _grid(*shape))
+        fan_in, fan_out = s["fan_in"][ks][:, None, None], s["fan_out"][ks][:, None, None]
+        valid = (r < fan_in) & (c < fan_out)
+        at = jnp.where(valid, s["kernel_at"][ks][:, None, None] + r * fan_out + c, 0)
+        scale = (s["weight_std"][ks] / s["denom"][ks])[:, None, None]
+        kernel = jnp.where(valid, scale * draws.at(dist, jax.random.fold_in(key, _FOLD[dist]), at, dtype), 0)
+        if not use_bias:
+            return {"kernel": kernel}
+        c = c[:, 0]  # [1, cols]
+        at = s["bias_at"][ks][:, None] + c
+        b = s["bias_std"][ks][:, None] * draws.at("normal", jax.random.fold_in(key, _FOLD["normal"]), at, dtype)
+        return {"kernel": kernel, "bias": jnp.where(c < fan_out[:, 0], b, 0)}
+
+    def init(key, s):
+        s = jax.tree.map(jnp.asarray, s)  # host arrays, outside a jit, are indexed by traced layers
+        first = jax.tree.map(lambda a: a[0], layers(key, s, jnp.zeros(1, jnp.int32), (rows[0], cols[0])))
+        hidden = layers(key, s, jnp.arange(1, depth), (width, width))
+        last = jax.tree.map(lambda a: a[0], layers(key, s, jnp.full(1, depth), (rows[-1], out)))
+        return {"params": {"first": first, "hidden": hidden, "out": last}}
+
+    def activation(z, s, k):
+        branches = [shaped(get_activation(c), s["alpha"][k], s["beta"][k], s["gain"][k],
+                           {p: v[k] for p, v in s["params"][c].items()}) for c in fns]
+        a = branches[0](z) if len(fns) == 1 else jax.lax.switch(s["choice"][k], branches, z)
+        return a * (jnp.arange(width) < s["fan_out"][k])[None, :]  # the padding's units stay zero
+
+    def dense(p, h):
+        return h @ p["kernel"] + p["bias"][None, :] if use_bias else h @ p["kernel"]
+
+    def apply(variables, s, x):
+        s = jax.tree.map(jnp.asarray, s)
+        p = variables["params"]
+        z0 = dense(p["first"], x)
+        a0 = activation(z0, s, 0)
+
+        def step(h, layer_k):
+            q, k = layer_k
+            z = dense(q, h)
+            a = activation(z, s, k)
+            z, a = jnp.where(s["active"][k], z, h), jnp.where(s["active"][k], a, h)  # padded: passes h on
+            return a, (z, a)
+
+        h, (zs, acts) = jax.lax.scan(step, a0, (p["hidden"], jnp.arange(1, depth)))
+        y = dense(p["out"], h)
+        groups = ((names[:1], z0, None), (names[1:2], a0, None), (names[2:-1:2], zs, 2),
+                  (names[3:-1:2], acts, 2), (names[-1:], y, None))
+        return y, LayerValues(groups, names)
+
+    def calibrate(variables, s, x):
+        return variables
+
+    return init, apply, calibrate, names
