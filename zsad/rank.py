@@ -42,6 +42,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import json
 import math
 import os
 from dataclasses import dataclass
