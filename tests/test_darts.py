@@ -244,7 +244,7 @@ def test_bad_space_files_are_one_line(tmp_path, body, fragment):
 def test_select_refuses_darts_in_one_line(tmp_path):
     from zsad.select import load_select_space
 
-    with pytest.raises(SpecError, match="the built-in space darts, whose positions"):
+    with pytest.raises(SpecError, match="the built-in space darts is not supported yet"):
         load_select_space(_write(tmp_path, "space: darts\narchs: {sample: 2}\n"))
 
 

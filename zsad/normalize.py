@@ -424,8 +424,9 @@ def normalize_space(space, target: float, **options) -> Iterator[tuple[str, Norm
     Raises:
       SpecError: for a NAS-Bench-201 space (its cells have no shaping scalars).
     """
-    if space.form == "nas-bench-201":
-        raise SpecError(f"{space.source or space.name}: NAS-Bench-201 cells are built in without shaping "
+    if space.form not in ("list", "product", "generator"):
+        what = "NAS-Bench-201" if space.form == "nas-bench-201" else f"The {space.form} space's"
+        raise SpecError(f"{space.source or space.name}: {what} cells are built in without shaping "
                         "scalars; normalize a space of architecture files instead")
     for item in space:
         if item.error is not None or not isinstance(item.arch, Architecture):

@@ -96,8 +96,7 @@ DESCRIPTION: dict[str, str] = {
     "params": "trainable parameters (exact count); higher taken as better (zero-cost NAS convention)",
     "flops": "FLOPs of one sample's forward pass. Architecture files: XLA's count (a multiply-add counts 2); "
              "NAS-Bench-201: the benchmark's convention (a multiply-add counts 1, as flops_m, "
-             "zsad.spaces.nasbench201.flops); other built-in spaces: the space's documented convention "
-             "(BuiltinSpace.flops)",
+             "zsad.spaces.nasbench201.flops); other built-in spaces: their flops method (zsad.spaces)",
     "naswot": "NASWOT, log|det K_H| of the Hamming kernel of activation codes (Mellor et al. 2021), "
               "mean over seeds; higher is better",
     "synflow": "log of synflow (Tanaka et al. 2020), float64, batch norm bypassed, mean over seeds; higher is better",

@@ -202,8 +202,8 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
     """
     t0 = time.perf_counter()
     cell = isinstance(arch, CellArchitecture)
-    builtin = cell and arch.impl is not None  # a built-in space other than NAS-Bench-201
-    net = (arch.impl.network(arch.ops) if builtin else nb201.build_network(arch.ops)) if cell else build(arch)
+    model = arch.model if cell else None
+    net = (model.network(arch.ops) if model is not None else nb201.build_network(arch.ops)) if cell else build(arch)
     check_fits(net, options.batch, jnp.result_type(float) if arch.input.dtype == "float32" else arch.input.dtype,
                source=arch.source, name="layers" if not cell else "arch")  # before anything is allocated
     x = load_inputs(arch.input, options.batch, seed=options.data_seed, base_dir=arch.base_dir,
@@ -212,7 +212,7 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
     names = list(net.layer_names)
     spectrum_cfg = between = None
     if options.spectrum:
-        start, stop, between = (_cell_between(names, options.between, arch.impl) if cell else
+        start, stop, between = (_cell_between(names, options.between, model) if cell else
                                 resolve_between(arch, names, options.between, has_segment=net.segment is not None))
         spectrum_cfg = SpectrumConfig(start, stop, options.spectrum_method, options.spectrum_steps,
                                       options.spectrum_probes, min(options.spectrum_samples, x.shape[0]))
@@ -309,15 +309,16 @@ _CELL_FAMILY = {"kinds": {"conv", "batch_norm", "activation", "avg_pool", "globa
 
 
 def _cell_params(arch: CellArchitecture) -> int:
-    return nb201.param_count(arch.ops) if arch.impl is None else arch.impl.params(arch.ops)
+    """The benchmark's parameter count of a built-in space's architecture."""
+    return nb201.param_count(arch.ops) if arch.model is None else arch.model.params(arch.ops)
 
 
 def _cell_between(names: list[str], between: tuple[str, str] | None,
-                  impl: Any = None) -> tuple[int, int, tuple[str, str]]:
+                  model=None) -> tuple[int, int, tuple[str, str]]:
     """The Jacobian's segment in a built-in space's network: from the input (the only place it can be cut)
     to a named output; default the last feature map (:data:`zsad.spaces.nasbench201.FEATURES`, or the
-    space's ``features``: ``impl``, None for NAS-Bench-201)."""
-    a, b = between or ("input", nb201.FEATURES if impl is None else impl.features)
+    space's ``features``)."""
+    a, b = between or ("input", nb201.FEATURES if model is None else model.features)
     if a != "input":
         raise SpecError(f"--between: a built-in space's network's Jacobian starts at the input; got {a!r}")
     stop = _index(b, names, end=True)

@@ -364,10 +364,12 @@ def load_select_space(path: str | Path) -> SelectSpace:
     if space.form == "nas-bench-201":
         positions = tuple(Position(name, nb201.OPS, nb201.OPS) for name in EDGE_NAMES)
         return SelectSpace("nas-bench-201", space.name, space.source, positions, space)
-    if space.form != "product":
-        what = {"list": "an explicit list of architectures", "generator": "a generator"}.get(
-            space.form, f"the built-in space {space.form}, whose positions select does not know yet")
+    if space.form in ("list", "generator"):
+        what = {"list": "an explicit list of architectures", "generator": "a generator"}[space.form]
         raise SpecError(f"{path}: " + _NO_POSITIONS.format(what=what))
+    if space.form != "product":
+        raise SpecError(f"{path}: select chooses among a 'base:' + 'choices:' space's or NAS-Bench-201's "
+                        f"candidates; the built-in space {space.form} is not supported yet")
     node = read_yaml(path)
     base_node, base_file = node["base"], str(path)
     default_name = "base"

@@ -7,12 +7,12 @@ Four forms, told apart by their top-level field:
 2. ``base:`` an architecture (a path or an inline mapping) and ``choices:``
    (dotted field path -> list of values), the cartesian product, with an
    optional seeded ``sample: N`` (``seed:``, default 0);
-3. ``space: NAME``, a built-in space of :mod:`zsad.spaces` (``nas-bench-201``,
-   ``darts``, ...), with ``archs:`` one of ``all`` (where the space is
-   enumerable), ``{sample: N, seed: S}`` or a list in the space's notation,
-   the space's option fields (``width:``, ``depth:`` ...), and optionally
-   ``input:`` (as in an architecture file; a shape the space accepts) or
-   ``data:`` (shorthand for ``input: {data: ...}``);
+3. ``space: NAME``, a built-in space (:mod:`zsad.spaces`: ``nas-bench-201``,
+   ``transnas-micro`` ...), with ``archs:`` one of ``all``, ``{sample: N,
+   seed: S}`` or a list of architectures in the space's notation, the space's
+   own option fields (``task:`` ...), and optionally ``input:`` (as in an
+   architecture file; NAS-Bench-201: shape [32, 32, 3]) or ``data:``
+   (shorthand for ``input: {data: ...}``);
 4. ``generator: module:function``; ``function()`` yields architecture mappings
    or :class:`~zsad.arch.spec.Architecture` objects (the space file's folder is
    importable).
@@ -21,8 +21,8 @@ Every form may also carry ``name:``. Iterating a :class:`Space` yields
 :class:`SpaceItem` ``(id, arch, error)``: ``id`` is the architecture's name
 (form 2: the base's name followed by the chosen values, e.g.
 ``mlp[layers.1.fn=relu,init.weight_std=1.41]``; form 3: the normalized
-NAS-Bench-201 string, or the space's notation), ``arch`` an ``Architecture``, a
-NAS-Bench-201 operation tuple or a :class:`BuiltinArch`, and ``error`` a one-line reason when this one architecture is
+NAS-Bench-201 string), ``arch`` an ``Architecture`` or a NAS-Bench-201
+operation tuple, and ``error`` a one-line reason when this one architecture is
 invalid (a combination of individually valid choices that does not fit
 together; a generator's bad item). Whole-file problems raise
 :class:`~zsad._errors.SpecError` with ``FILE:LINE:COL: FIELD.PATH: expected X;
@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, Union
 import numpy as np
 
 from zsad._entry import import_callable
-from zsad.spaces import SPACES, canonical_name, get_space
+from zsad.spaces import SPACES, canonical_name, suggestion
 from zsad._errors import SpecError, ZsadError, locate
 from zsad.arch.spec import (
     Architecture, Input, Context, parse_input, check_mapping, architecture_to_dict, load_architecture,
@@ -65,12 +65,13 @@ class SpaceItem:
 
     Attributes:
       id: unique name within the space (the ``arch`` column of the results).
-      arch: an ``Architecture``, a NAS-Bench-201 operation tuple, or None when ``error`` is set.
+      arch: an ``Architecture``, a NAS-Bench-201 operation tuple, a :class:`BuiltinArch`, or None when
+        ``error`` is set.
       error: one-line reason this architecture could not be made, else None.
     """
 
     id: str
-    arch: Union[Architecture, Nb201Ops, "BuiltinArch", None]
+    arch: Union[Architecture, Nb201Ops, None]
     error: str | None = None
 
     @property
@@ -79,17 +80,17 @@ class SpaceItem:
 
     @property
     def is_builtin(self) -> bool:
-        """One architecture of a built-in space other than NAS-Bench-201 (:class:`BuiltinArch`)."""
+        """An architecture of a built-in space other than NAS-Bench-201 (a :class:`BuiltinArch`)."""
         return isinstance(self.arch, BuiltinArch)
 
 
 @dataclass(frozen=True)
 class BuiltinArch:
-    """One architecture of a built-in space of :mod:`zsad.spaces` (NAS-Bench-201 aside).
+    """One architecture of a configured built-in space (:class:`zsad.spaces.BuiltinSpace`).
 
     Attributes:
-      space: the configured space (a :class:`~zsad.spaces.base.BuiltinSpace`, input shape included).
-      arch: the canonical architecture (:meth:`~zsad.spaces.base.BuiltinSpace.parse`).
+      space: the configured space (its options and input shape).
+      arch: the canonical architecture (``space.parse`` of its notation).
     """
 
     space: Any
@@ -101,15 +102,14 @@ class Space:
     """A parsed search space: re-iterable, streamed.
 
     Attributes:
-      form: one of ``list``, ``product``, ``generator``, or the built-in space's name (``nas-bench-201``,
-        ``darts``, ...).
+      form: one of ``list``, ``product``, ``nas-bench-201``, ``generator``.
       name: display name (``name:`` of the file, else the file's stem).
       source: the space file, if any.
       size: number of architectures, or None when unknown (a generator).
       fingerprint: SHA-256 of the space's canonical description; equal
         fingerprints mean the same architectures in the same order (for a
         generator: the same entry point).
-      input: the built-in space's input specification (form 3 only).
+      input: the NAS-Bench-201 input specification (form 3 only).
     """
 
     form: str
@@ -151,7 +151,7 @@ def parse_space(node: Any, *, file: str | None = None) -> Space:
     base_dir = Path(file).resolve().parent if file else Path.cwd()
     if "space" in node:
         canon = canonical_name(node["space"]) if isinstance(node["space"], str) else None
-        if canon is not None and canon != "nas-bench-201":
+        if canon is not None and canon not in NB201_NAMES:
             return _builtin_space(node, ctx, name, file, canon)
         return _nb201_space(node, ctx, name, file, base_dir)
     if "generator" in node:
@@ -378,15 +378,13 @@ def _product_space(node, ctx, name, file, base_dir) -> Space:
 def _nb201_space(node, ctx, name, file, base_dir) -> Space:
     from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
 
-    check_mapping(node, ctx, ("name", "space", "archs", "input", "data"), "search space (built in)")
     sctx = ctx.child(node, "space")
     kind = node["space"]
     if isinstance(kind, str):
         kind = _NB201_ALIASES.get(kind.lower(), kind.lower())
     if kind not in NB201_NAMES:
-        from zsad.activations import closest
-
-        raise sctx.error(f"one of {', '.join(SPACES)}", node["space"], closest(str(node["space"]), tuple(SPACES)))
+        raise sctx.error(f"one of {', '.join(SPACES)}", node["space"], suggestion(str(node["space"])))
+    check_mapping(node, ctx, ("name", "space", "archs", "input", "data"), "search space (built in)")
     inp = _nb201_input(node, ctx)
     if "archs" not in node:
         raise ctx.error("a field 'archs' (all, {sample: N, seed: S}, or a list of architecture strings)")
@@ -449,79 +447,84 @@ def _nb201_space(node, ctx, name, file, base_dir) -> Space:
     return Space("nas-bench-201", name, file, size, fp, input=inp, items=items)
 
 
-# --------------------------------------------------------------------------- form 3: the other built-in spaces
+# --------------------------------------------------------------------------- form 3: other built-in spaces
 
-def _configured(cls: type, node: Any, ctx: Context) -> Any:
-    """``cls`` configured by the option fields of ``node`` (positions kept for error messages)."""
-    from ruamel.yaml.comments import CommentedMap
-
-    options = CommentedMap()
-    for key in cls.option_fields:
-        if key in node:
-            options[key] = node[key]
-            if isinstance(node, CommentedMap) and key in node.lc.data:
-                options.lc.add_kv_line_col(key, node.lc.data[key])
-    impl = cls.configure(options, ctx)
-    return impl.with_input(_nb201_input(node, ctx, impl).shape)
-
-
-def _parsed(impl: Any, value: Any, ctx: Context, field_: str) -> Any:
+def _configured(node, ctx, canon: str, fields: tuple[str, ...]):
+    """The built-in space ``canon`` configured by ``node``'s option fields, on ``node``'s input."""
+    sctx = ctx.child(node, "space")
     try:
-        return impl.parse(value)
-    except SpecError as err:
-        raise SpecError(f"{_loc(ctx)}: {field_}: {err}") from None
+        cls = SPACES[canon]
+    except ImportError:
+        raise sctx.error(f"a built-in space available in this installation ({canon} is not)", node["space"]) from None
+    check_mapping(node, ctx, (*fields, *cls.option_fields), f"{canon} space")
+    options = copy.copy(node)  # the option fields, with their positions in the file
+    for key in [k for k in options if k not in cls.option_fields]:
+        del options[key]
+    space = cls.configure(options, ctx)
+    inp = _builtin_input(node, ctx, space)
+    return space.with_input(inp.shape), inp
+
+
+def _builtin_input(node, ctx, space) -> Input:
+    """``input:`` / ``data:`` of a built-in space's file; the shape defaults to the space's and is checked."""
+    shape = list(space.input_shape)
+    inode = node.get("input", {})
+    ictx = ctx.child(node, "input") if "input" in node else ctx
+    if not isinstance(inode, dict):
+        raise ictx.error("a mapping (input)", inode)
+    if "data" in node and "data" in inode:
+        raise ctx.child(node, "data").error("either 'data:' or 'input.data:', not both")
+    inode = {"shape": shape, **copy.deepcopy(inode), **({"data": node["data"]} if "data" in node else {})}
+    inp = parse_input(inode, ictx)
+    why = space.check_input(list(inp.shape))
+    if why is not None:
+        raise ictx.child(node["input"], "shape").error(f"{why} ({space.name} inputs)", list(inp.shape))
+    return inp
 
 
 def _builtin_space(node, ctx, name, file, canon: str) -> Space:
-    cls = get_space(canon)
-    check_mapping(node, ctx, ("name", "space", "archs", "input", "data", *cls.option_fields), f"search space ({canon})")
-    impl = _configured(cls, node, ctx)
-    inp = _nb201_input(node, ctx, impl)
-    listed = f"a list in the space's notation ({impl.notation})"
+    space, inp = _configured(node, ctx, canon, ("name", "space", "archs", "input", "data"))
     if "archs" not in node:
-        raise ctx.error(f"a field 'archs' ({'all, ' if impl.size else ''}{{sample: N, seed: S}}, or {listed})")
+        raise ctx.error(f"a field 'archs' (all, {{sample: N, seed: S}}, or a list of {space.notation})")
     anode, actx = node["archs"], ctx.child(node, "archs")
     if anode == "all":
-        if impl.size is None:
-            raise actx.error(f"{{sample: N, seed: S}} or {listed} ({canon} is too large to enumerate)", anode)
+        if space.size is None:
+            raise actx.error(f"{{sample: N, seed: S}} or a list ({canon} is too large to enumerate)", anode)
         spec: Any = "all"
-        size, archs = impl.size, impl.all
+        size, archs = space.size, space.all
     elif isinstance(anode, dict):
         check_mapping(anode, actx, ("sample", "seed"), f"{canon} sample")
         if "sample" not in anode:
             raise actx.error("a field 'sample' (how many architectures to draw)")
-        n, nctx = anode["sample"], actx.child(anode, "sample")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1 or (impl.size is not None and n > impl.size):
-            raise nctx.error(f"an integer from 1 to {impl.size} (the size of {canon})" if impl.size
-                             else "an integer >= 1", n)
-        seed = anode.get("seed", 0)
+        n, seed = anode["sample"], anode.get("seed", 0)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= (space.size or n):
+            raise actx.child(anode, "sample").error(
+                f"an integer from 1 to {space.size} (the size of {canon})" if space.size else "an integer >= 1", n)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise actx.child(anode, "seed").error("an integer >= 0", seed)
         spec, size = {"sample": n, "seed": seed}, n
-
-        def archs():
-            return iter(impl.sample(n, seed))
+        archs = lambda: iter(space.sample(n, seed))  # noqa: E731
     elif isinstance(anode, list) and anode:
-        parsed, seen = [], {}
-        for i, value in enumerate(anode):
-            ictx = actx.child(anode, i)
-            arch = _parsed(impl, value, ictx, f"archs.{i}")
+        seen: dict[Any, int] = {}
+        for i, text in enumerate(anode):
+            try:
+                arch = space.parse(text)
+            except SpecError as err:
+                raise SpecError(f"{_loc(actx.child(anode, i))}: archs.{i}: {err}") from None
             if arch in seen:
-                raise ictx.error(f"distinct architectures (archs.{seen[arch]} is the same)", _plain(value))
+                raise actx.child(anode, i).error(f"distinct architectures (archs.{seen[arch]} is the same)", text)
             seen[arch] = i
-            parsed.append(arch)
-        spec, size, frozen = [impl.format(a) for a in parsed], len(parsed), tuple(parsed)
-
-        def archs():
-            return iter(frozen)
+        frozen = tuple(seen)
+        spec, size = [space.format(a) for a in frozen], len(frozen)
+        archs = lambda: iter(frozen)  # noqa: E731
     else:
-        raise actx.error(f"{'all, ' if impl.size else ''}{{sample: N, seed: S}}, or a non-empty {listed}", anode)
+        raise actx.error(f"all, {{sample: N, seed: S}}, or a non-empty list of {space.notation}", anode)
 
     def items() -> Iterator[SpaceItem]:
         for arch in archs():
-            yield SpaceItem(impl.format(arch), BuiltinArch(impl, arch))
+            yield SpaceItem(space.format(arch), BuiltinArch(space, arch))
 
-    fp = fingerprint_of({"form": canon, "options": impl.options(), "archs": spec,
+    fp = fingerprint_of({"form": canon, "options": space.options(), "archs": spec,
                        "input": {k: v for k, v in dataclasses.asdict(inp).items() if k != "at"}})
     return Space(canon, name, file, size, fp, input=inp, items=items)
 
@@ -532,12 +535,12 @@ class CellArchitecture:
 
     Attributes:
       name: the file's ``name`` (default: the file's stem).
-      space: the built-in space's name (``nas-bench-201``, ``darts``, ...).
-      ops: the architecture in the space's own terms (NAS-Bench-201: its six operations; other spaces: their
-        canonical architecture).
+      space: the built-in space's name (``nas-bench-201``, ``transnas-micro`` ...).
+      ops: the architecture in the space's own terms (NAS-Bench-201: its six operations; other spaces:
+        their canonical architecture).
       input: the input, as in a space file.
       source: the file it came from.
-      impl: the configured space (:class:`~zsad.spaces.base.BuiltinSpace`); None for NAS-Bench-201.
+      model: the configured :class:`zsad.spaces.BuiltinSpace` (None: NAS-Bench-201).
     """
 
     name: str
@@ -545,7 +548,7 @@ class CellArchitecture:
     ops: Any
     input: Input
     source: str | None = None
-    impl: Any = None
+    model: Any = None
 
     @property
     def base_dir(self) -> Path:
@@ -553,28 +556,27 @@ class CellArchitecture:
 
     @property
     def notation(self) -> str:
+        if self.model is not None:
+            return self.model.format(self.ops)
         from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
-
-        return nb201.format_arch(self.ops) if self.impl is None else self.impl.format(self.ops)
+        return nb201.format_arch(self.ops)
 
 
 def parse_cell(node: Any, *, file: str | None = None) -> CellArchitecture:
     """Validates a mapping ``{space: nas-bench-201, arch: '<string>', name?, input?, data?}``."""
-    from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
-
     ctx = Context(file)
     canon = canonical_name(node["space"]) if isinstance(node, dict) and isinstance(node.get("space"), str) else None
-    if canon is not None and canon != "nas-bench-201":
+    if canon is not None and canon not in NB201_NAMES:
         return _builtin_cell(node, ctx, file, canon)
+    from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
+
     check_mapping(node, ctx, ("name", "space", "arch", "input", "data"), "architecture of a built-in space")
     kind = node["space"]
     if isinstance(kind, str):
         kind = _NB201_ALIASES.get(kind.lower(), kind.lower())
     if kind not in NB201_NAMES:
-        from zsad.activations import closest
-
         raise ctx.child(node, "space").error(f"one of {', '.join(SPACES)}", node["space"],
-                                             closest(str(node["space"]), tuple(SPACES)))
+                                             suggestion(str(node["space"])))
     if "arch" not in node:
         raise ctx.error("a field 'arch' (a NAS-Bench-201 architecture string '|a~0|+|b~0|c~1|+|d~0|e~1|f~2|')")
     actx = ctx.child(node, "arch")
@@ -590,18 +592,18 @@ def parse_cell(node: Any, *, file: str | None = None) -> CellArchitecture:
     return CellArchitecture(name, kind, ops, _nb201_input(node, ctx), file)
 
 
-def _builtin_cell(node: Any, ctx: Context, file: str | None, canon: str) -> CellArchitecture:
-    cls = get_space(canon)
-    check_mapping(node, ctx, ("name", "space", "arch", "input", "data", *cls.option_fields),
-             f"architecture of a built-in space ({canon})")
-    impl = _configured(cls, node, ctx)
+def _builtin_cell(node, ctx, file, canon: str) -> CellArchitecture:
+    space, inp = _configured(node, ctx, canon, ("name", "space", "arch", "input", "data"))
     if "arch" not in node:
-        raise ctx.error(f"a field 'arch' ({impl.notation})")
-    ops = _parsed(impl, node["arch"], ctx.child(node, "arch"), "arch")
+        raise ctx.error(f"a field 'arch' ({space.notation})")
+    try:
+        arch = space.parse(node["arch"])
+    except SpecError as err:
+        raise SpecError(f"{_loc(ctx.child(node, 'arch'))}: arch: {err}") from None
     name = node.get("name", Path(file).stem if file else "cell")
     if not isinstance(name, str) or not name:
         raise ctx.child(node, "name").error("a non-empty string", name)
-    return CellArchitecture(name, canon, ops, _nb201_input(node, ctx, impl), file, impl)
+    return CellArchitecture(name, canon, arch, inp, file, model=space)
 
 
 def load_scorable(path: str | Path) -> Union[Architecture, CellArchitecture]:
@@ -612,14 +614,10 @@ def load_scorable(path: str | Path) -> Union[Architecture, CellArchitecture]:
     return load_architecture(path)
 
 
-def _nb201_input(node, ctx, impl: Any = None) -> Input:
-    """The ``input:`` (or ``data:``) of a built-in space's file; ``impl``: the space (None: NAS-Bench-201)."""
-    if impl is None:
-        from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
+def _nb201_input(node, ctx) -> Input:
+    from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
 
-        shape = list(nb201.INPUT_SHAPE)
-    else:
-        shape = list(impl.input_shape)
+    shape = list(nb201.INPUT_SHAPE)
     if "input" in node:
         inode = node["input"]
         ictx = ctx.child(node, "input")
@@ -635,11 +633,7 @@ def _nb201_input(node, ctx, impl: Any = None) -> Input:
         inp = parse_input(inode, ictx)
     else:
         inp = parse_input({"shape": shape, **({"data": node["data"]} if "data" in node else {})}, ctx)
-    if impl is not None:
-        expected = impl.check_input(list(inp.shape))
-        if expected is not None:
-            raise ctx.child(node, "input").child(node["input"], "shape").error(expected, list(inp.shape))
-    elif list(inp.shape) != shape:
+    if list(inp.shape) != shape:
         raise ctx.child(node, "input").child(node["input"], "shape").error(
             f"{shape} (NAS-Bench-201 inputs are 32x32 RGB images)", list(inp.shape))
     return inp

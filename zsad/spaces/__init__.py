@@ -11,6 +11,8 @@ name               aliases                     module
 nas-bench-201      nasbench201, nb201          :mod:`zsad.spaces.nasbench201`
 nas-bench-101      nasbench101, nb101          :mod:`zsad.spaces.nasbench101`
 darts              nas-bench-301, nb301        :mod:`zsad.spaces.darts`
+transnas-micro     tnb-micro, tnb_micro        :mod:`zsad.spaces.transnas`
+transnas-macro     tnb-macro, tnb_macro        :mod:`zsad.spaces.transnas`
 =================  ==========================  =============================================
 """
 
@@ -31,6 +33,8 @@ _REGISTRY: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "nas-bench-201": ("zsad.spaces.nasbench201", "NB201Space", ("nasbench201", "nas_bench_201", "nb201")),
     "nas-bench-101": ("zsad.spaces.nasbench101", "NB101Space", ("nasbench101", "nas_bench_101", "nb101")),
     "darts": ("zsad.spaces.darts", "DartsSpace", ("nas-bench-301", "nasbench301", "nas_bench_301", "nb301")),
+    "transnas-micro": ("zsad.spaces.transnas", "TransNASMicro", ("transnas_micro", "tnb-micro", "tnb_micro")),
+    "transnas-macro": ("zsad.spaces.transnas", "TransNASMacro", ("transnas_macro", "tnb-macro", "tnb_macro")),
 }
 
 
