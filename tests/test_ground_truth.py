@@ -401,7 +401,8 @@ def test_rank_metrics_count_flops_of_repeated_blocks_on_the_unrolled_network():
     plain = rank_metrics([repeated], options=opts)[0]
     fixed = rank_metrics([repeated], flops_archs=[by_hand], options=opts)[0]
     reference = rank_metrics([by_hand], options=opts)[0]
-    assert fixed["flops"] == reference["flops"] > plain["flops"]
+    # zsad counts the unrolled network too, so the unrolled copy changes nothing (older versions counted a loop once)
+    assert fixed["flops"] == reference["flops"] == plain["flops"] > 0
     # only the flops column comes from the unrolled copy; the rest is the network's own (the same network)
     assert fixed["params"] == reference["params"] and fixed["naswot"] == pytest.approx(reference["naswot"], rel=1e-5)
     assert fixed["rank_options"]["seeds"] == 1

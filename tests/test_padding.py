@@ -8,7 +8,8 @@ import pytest
 from zsad.arch.build import build
 from zsad.arch.padding import build_padded, bucket, padded_signature
 from zsad.arch.spec import parse_architecture
-from zsad.score import _metrics_over_seeds, make_metrics_fn, seed_keys
+from zsad import measure
+from zsad.score import make_metrics_fn, seed_keys
 
 
 def _mlp(widths, fns, dist="normal", bias=True, out=3):
@@ -69,11 +70,13 @@ def test_one_program_for_one_signature():
     archs = [_mlp([5, 7, 3, 8], ["tanh", "relu", "tanh", "tanh"], out=5), _mlp([8, 2, 6], ["relu"] * 3, out=5)]
     assert padded_signature(archs[0]) == padded_signature(archs[1]) is not None
     x = jax.random.normal(jax.random.key(1), (16, 6))
-    before = _metrics_over_seeds._cache_size()
+    key = ("padded", padded_signature(archs[0]), ("relu", "tanh"))
+    traced = []
     for arch in archs:
         padded = build_padded(arch, fns=("relu", "tanh"))
-        make_metrics_fn(padded.network, 2)(seed_keys(0, 2), x, padded.network.scalars)
-    assert _metrics_over_seeds._cache_size() == before + 1
+        make_metrics_fn(padded.network, 2, structure=key)(seed_keys(0, 2), x, padded.network.scalars)
+        traced.append(sum(measure.TRACES.values()))
+    assert traced[1] == traced[0]  # the second structure runs the first one's program: nothing traced again
 
 
 def test_signatures():
