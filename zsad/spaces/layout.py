@@ -75,9 +75,9 @@ def network(make: Callable[[Any], Any], scalars: dict, layer_names: tuple[str, .
     ``program_tree``: the variable shapes of the space's program (None: this network is the program),
     whose layout the draw follows. Only a program shares its draws (``draws``, ``init_with``).
     """
-    from zsad._errors import SpecError
+    from zsad.spaces.ops import module_network
 
-    run, run_calibrating, run_constant = make(False), make(True), make("constant")
+    run = make(False)
     dtype = jnp.result_type(float)
     cache: dict[str, Any] = {}
 
@@ -104,25 +104,9 @@ def network(make: Callable[[Any], Any], scalars: dict, layer_names: tuple[str, .
         own = [p for p in blocks(tree()) if p]
         return _fill(tree(), dict(zip(own, flats["normal"], strict=True)), scalars)
 
-    def apply(variables, scalars, x):
-        return run.apply(variables, x, scalars)
-
-    def calibrate(variables, scalars, x):
-        _, updates = run_calibrating.apply(variables, x, scalars, mutable=["batch_stats"])
-        return {**variables, **updates}
-
-    def apply_calibrating(variables, scalars, x):
-        out, updates = run_constant.apply(variables, x, scalars, mutable=["batch_stats"])
-        return out, {**variables, **updates}
-
-    def segment(variables, scalars, h, start, stop):
-        if start != 0:
-            raise SpecError(f"a Jacobian starts at the input; got a start after {layer_names[start - 1]}")
-        return run.apply(variables, h, scalars)[1][layer_names[stop - 1]]
-
     draws: tuple = ()
     if program_tree is None:
         shapes = tuple(shape for p, (_, shape) in layout().items() if p)
         draws = (("normal", FOLD, jnp.dtype(dtype).name, shapes),)
-    return Network(init, apply, calibrate, scalars, tuple(layer_names), tuple(input_shape), segment=segment,
-                   draws=draws, init_with=init_with if draws else None, apply_calibrating=apply_calibrating)
+    return module_network(make, init, scalars, layer_names, input_shape, draws=draws,
+                          init_with=init_with if draws else None)

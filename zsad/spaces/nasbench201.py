@@ -645,31 +645,13 @@ def default_scalars(arch: Arch | None = None) -> dict[str, jax.Array]:
 
 
 def _network(ops: tuple[str, ...] | None, scalars) -> Network:
-    run, run_calibrating = _NB201(ops), _NB201(ops, calibrate=True)
-    run_constant = _NB201(ops, calibrate="constant")
+    from zsad.spaces.ops import module_network
 
     def init(key, scalars):
         return _init_variables(key, scalars, ops, jnp.result_type(float))
 
-    def apply(variables, scalars, x):
-        return run.apply(variables, x, scalars)
-
-    def calibrate(variables, scalars, x):
-        _, updates = run_calibrating.apply(variables, x, scalars, mutable=["batch_stats"])
-        return {**variables, **updates}
-
-    def apply_calibrating(variables, scalars, x):
-        out, updates = run_constant.apply(variables, x, scalars, mutable=["batch_stats"])
-        return out, {**variables, **updates}
-
-    def segment(variables, scalars, h, start, stop):
-        # The network can be cut only at its input: the output of any named layer, from the input.
-        if start != 0:
-            raise SpecError(f"NAS-Bench-201: a Jacobian starts at the input; got a start after {LAYER_NAMES[start - 1]}")
-        return run.apply(variables, h, scalars)[1][LAYER_NAMES[stop - 1]]
-
-    return Network(init, apply, calibrate, scalars, LAYER_NAMES, INPUT_SHAPE, segment=segment,
-                   apply_calibrating=apply_calibrating)
+    return module_network(lambda calibrate: _NB201(ops, calibrate=calibrate), init, scalars, LAYER_NAMES,
+                          INPUT_SHAPE, space="NAS-Bench-201")
 
 
 def build_network(arch: Arch) -> Network:

@@ -15,6 +15,8 @@ counted), :func:`identity`, :func:`zero`.
 
 from __future__ import annotations
 
+from typing import Any, Callable, Sequence
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -179,18 +181,20 @@ def dense_head(mdl: nn.Module, y, classes: int):
     return jnp.dot(y, kernel) + bias[None, :]
 
 
-def network_of(make, scalars: dict, layer_names: tuple[str, ...], input_shape: tuple[int, ...]):
-    """A :class:`zsad._types.Network` from ``make(calibrate) -> module``; the module is called as
-    ``module(x, scalars) -> (logits, {layer name: output})``. Its Jacobian segments start at the input."""
+def module_network(make: Callable[[Any], Any], init: Callable, scalars: dict, layer_names: Sequence[str],
+                   input_shape: Sequence[int], *, space: str = "", **extra) -> Any:
+    """A :class:`zsad._types.Network` of the flax module ``make(calibrate)`` (``calibrate``: False, True or
+    ``"constant"``), called as ``module(x, scalars) -> (logits, {layer name: output})``, and its ``init``.
+
+    ``apply``, ``calibrate`` (batch-norm statistics of the batch) and ``apply_calibrating`` run the module;
+    ``segment`` cuts at the input only (the output of any named layer). ``space`` prefixes the segment's
+    error; ``extra``: further :class:`~zsad._types.Network` fields (``draws``, ``init_with``).
+    """
     from zsad._errors import SpecError
     from zsad._types import Network
 
     run, run_calibrating, run_constant = make(False), make(True), make("constant")
-    dtype = jnp.result_type(float)
-
-    def init(key, scalars):
-        variables = run.init(key, jnp.zeros((1, *input_shape), dtype), scalars)
-        return scale_init(dict(variables), scalars)
+    names = tuple(layer_names)
 
     def apply(variables, scalars, x):
         return run.apply(variables, x, scalars)
@@ -205,11 +209,23 @@ def network_of(make, scalars: dict, layer_names: tuple[str, ...], input_shape: t
 
     def segment(variables, scalars, h, start, stop):
         if start != 0:
-            raise SpecError(f"a Jacobian starts at the input; got a start after {layer_names[start - 1]}")
-        return run.apply(variables, h, scalars)[1][layer_names[stop - 1]]
+            raise SpecError(f"{space + ': ' if space else ''}a Jacobian starts at the input; "
+                            f"got a start after {names[start - 1]}")
+        return run.apply(variables, h, scalars)[1][names[stop - 1]]
 
-    return Network(init, apply, calibrate, scalars, tuple(layer_names), tuple(input_shape), segment=segment,
-                   apply_calibrating=apply_calibrating)
+    return Network(init, apply, calibrate, scalars, names, tuple(input_shape), segment=segment,
+                   apply_calibrating=apply_calibrating, **extra)
+
+
+def network_of(make, scalars: dict, layer_names: tuple[str, ...], input_shape: tuple[int, ...]):
+    """:func:`module_network` of ``make`` with flax's own initialization, scaled by :func:`scale_init`."""
+    run, dtype = make(False), jnp.result_type(float)
+
+    def init(key, scalars):
+        variables = run.init(key, jnp.zeros((1, *input_shape), dtype), scalars)
+        return scale_init(dict(variables), scalars)
+
+    return module_network(make, init, scalars, layer_names, input_shape)
 
 
 def default_scalars(**extra) -> dict:

@@ -34,9 +34,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zsad._errors import DataError, SpecError
+from zsad._errors import DataError
 from zsad._types import Network
-from zsad.spaces.ops import Conv, ReLUConvBN, bn
+from zsad.spaces.ops import Conv, ReLUConvBN, bn, module_network
 
 BN_EPSILON = 1e-5
 LEAKY_SLOPE = 0.2
@@ -287,8 +287,7 @@ def _draw(template: Any, key: jax.Array, ws, bs) -> Any:
 def make_network(module_kw: dict, layer_names: Sequence[str], input_shape: tuple[int, ...],
                  scalars: dict) -> Network:
     """A :class:`zsad.Network` of ``TNBNet(**module_kw)``; ``segment`` cuts at the input only."""
-    run, run_cal = TNBNet(**module_kw), TNBNet(**module_kw, calibrate=True)
-    run_const = TNBNet(**module_kw, calibrate="constant")
+    run = TNBNet(**module_kw)
     names = tuple(layer_names)
 
     dummy = jax.ShapeDtypeStruct((1, 8, 8, input_shape[-1]), jnp.result_type(float))
@@ -297,22 +296,5 @@ def make_network(module_kw: dict, layer_names: Sequence[str], input_shape: tuple
     def init(key, scalars):
         return _draw(template, key, scalars["weight_std"], scalars["bias_std"])
 
-    def apply(variables, scalars, x):
-        return run.apply(variables, x, scalars)
-
-    def calibrate(variables, scalars, x):
-        _, updates = run_cal.apply(variables, x, scalars, mutable=["batch_stats"])
-        return {**variables, **updates}
-
-    def apply_calibrating(variables, scalars, x):
-        out, updates = run_const.apply(variables, x, scalars, mutable=["batch_stats"])
-        return out, {**variables, **updates}
-
-    def segment(variables, scalars, h, start, stop):
-        if start != 0:
-            raise SpecError(f"TransNAS-Bench-101: a Jacobian starts at the input; got a start after "
-                            f"{names[start - 1]}")
-        return run.apply(variables, h, scalars)[1][names[stop - 1]]
-
-    return Network(init, apply, calibrate, scalars, names, tuple(input_shape), segment=segment,
-                   apply_calibrating=apply_calibrating)
+    return module_network(lambda calibrate: TNBNet(**module_kw, calibrate=calibrate), init, scalars, names,
+                          input_shape, space="TransNAS-Bench-101")
