@@ -140,14 +140,20 @@ def load_space(path: str | Path) -> Space:
     return parse_space(node, file=str(path))
 
 
+def _file_name(node, ctx: Context, file: str | None, default: str) -> str:
+    """The file's ``name:`` (a non-empty string), else the file's stem, else ``default``."""
+    name = node.get("name", Path(file).stem if file else default)
+    if not isinstance(name, str) or not name:
+        raise ctx.child(node, "name").error("a non-empty string", name)
+    return name
+
+
 def parse_space(node: Any, *, file: str | None = None) -> Space:
     """Validates a loaded YAML mapping (ruamel nodes or plain dicts) into a :class:`Space`."""
     ctx = Context(file)
     if not isinstance(node, dict):
         raise ctx.error("a mapping with one of the fields archs, base, space, generator", node)
-    name = node.get("name", Path(file).stem if file else "space")
-    if not isinstance(name, str) or not name:
-        raise ctx.child(node, "name").error("a non-empty string", name)
+    name = _file_name(node, ctx, file, "space")
     base_dir = Path(file).resolve().parent if file else Path.cwd()
     if "space" in node:
         canon = canonical_name(node["space"]) if isinstance(node["space"], str) else None
@@ -586,9 +592,7 @@ def parse_cell(node: Any, *, file: str | None = None) -> CellArchitecture:
         ops = nb201.parse_arch(node["arch"])
     except SpecError as err:
         raise SpecError(f"{_loc(actx)}: arch: {err}") from None
-    name = node.get("name", Path(file).stem if file else "cell")
-    if not isinstance(name, str) or not name:
-        raise ctx.child(node, "name").error("a non-empty string", name)
+    name = _file_name(node, ctx, file, "cell")
     return CellArchitecture(name, kind, ops, _nb201_input(node, ctx), file)
 
 
@@ -600,9 +604,7 @@ def _builtin_cell(node, ctx, file, canon: str) -> CellArchitecture:
         arch = space.parse(node["arch"])
     except SpecError as err:
         raise SpecError(f"{_loc(ctx.child(node, 'arch'))}: arch: {err}") from None
-    name = node.get("name", Path(file).stem if file else "cell")
-    if not isinstance(name, str) or not name:
-        raise ctx.child(node, "name").error("a non-empty string", name)
+    name = _file_name(node, ctx, file, "cell")
     return CellArchitecture(name, canon, arch, inp, file, model=space)
 
 
