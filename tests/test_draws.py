@@ -87,7 +87,7 @@ def _bn_cnn():
 
 
 def _nb201_masked():
-    from zsad.spaces import nasbench201 as nb
+    from zsad.spaces import nasbench201_net as nb
 
     net = nb.build_masked_network()
     return net, nb.default_scalars("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|"
