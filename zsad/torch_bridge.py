@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +54,7 @@ import numpy as np
 from zsad._entry import import_callable
 from zsad._errors import SpecError, locate
 from zsad._types import Network
+from zsad.arch.weights import unit_weights
 
 PREFIX = "torch:"
 EXTRA = "pip install 'zsad[torch]'"
@@ -332,8 +332,6 @@ def _override(params: dict, key, scalars: dict, dist: str) -> dict:
     scales and shifts, ...) keeps the module's own initialization. Parameter ``i`` (``named_parameters()``
     order) draws under ``fold_in(key, i)``.
     """
-    from zsad.arch.weights import unit_weights
-
     drawn = {name for name, p in params.items() if p.ndim >= 2}
     out = dict(params)
     for i, (name, p) in enumerate(params.items()):

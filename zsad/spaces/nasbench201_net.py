@@ -353,6 +353,7 @@ def build_masked_network() -> Network:
       A :class:`zsad.Network` whose default scalars encode the all-``nor_conv_3x3`` cell.
 
     Examples:
+      >>> from zsad.spaces.nasbench201 import all_archs
       >>> net = build_masked_network()
       >>> keys = jax.random.split(jax.random.key(0), 2)
       >>> scalars = {**net.scalars, "ops": jnp.stack([jnp.asarray(encode(a)) for a in all_archs()[:2]])}
