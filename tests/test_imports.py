@@ -77,7 +77,7 @@ BUILTIN_SPACE_FILES = {
 }
 
 
-def test_parsing_a_space_file_of_every_built_in_space_loads_no_jax(tmp_path):
+def test_parsing_space_and_cell_files_of_every_built_in_space_loads_no_jax(tmp_path):
     from zsad.spaces import SPACES
 
     assert set(BUILTIN_SPACE_FILES) == set(SPACES)
@@ -86,18 +86,21 @@ def test_parsing_a_space_file_of_every_built_in_space_loads_no_jax(tmp_path):
         paths.append(tmp_path / f"{name}.yaml")
         paths[-1].write_text(text)
     proc = run_python("""
+        from zsad.arch.spec import read_yaml
+        from zsad.cell_file import parse_cell
         from zsad.space import load_space
         for path in sys.argv[1:]:
             space = load_space(path)
             items = list(space)
-            print(space.form, len(items), all(item.error is None for item in items))
+            node = {k: v for k, v in read_yaml(path).items() if k != "archs"}
+            cell = parse_cell({**node, "arch": items[0].id}, file=path)  # a file naming one of them
+            print(space.form, len(items), all(item.error is None for item in items), cell.notation == items[0].id)
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax")))
     """, *map(str, paths))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[-1] == "[]"
-    assert lines[:-1] == ["nas-bench-201 1 True", "nas-bench-101 2 True", "darts 2 True", "transnas-micro 2 True",
-                          "transnas-macro 2 True"]
+    assert lines[:-1] == [f"{name} {1 if name == 'nas-bench-201' else 2} True True" for name in BUILTIN_SPACE_FILES]
 
 
 def test_import_zsad_loads_no_jax():

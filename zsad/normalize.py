@@ -278,26 +278,7 @@ def normalize(
       True
     """
     t0 = time.perf_counter()
-    if not isinstance(target, (int, float)) or not math.isfinite(target) or target < 1.0:
-        raise NormalizeError(f"target: expected a number >= 1 (the NLC of these networks is never below 1: "
-                             f"affine maps have exactly 1); got {target!r}")
-    if method not in METHODS:
-        raise NormalizeError(f"method: expected one of {', '.join(METHODS)}; got {method!r}")
-    if not (0.0 < tol < 1.0):
-        raise NormalizeError(f"tol: expected a relative tolerance in (0, 1); got {tol!r}")
-    if arch.module is not None:
-        raise SpecError(f"{arch.source or arch.name}: normalize needs an architecture file's layers; "
-                        f"a flax entry point ({arch.module}) has no activation layers to shape")
-    acts = activation_layers(arch.layers)
-    if not acts:
-        raise SpecError(f"{arch.source or arch.name}: no activation layers to shape (the network is affine: "
-                        "its NLC is exactly 1)")
-    if method == "scale":
-        for name, layer in acts:
-            if layer.fn in HOMOGENEOUS:
-                raise SpecError(f"{arch.source or arch.name}: layer {name}: method 'scale' needs a smooth, "
-                                f"non-homogeneous activation; {layer.fn} is positively homogeneous "
-                                "(phi(b s)/b = phi(s)); use --method interp")
+    acts = _shapeable_layers(arch, target, method, tol)
 
     # The program: built once, called with new scalars for every evaluation.
     net = build(arch)
@@ -357,16 +338,8 @@ def normalize(
         return finish(1.0, before, None, True)
 
     # (1) mean-field first guess, its log-NLC corrected by the measured/predicted ratio at u = 1.
-    predict = _Predictor(arch, start, shapes_at)
-    u_mf = _meanfield_guess(predict, nb, target, u_max)
-    if u_mf is not None:
-        u = u_mf
-    elif target < nb:
-        u = math.log(target) / math.log(nb)
-    else:
-        u = min(1.0 + (math.log(target) - math.log(nb)) / (len(layers_) * step), u_max)
-    if abs(u - 1.0) < 1e-6:  # the unchanged network is measured already: a step towards the target
-        u = min(1.0 + 0.05 * (u_max - 1.0), u_max) if target > nb else 0.95
+    u_mf = _meanfield_guess(_Predictor(arch, start, shapes_at), nb, target, u_max)
+    u = _first_u(u_mf, nb, target, u_max, len(layers_) * step)
 
     # (2) measured correction: bracketing secant on F(u) = ln NLC(u) - ln T over [0, u_max].
     points = [(1.0, math.log(nb) - math.log(target), before)]
@@ -388,6 +361,45 @@ def normalize(
         u = nxt
     best = min(points, key=lambda p: abs(p[1]))
     return finish(best[0], best[2], u_mf, False)
+
+
+def _shapeable_layers(arch: Architecture, target: float, method: str, tol: float) -> list[tuple[str, Activation]]:
+    """The activation layers :func:`normalize` shapes, after checking its arguments (one-line errors)."""
+    if not isinstance(target, (int, float)) or not math.isfinite(target) or target < 1.0:
+        raise NormalizeError(f"target: expected a number >= 1 (the NLC of these networks is never below 1: "
+                             f"affine maps have exactly 1); got {target!r}")
+    if method not in METHODS:
+        raise NormalizeError(f"method: expected one of {', '.join(METHODS)}; got {method!r}")
+    if not (0.0 < tol < 1.0):
+        raise NormalizeError(f"tol: expected a relative tolerance in (0, 1); got {tol!r}")
+    if arch.module is not None:
+        raise SpecError(f"{arch.source or arch.name}: normalize needs an architecture file's layers; "
+                        f"a flax entry point ({arch.module}) has no activation layers to shape")
+    acts = activation_layers(arch.layers)
+    if not acts:
+        raise SpecError(f"{arch.source or arch.name}: no activation layers to shape (the network is affine: "
+                        "its NLC is exactly 1)")
+    if method == "scale":
+        for name, layer in acts:
+            if layer.fn in HOMOGENEOUS:
+                raise SpecError(f"{arch.source or arch.name}: layer {name}: method 'scale' needs a smooth, "
+                                f"non-homogeneous activation; {layer.fn} is positively homogeneous "
+                                "(phi(b s)/b = phi(s)); use --method interp")
+    return acts
+
+
+def _first_u(u_mf: float | None, nlc_1: float, target: float, u_max: float, slope: float) -> float:
+    """The first ``u`` to measure: the mean-field guess, else a step in log-NLC (``slope`` per unit of ``u``
+    above 1, proportional below); never 1, which is measured already."""
+    if u_mf is not None:
+        u = u_mf
+    elif target < nlc_1:
+        u = math.log(target) / math.log(nlc_1)
+    else:
+        u = min(1.0 + (math.log(target) - math.log(nlc_1)) / slope, u_max)
+    if abs(u - 1.0) < 1e-6:  # the unchanged network is measured already: a step towards the target
+        u = min(1.0 + 0.05 * (u_max - 1.0), u_max) if target > nlc_1 else 0.95
+    return u
 
 
 class _Predictor:

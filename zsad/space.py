@@ -242,43 +242,7 @@ def _product_space(node, ctx, name, file, base_dir) -> Space:
     default_name = Path(base_file).stem if isinstance(node["base"], str) else "base"
     base = parse_architecture(copy.deepcopy(base_node), file=base_file, default_name=default_name, ctx=base_ctx)
 
-    cnode = node["choices"]
-    cctx = ctx.child(node, "choices")
-    if not isinstance(cnode, dict) or not cnode:
-        raise cctx.error("a non-empty mapping of dotted field paths to lists of values", cnode)
-    fields: list[tuple[str, list]] = []
-    for key, values in cnode.items():
-        fctx = cctx.child(cnode, key)
-        try:
-            fctx.line, fctx.col = (v + 1 for v in cnode.lc.key(key))
-        except (AttributeError, KeyError, TypeError):
-            pass
-        if not isinstance(key, str) or not key or any(not p for p in str(key).split(".")):
-            raise fctx.error("a dotted field path such as layers.1.fn or init.weight_std", key)
-        if not isinstance(values, list) or not values:
-            raise cctx.child(cnode, key).error("a non-empty list of values", values)
-        texts = [value_text(v) for v in values]
-        for i, text in enumerate(texts):
-            if text in texts[:i]:
-                raise cctx.child(cnode, key).child(values, i).error(
-                    f"distinct values (item {texts.index(text)} is the same)", values[i])
-        parts = split_path(key)
-        for i, value in enumerate(values):
-            trial = copy.deepcopy(base_node)
-            try:
-                existed = set_path(trial, parts, copy.deepcopy(value), create=True)
-            except LookupError as err:
-                raise fctx.error(f"a field that exists in the base architecture ({err})", key) from None
-            try:
-                parse_architecture(trial, file=base_file, default_name=default_name, ctx=base_ctx)
-            except ZsadError as err:
-                if not existed:
-                    raise fctx.error(f"a field that exists in the base architecture "
-                                     f"({locate(base_file)} has no {key!r}: {err})", key) from None
-                vctx = cctx.child(cnode, key).child(values, i)
-                raise SpecError(f"{_loc(vctx)}: choices.{key}.{i}: value {value_text(value)!r} makes the base "
-                                f"architecture invalid: {err}") from None
-        fields.append((str(key), list(values)))
+    fields = _product_choices(node, ctx, base_node, base_file, default_name, base_ctx)
 
     sizes = [len(v) for _, v in fields]
     total = math.prod(sizes)
@@ -322,6 +286,48 @@ def _product_space(node, ctx, name, file, base_dir) -> Space:
     fp = fingerprint_of({"form": "product", "base": architecture_to_dict(base),
                        "choices": [[k, plain(v)] for k, v in fields], "indices": indices})
     return Space("product", name, file, size, fp, items=items)
+
+
+def _product_choices(node, ctx, base_node, base_file, default_name, base_ctx) -> list[tuple[str, list]]:
+    """The ``choices:`` of a product space as ``[(dotted path, values)]``, each value checked on the base."""
+    cnode = node["choices"]
+    cctx = ctx.child(node, "choices")
+    if not isinstance(cnode, dict) or not cnode:
+        raise cctx.error("a non-empty mapping of dotted field paths to lists of values", cnode)
+    fields: list[tuple[str, list]] = []
+    for key, values in cnode.items():
+        fctx = cctx.child(cnode, key)
+        try:
+            fctx.line, fctx.col = (v + 1 for v in cnode.lc.key(key))
+        except (AttributeError, KeyError, TypeError):
+            pass
+        if not isinstance(key, str) or not key or any(not p for p in str(key).split(".")):
+            raise fctx.error("a dotted field path such as layers.1.fn or init.weight_std", key)
+        if not isinstance(values, list) or not values:
+            raise cctx.child(cnode, key).error("a non-empty list of values", values)
+        texts = [value_text(v) for v in values]
+        for i, text in enumerate(texts):
+            if text in texts[:i]:
+                raise cctx.child(cnode, key).child(values, i).error(
+                    f"distinct values (item {texts.index(text)} is the same)", values[i])
+        parts = split_path(key)
+        for i, value in enumerate(values):
+            trial = copy.deepcopy(base_node)
+            try:
+                existed = set_path(trial, parts, copy.deepcopy(value), create=True)
+            except LookupError as err:
+                raise fctx.error(f"a field that exists in the base architecture ({err})", key) from None
+            try:
+                parse_architecture(trial, file=base_file, default_name=default_name, ctx=base_ctx)
+            except ZsadError as err:
+                if not existed:
+                    raise fctx.error(f"a field that exists in the base architecture "
+                                     f"({locate(base_file)} has no {key!r}: {err})", key) from None
+                vctx = cctx.child(cnode, key).child(values, i)
+                raise SpecError(f"{_loc(vctx)}: choices.{key}.{i}: value {value_text(value)!r} makes the base "
+                                f"architecture invalid: {err}") from None
+        fields.append((str(key), list(values)))
+    return fields
 
 
 # --------------------------------------------------------------------------- form 3: NAS-Bench-201
