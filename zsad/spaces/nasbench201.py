@@ -360,7 +360,7 @@ def _layer_names() -> tuple[str, ...]:
     return tuple(names)
 
 
-#: Names of the outputs ``apply`` returns, in network order; ``head`` is the logits.
+#: Names of the outputs the network's ``apply`` returns, in network order; ``head`` is the logits.
 LAYER_NAMES: tuple[str, ...] = _layer_names()
 #: The last feature map (the last cell's output), before the head's batch norm, ReLU, global average
 #: pooling and dense layer: where the Jacobian of the hidden part ends (``sigma2``).

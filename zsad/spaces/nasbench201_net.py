@@ -308,7 +308,7 @@ def build_network(arch: Arch) -> Network:
     """The network of one architecture, computing only its chosen operations.
 
     ``none`` edges are skipped, and so are edges whose target cannot reach the
-    cell output (their parameters still exist, see :func:`param_count`).
+    cell output (their parameters still exist, see :func:`zsad.spaces.nasbench201.param_count`).
 
     Args:
       arch: an architecture string or six operation names.
