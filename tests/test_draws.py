@@ -88,7 +88,8 @@ def _bn_cnn():
 
 def _space_program():
     """A built-in space's shared program (operations chosen by switches on traced scalars), kept small."""
-    from zsad.spaces.nasbench101 import NB101Space, parse_cell
+    from zsad.spaces.nasbench101 import NB101Space
+    from zsad.spaces.nasbench101_cell import parse_cell
 
     space = NB101Space(width=4, depth=1, input_shape=(8, 8, 3))
     cell = parse_cell({"matrix": [[0, 1, 1, 0], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]],

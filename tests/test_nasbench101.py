@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from zsad._errors import SpecError
-from zsad.spaces.nasbench101 import Cell, NB101Space, graph_hash, parse_cell, prune, sample_cells
+from zsad.spaces.nasbench101 import NB101Space
+from zsad.spaces.nasbench101_cell import Cell, graph_hash, parse_cell, prune, sample_cells
 
 REFERENCE = Path(__file__).parent / "data" / "space_reference.csv"
 with REFERENCE.open() as _f:
