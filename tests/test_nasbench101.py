@@ -125,7 +125,7 @@ def test_rank_a_space_file(tmp_path, cli_env):
                     f"  - {json.dumps(CELL_A)}\n  - {json.dumps(CELL_B)}\n  - {json.dumps(CHAIN)}\n")
     out = tmp_path / "ranked.csv"
     result = run_cli("rank", path, "--out", out, "--seeds", "2", "--batch", "8",
-                     "--metrics", "nlc,sigma2,params,flops,naswot")
+                     "--metrics", "nlc,params,flops,naswot")
     assert result.exit_code == 0, result.output
     with out.open() as f:
         rows = list(csv.DictReader(f))
@@ -135,6 +135,6 @@ def test_rank_a_space_file(tmp_path, cli_env):
     for row, cell in zip(rows, cells):
         assert row["status"] == "ok" and not row["reason"], row
         assert int(row["params"]) == space.params(cell) and int(row["flops"]) == space.flops(cell)
-        for column in ("nlc", "nlc_std", "nlc_block", "sigma2", "naswot", "score"):
+        for column in ("nlc", "nlc_std", "nlc_block", "naswot", "score"):
             assert math.isfinite(float(row[column])), column
     assert sorted(int(r["rank"]) for r in rows) == [1, 2, 3]

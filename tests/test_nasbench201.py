@@ -353,3 +353,25 @@ def test_weight_std_is_traced(masked):
         np.testing.assert_allclose(a / b, 3.0 / np.sqrt(2.0), rtol=1e-12)
     with pytest.raises(DataError, match=r"expected shape \[N, 32, 32, 3\]"):
         masked.net.apply(v, s, masked.x[:, :16])
+
+
+def test_grad_norm_takes_one_norm_per_cell_of_a_scanned_stage():
+    """A stage's five cells are one stacked leaf per edge: grad_norm's selector takes exactly those leaves,
+    each with the cells on its leading axis, so that every cell's convolution counts as a layer."""
+    from zsad.measure import is_kernel, stacked_in
+    from zsad.proxies import grad_norm_of_gradients
+    from zsad.spaces import nasbench201_net as nbn
+
+    net = nbn.build_masked_network()
+    params = jax.eval_shape(net.init, jax.random.key(0), net.scalars)["params"]
+    select = stacked_in(net.stacked)
+    kernels = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0] if is_kernel(path, leaf)]
+    stacked = [leaf for path, leaf in kernels if select(path, leaf)]
+    assert stacked and all(leaf.shape[0] == nb.CELLS_PER_STAGE for leaf in stacked)
+    single = {jax.tree_util.keystr(p[:1]) for p, leaf in kernels if not select(p, leaf)}
+    assert single == {"['stem_conv']", "['reduction1']", "['reduction2']", "['head_kernel']"}
+    # one stacked leaf of two layers = two leaves of one layer each
+    g = np.random.default_rng(0).normal(size=(2, 3, 3))
+    split = grad_norm_of_gradients({"a": g[0], "b": g[1]}, {"a": g[0], "b": g[1]}, where=None)
+    joined = grad_norm_of_gradients({"a": g}, {"a": g}, where=None, stacked=lambda path, leaf: True)
+    assert float(joined.value) == pytest.approx(float(split.value), rel=1e-6)

@@ -44,6 +44,9 @@ class Network(NamedTuple):
         scalars, x)`` in one forward pass, the batch-norm statistics of ``x`` held constant
         (``stop_gradient``), so its derivatives in ``x`` are those of ``apply`` with them frozen.
         ``None``: call the two.
+      stacked: names of top-level parameter collections (the first key under ``params``) whose
+        leaves hold several layers stacked on their leading axis (a scanned stage: NAS-Bench-201's
+        cells), so that per-layer metrics (grad_norm) take each slice as a layer.
     """
 
     init: Callable[[jax.Array, Scalars], PyTree]
@@ -56,3 +59,4 @@ class Network(NamedTuple):
     draws: tuple[tuple[str, int, str, tuple[tuple[int, ...], ...]], ...] = ()
     init_with: Callable[[dict, jax.Array, Scalars], PyTree] | None = None
     apply_calibrating: Callable[[PyTree, Scalars, jax.Array], tuple] | None = None
+    stacked: tuple[str, ...] = ()

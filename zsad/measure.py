@@ -228,7 +228,7 @@ class GradientScores(NamedTuple):
 
 
 def gradient_proxies(forward: Callable, params: Any, x: jax.Array, labels: jax.Array, *, where,
-                     names: tuple[str, ...]) -> GradientScores:
+                     names: tuple[str, ...], stacked=None) -> GradientScores:
     """grad_norm, snip and jacob_cov (those in ``names``) from one forward pass and its backward passes.
 
     Args:
@@ -237,6 +237,7 @@ def gradient_proxies(forward: Callable, params: Any, x: jax.Array, labels: jax.A
       x: the batch; labels: integer labels of the cross-entropy (flattened outputs as logits).
       where: leaf selector of grad_norm and snip (:func:`zsad.proxies.is_weight`'s signature).
       names: the proxies to compute.
+      stacked: grad_norm's selector of leaves that stack layers (:func:`zsad.proxies.grad_norm`).
 
     Returns:
       :class:`GradientScores`, each equal to its :mod:`zsad.proxies` function up to rounding.
@@ -260,7 +261,7 @@ def gradient_proxies(forward: Callable, params: Any, x: jax.Array, labels: jax.A
         _, pull_loss = jax.vjp(lambda o: proxies.cross_entropy_loss(lambda _, z: z)(None, o, labels), logits)
         grads = pull(pull_loss(jnp.ones((), y.dtype))[0].reshape(y.shape))[0]
         if "grad_norm" in names:
-            grad_norm = proxies.grad_norm_of_gradients(params, grads, where=where)
+            grad_norm = proxies.grad_norm_of_gradients(params, grads, where=where, stacked=stacked)
         if "snip" in names:
             snip = proxies.snip_of_gradients(params, grads, where=where)
     if want_x:
@@ -339,6 +340,15 @@ def is_kernel(path: tuple, leaf: Any) -> bool:
     if isinstance(name, str) and name.endswith(".weight"):  # a PyTorch module's: Linear/Conv weights have 2+ dims
         return len(getattr(leaf, "shape", ())) >= 2
     return isinstance(name, str) and name.endswith("kernel")
+
+
+def stacked_in(collections: tuple[str, ...]):
+    """The :func:`zsad.proxies.grad_norm` ``stacked`` selector of the leaves under the top-level parameter
+    ``collections`` (:attr:`zsad._types.Network.stacked`); None when there are none."""
+    if not collections:
+        return None
+    names = set(collections)
+    return lambda path, leaf: bool(path) and getattr(path[0], "key", None) in names
 
 
 def flat(y: jax.Array) -> jax.Array:
@@ -434,7 +444,7 @@ def _one_seed(seed, x, labels, scalars, net: Network, config: MeasureConfig) -> 
     # never come free. The barrier makes jacob_cov's input wait for naswot.
     x_grad = x if "naswot" not in out else jax.lax.optimization_barrier((x, out["naswot"].value))[0]
     grads = gradient_proxies(lambda p, z: flat(with_params(v)(p, z)), v["params"], x_grad, labels,
-                             where=is_kernel, names=metrics)
+                             where=is_kernel, names=metrics, stacked=stacked_in(net.stacked))
     out.update({k: s for k, s in grads._asdict().items() if s is not None})
     return Measurements(**out)
 

@@ -123,11 +123,12 @@ def _default_float():
     return jnp.result_type(float)
 
 
-def _pairs(params: PyTree, grads: PyTree, where: Where | None) -> list[tuple[jax.Array, jax.Array]]:
-    """(parameter, gradient) leaf pairs kept by ``where``."""
+def _pairs(params: PyTree, grads: PyTree, where: Where | None, *, with_path: bool = False) -> list[tuple]:
+    """(parameter, gradient) leaf pairs kept by ``where`` (``with_path``: (path, parameter, gradient))."""
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     grad_leaves = jax.tree.leaves(grads)
-    pairs = [(p, g) for (path, p), g in zip(leaves, grad_leaves) if where is None or where(path, p)]
+    pairs = [(path, p, g) if with_path else (p, g) for (path, p), g in zip(leaves, grad_leaves)
+             if where is None or where(path, p)]
     if not pairs:
         raise DataError("params: expected at least one leaf selected by `where`, got none")
     return pairs
@@ -471,6 +472,7 @@ def grad_norm(
     y: jax.Array,
     *,
     where: Where | None = is_weight,
+    stacked: Where | None = None,
 ) -> ProxyScore:
     """grad_norm of Abdelfattah et al. (2021), in log scale.
 
@@ -492,21 +494,37 @@ def grad_norm(
       x: inputs ``(n, ...)``.
       y: targets ``(n, ...)``.
       where: leaf selector ``(path, leaf) -> bool``; None keeps every leaf.
+      stacked: ``(path, leaf) -> bool``: the leaf holds layers stacked on its leading axis (the
+        parameters of a scanned stage), one norm per slice; None: none is.
 
     Returns:
       :class:`ProxyScore` with ``value = log G``.
+
+    Example:
+      Two layers stacked in one leaf count as two layers, as when they are two leaves:
+
+      >>> w, g = {"a": jnp.ones((2, 3))}, {"a": jnp.array([[3., 0., 4.], [0., 0., 1.]])}
+      >>> float(jnp.exp(grad_norm_of_gradients(w, g, where=None, stacked=lambda path, leaf: True).value))
+      6.0
+      >>> float(jnp.exp(grad_norm_of_gradients(w, g, where=None).value))  # one layer: sqrt(26)
+      5.0990...
 
     References:
       Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR 2021, §3.
     """
     _check_batch(x, y)
-    return grad_norm_of_gradients(params, jax.grad(loss_fn)(params, x, y), where=where)
+    return grad_norm_of_gradients(params, jax.grad(loss_fn)(params, x, y), where=where, stacked=stacked)
 
 
-def grad_norm_of_gradients(params: PyTree, grads: PyTree, *, where: Where | None = is_weight) -> ProxyScore:
+def grad_norm_of_gradients(params: PyTree, grads: PyTree, *, where: Where | None = is_weight,
+                           stacked: Where | None = None) -> ProxyScore:
     """:func:`grad_norm` from the loss gradients ``grads`` (same structure as ``params``) already computed,
-    e.g. shared with :func:`snip_of_gradients` (one backward pass for both)."""
-    return _log_gradient_score(params, grads, where, lambda p, g: 0.5 * jnp.log(jnp.sum(jnp.square(g)))[None])
+    e.g. shared with :func:`snip_of_gradients` (one backward pass for both); ``stacked`` as there."""
+    def log_norms(path, p, g):
+        axes = tuple(range(1, g.ndim)) if stacked is not None and g.ndim > 1 and stacked(path, p) else None
+        return jnp.atleast_1d(0.5 * jnp.log(jnp.sum(jnp.square(g), axis=axes)))
+
+    return _log_gradient_score(params, grads, where, log_norms, with_path=True)
 
 
 def snip(
@@ -550,14 +568,15 @@ def snip_of_gradients(params: PyTree, grads: PyTree, *, where: Where | None = is
     return _log_gradient_score(params, grads, where, lambda p, g: jnp.log(jnp.abs(p * g)).ravel())
 
 
-def _log_gradient_score(params, grads, where, log_terms) -> ProxyScore:
-    """``log sum exp`` of ``log_terms(param, grad)`` (float64 arrays) over the kept leaves, in float64."""
-    pairs = _pairs(params, grads, where)
+def _log_gradient_score(params, grads, where, log_terms, *, with_path: bool = False) -> ProxyScore:
+    """``log sum exp`` of ``log_terms(param, grad)`` (float64 arrays; ``with_path``: ``log_terms(path,
+    param, grad)``) over the kept leaves, in float64."""
+    pairs = _pairs(params, grads, where, with_path=True)
     out = _default_float()
-    ceiling = _log_ceiling(jnp.result_type(*[g for _, g in pairs]))
+    ceiling = _log_ceiling(jnp.result_type(*[g for _, _, g in pairs]))
     with jax.enable_x64(True):
-        terms = jnp.concatenate([log_terms(jnp.asarray(p, jnp.float64), jnp.asarray(g, jnp.float64))
-                                 for p, g in pairs])
+        terms = jnp.concatenate([log_terms(*((path,) if with_path else ()), jnp.asarray(p, jnp.float64),
+                                           jnp.asarray(g, jnp.float64)) for path, p, g in pairs])
         score = _finite(_log_sum(terms), ceiling)
         return ProxyScore(score.value.astype(out), score.valid)
 

@@ -51,6 +51,8 @@ from zsad.spaces.nasbench201 import (
 # to compile); the modules below only declare them (flax checks the shapes).
 # The five cells of a stage share their structure, so each stage is one
 # ``nn.scan`` over cells with variables stacked on a leading axis of length 5.
+#: The parameter collections of the scanned stages (:attr:`zsad._types.Network.stacked`).
+STAGES = tuple(f"stage{s + 1}" for s in range(len(CHANNELS)))
 
 class _Conv(nn.Module):
     """Convolution without bias, kernel ``[k, k, C_in, C_out]``, padding ``k // 2``."""
@@ -301,7 +303,7 @@ def _network(ops: tuple[str, ...] | None, scalars) -> Network:
         return _init_variables(key, scalars, ops, jnp.result_type(float))
 
     return module_network(lambda calibrate: _NB201(ops, calibrate=calibrate), init, scalars, LAYER_NAMES,
-                          INPUT_SHAPE, space="NAS-Bench-201")
+                          INPUT_SHAPE, space="NAS-Bench-201", stacked=STAGES)
 
 
 def build_network(arch: Arch) -> Network:
