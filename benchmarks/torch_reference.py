@@ -79,7 +79,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from zsad.arch.spec import (  # noqa: E402  (after the path set-up)
-    Activation, Architecture, BatchNorm, Block, Dense, Flatten, LayerNorm, Residual, expand, named_layers,
+    Activation, Architecture, BatchNorm, Block, Dense, Flatten, LayerNorm, Residual, expand, layer_label,
+    named_layers,
 )
 
 _TRUNC_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2] (zsad.arch.build)
@@ -130,27 +131,35 @@ def centred_tangents(x: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
     return torch.stack([x[p] - mu for p in perms])
 
 
-class _BNState:
-    """Batch-norm statistics: recorded in call order while calibrating, then replayed frozen."""
+class BNState:
+    """Batch-norm statistics: recorded in call order while calibrating, then replayed frozen.
+
+    Modes (:meth:`start`): ``"calibrate"`` (training mode: batch mean and biased variance, recorded),
+    ``"frozen"`` (the recorded statistics, in call order from ``at``) and ``"init"`` (the statistics of a
+    freshly initialized network, mean 0 and variance 1: eval mode at initialization).
+    """
 
     def __init__(self):
         self.stats: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.calibrating = False
+        self.mode = "frozen"
         self.i = 0
 
-    def start(self, calibrating: bool) -> None:
-        self.calibrating, self.i = calibrating, 0
-        if calibrating:
+    def start(self, calibrating: bool | str, at: int = 0) -> None:
+        self.mode = {True: "calibrate", False: "frozen"}.get(calibrating, calibrating)
+        self.i = at
+        if self.mode == "calibrate":
             self.stats = []
 
     def __call__(self, x: torch.Tensor, channel_axis: int, eps: float, scale=None, bias=None) -> torch.Tensor:
         axes = tuple(a for a in range(x.ndim) if a != channel_axis)
         shape = [1] * x.ndim
         shape[channel_axis] = x.shape[channel_axis]
-        if self.calibrating:
+        if self.mode == "calibrate":
             m = x.mean(axes)
             v = (x - m.reshape(shape)).square().mean(axes)
             self.stats.append((m.detach(), v.detach()))
+        elif self.mode == "init":
+            m, v = x.new_zeros(x.shape[channel_axis]), x.new_ones(x.shape[channel_axis])
         else:
             m, v = self.stats[self.i]
             self.i += 1
@@ -162,29 +171,49 @@ class _BNState:
 
 
 class Model:
-    """A network as three plain functions of an explicit parameter dict (no autograd graph kept)."""
+    """A network as plain functions of an explicit parameter dict (no autograd graph kept).
+
+    ``forward(params, x, bn, taps)`` appends to the list ``taps`` (when given) the outputs whose signs
+    are NASWOT's codes (:meth:`calibrate` collects them from the calibration pass);
+    :meth:`segment` gives the map of sigma2's Jacobian; :attr:`kernels` names the parameters that the
+    parameter-wise proxies sum over (dense and convolution kernels).
+    """
+
+    kernels: tuple[str, ...] = ()
 
     def init(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, params: dict, x: torch.Tensor, bn: _BNState) -> torch.Tensor:
+    def forward(self, params: dict, x: torch.Tensor, bn: BNState, taps: list | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def to_torch_input(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.array(x, copy=True))
 
-    def per_sample(self, params: dict, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Calibrates batch norm on ``x`` and returns the frozen, per-sample function."""
-        bn = _BNState()
+    def calibrate(self, params: dict, x: torch.Tensor, taps: list | None = None) -> BNState:
+        """Batch-norm statistics of ``x`` (training mode), recorded for the frozen network."""
+        bn = BNState()
         bn.start(True)
         with torch.no_grad():
-            self.forward(params, x, bn)
+            self.forward(params, x, bn, taps)
+        return bn
+
+    def frozen(self, params: dict, bn: BNState) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The per-sample function with the statistics of ``bn`` frozen."""
 
         def fn(z):
             bn.start(False)
             return self.forward(params, z, bn)
 
         return fn
+
+    def per_sample(self, params: dict, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Calibrates batch norm on ``x`` and returns the frozen, per-sample function."""
+        return self.frozen(params, self.calibrate(params, x))
+
+    def segment(self, params: dict, bn: BNState, x: torch.Tensor):
+        """``(h, fn)``: sigma2's points (from the samples ``x``) and per-sample map, batch norm frozen."""
+        return x, self.frozen(params, bn)
 
 
 def score(model: Model, x: np.ndarray, *, seeds: int, tangents: int, seed: int = 0) -> dict:
@@ -254,6 +283,15 @@ def _unit_weights(shape: tuple[int, int], dist: str, g: torch.Generator) -> torc
     raise NotImplementedError(f"init distribution {dist!r}")
 
 
+def _bn_count(layer) -> int:
+    """Batch norms that one top-level layer applies (inside residual branches too)."""
+    if isinstance(layer, BatchNorm):
+        return 1
+    if isinstance(layer, Residual):
+        return sum(_bn_count(sub) for sub in (*expand(layer.shortcut), *expand(layer.branch)))
+    return 0
+
+
 class MLP(Model):
     """A zsad architecture file of dense / activation / norm / residual layers.
 
@@ -267,9 +305,12 @@ class MLP(Model):
         self.arch = arch
         self.in_dim = int(np.prod(arch.input.shape))
         self.shapes: dict[str, tuple[int, ...]] = {}
-        self.layers: list = []
         shape = tuple(arch.input.shape)
         self._plan(arch.layers, "", shape)
+        self.kernels = tuple(name for name in self.shapes if name.endswith(".kernel"))
+        self.top = named_layers(tuple(expand(arch.layers)))  # the top-level layers, blocks unrolled
+        # batch norms before each top-level layer (where a segment's frozen statistics start)
+        self.bn_before = np.cumsum([0] + [_bn_count(layer) for _, layer in self.top]).tolist()
 
     def _plan(self, layers, prefix: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         for name, layer in named_layers(tuple(expand(layers)), prefix):
@@ -319,11 +360,34 @@ class MLP(Model):
                 params[name] = torch.ones(shape) if leaf == "scale" else torch.zeros(shape)
         return params
 
-    def forward(self, params: dict, x: torch.Tensor, bn: _BNState) -> torch.Tensor:
-        return self._run(self.arch.layers, "", params, x, bn)
+    def forward(self, params: dict, x: torch.Tensor, bn: BNState, taps: list | None = None, start: int = 0,
+                stop: int | None = None) -> torch.Tensor:
+        """Top-level layers ``start .. stop-1``; ``taps``: the pre-activations of the top-level activation
+        layers (the previous layer's output; the input before a first activation), as zsad's NASWOT codes."""
+        top = self.top[start:stop]
+        for i, (name, layer) in enumerate(top, start=start):
+            if taps is not None and isinstance(layer, Activation):
+                taps.append(x)
+            x = self._run((layer,), "", params, x, bn, offset=i)
+        return x
 
-    def _run(self, layers, prefix, params, x, bn):
-        for name, layer in named_layers(tuple(expand(layers)), prefix):
+    def segment(self, params: dict, bn: BNState, x: torch.Tensor):
+        """zsad score's default segment (``zsad.score.resolve_between``): the hidden, square-ish part."""
+        from zsad.score import resolve_between
+
+        start, stop, _ = resolve_between(self.arch, [name for name, _ in self.top], None)
+
+        def part(z, a, b):
+            bn.start(False, at=self.bn_before[a])
+            return self.forward(params, z, bn, start=a, stop=b)
+
+        with torch.no_grad():
+            h = x if start == 0 else part(x, 0, start)
+        return h, lambda z: part(z, start, stop)
+
+    def _run(self, layers, prefix, params, x, bn, offset: int = 0):
+        for i, layer in enumerate(expand(layers), start=offset):
+            name = f"{prefix}{i}.{layer_label(layer)}"
             if isinstance(layer, Dense):
                 x = x @ params[f"{name}.kernel"]
                 if layer.use_bias:
@@ -373,6 +437,7 @@ class NB201(Model):
         assert len(self.ops) == 6 and all(o in NB201_OPS for o in self.ops), ops
         self.live = live_edges(self.ops)
         self.weight_std, self.bias_std = weight_std, bias_std
+        self.kernels = tuple(name for name in self.kernel_shapes() if name != "head_bias")
 
     def to_torch_input(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))  # NHWC -> NCHW
@@ -394,6 +459,11 @@ class NB201(Model):
         out["head_kernel"] = (NB201_CHANNELS[-1], 10)
         out["head_bias"] = (10,)
         return out
+
+    def stacked_groups(self) -> dict[str, str]:
+        """Each cell kernel's stacked array in zsad's parameters: the five cells of a stage share one per edge."""
+        return {name: name.split("/")[0] + "/" + name.split("/")[2] for name in self.kernels
+                if name.startswith("stage")}
 
     def init(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         params = {}
@@ -450,18 +520,36 @@ class NB201(Model):
                 nodes[tgt] = out if nodes[tgt] is None else nodes[tgt] + out
         return torch.zeros_like(x) if nodes[3] is None else nodes[3]
 
-    def forward(self, params: dict, x: torch.Tensor, bn: _BNState) -> torch.Tensor:
+    def forward(self, params: dict, x: torch.Tensor, bn: BNState, taps: list | None = None,
+                features: bool = False) -> torch.Tensor:
+        """The logits; ``features``: the last cell's output instead (before the head). ``taps``: the outputs
+        of the stem, every cell and reduction block (zsad's NASWOT code layers: every output but the head)."""
+        tap = taps.append if taps is not None else (lambda _: None)
         y = bn(F.conv2d(x, params["stem"], padding=1), 1, NB201_EPS)
+        tap(y)
         for s in range(len(NB201_CHANNELS)):
             if s > 0:
                 a = self._relu_conv_bn(y, params[f"reduction{s}/conv_a"], 2, bn)
                 b = self._relu_conv_bn(a, params[f"reduction{s}/conv_b"], 1, bn)
                 y = F.conv2d(F.avg_pool2d(y, 2, 2), params[f"reduction{s}/shortcut"]) + b
+                tap(y)
             for cell in range(NB201_CELLS):
                 y = self._cell(params, f"stage{s + 1}/cell{cell}", y, bn)
+                tap(y)
+        if features:
+            return y
         y = torch.relu(bn(y, 1, NB201_EPS))
         y = y.mean((2, 3))
         return y @ params["head_kernel"] + params["head_bias"]
+
+    def segment(self, params: dict, bn: BNState, x: torch.Tensor):
+        """Input to the last cell's output (``zsad.spaces.nasbench201.FEATURES``), as zsad rank's sigma2."""
+
+        def fn(z):
+            bn.start(False)
+            return self.forward(params, z, bn, features=True)
+
+        return x, fn
 
 
 class TorchModule(Model):
@@ -469,7 +557,7 @@ class TorchModule(Model):
 
     ``init``: the module's own initialization, ``factory()`` after ``torch.manual_seed`` of a seed drawn from
     the generator (in a forked RNG state). Its parameters and buffers are the parameter dict. Batch norm in
-    training mode (or without running statistics) is calibrated on the batch and frozen (:class:`_BNState`:
+    training mode (or without running statistics) is calibrated on the batch and frozen (:class:`BNState`:
     batch mean and biased variance, in call order); its running buffers are neither read nor updated. A
     batch norm in eval mode runs as PyTorch runs it.
     """
@@ -487,7 +575,9 @@ class TorchModule(Model):
             module = self.factory()
         return {**dict(module.named_parameters()), **dict(module.named_buffers())}
 
-    def forward(self, params: dict, x: torch.Tensor, bn: _BNState) -> torch.Tensor:
+    def forward(self, params: dict, x: torch.Tensor, bn: BNState, taps: list | None = None) -> torch.Tensor:
+        if taps is not None:
+            raise NotImplementedError("NASWOT's codes of a PyTorch module (zsad needs an architecture file's layers)")
         for m in self.bns:
             m.forward = lambda z, m=m: bn(z, 1, m.eps, m.weight, m.bias)
         try:
@@ -541,6 +631,88 @@ def check_same_weights(items, x_for, tangents: int) -> list[dict]:
             r = nlc(fn, xt, tt)
         rows.append({"arch": item.id, "zsad": z, "torch": r["nlc"], "rel_diff": abs(r["nlc"] - z) / abs(z)})
     return rows
+
+
+#: Relative difference (absolute for values below 1 in size) within which the deterministic metrics of
+#: the same weights count as equal: float32 rounding, amplified by depth (NAS-Bench-201's NLC differs by
+#: about 1e-4 between XLA's and PyTorch's convolutions).
+SAME_WEIGHTS_TOL = 1e-3
+#: |z| within which sigma2 (independent Rademacher probes, same weights) counts as equal.
+SIGMA2_Z = 3.0
+
+
+def check_metrics_same_weights(space, x_for, *, seeds: int, batch: int, tangents: int) -> list[dict]:
+    """``zsad rank``'s default metrics against this reference's with zsad's weights, batch, labels and NLC
+    tangents, seed by seed. One row per architecture and metric: the deterministic metrics' difference,
+    sigma2's z-score (probes drawn independently: the standard error of the difference is sqrt(2) times
+    the reference's, the two estimates having the same variance)."""
+    import jax.numpy as jnp
+
+    from torch_metrics import MEASURED, gradient_proxies, measure
+    from zsad.measure import seed_inputs
+    from zsad.rank import RankOptions, rank_space
+    from zsad.score import seed_keys
+
+    opts = RankOptions(seeds=seeds, batch=batch, tangents=tangents)
+    zs = {r["arch"]: r for r in rank_space(space, opts).rows}
+    rows = []
+    for item in space:
+        x = x_for(item)
+        per_seed = seed_inputs(seed_keys(opts.seed, seeds), jnp.asarray(x), tangents)
+        net = _zsad_network(item)
+        model = model_for(item)
+        xt = model.to_torch_input(x)
+        values: dict[str, list] = {m: [] for m in MEASURED}
+        se: list[float] = []
+        stacked: list[float] = []
+        for s in range(seeds):
+            params = model.from_zsad(net.init(per_seed["init"][s], net.scalars))
+            if s == 0:
+                with torch.no_grad():
+                    classes = model.forward(params, xt[:2], model.calibrate(params, xt[:2])).reshape(2, -1).shape[1]
+                labels = np.random.default_rng(opts.data_seed + 1).integers(0, classes, batch)
+            tt = torch.stack([model.to_torch_input(t) for t in np.asarray(per_seed["tangents"][s])])
+            res = measure(model, params, xt, torch.from_numpy(labels.astype(np.int64)), MEASURED, tangents=tt,
+                          probe_generator=torch.Generator().manual_seed(s), input_shape=tuple(x.shape[1:]))
+            for name, value in res.items():
+                if name == "sigma2":
+                    values[name].append((value["value"], True))
+                    se.append(value["stderr"])
+                else:
+                    values[name].append(value)
+            if isinstance(model, NB201):  # grad_norm with one norm per stacked array, as zsad's parameters hold them
+                stacked.append(gradient_proxies(model, params, model.calibrate(params, xt), xt,
+                                                torch.from_numpy(labels.astype(np.int64)), ("grad_norm",),
+                                                model.stacked_groups())["grad_norm"][0])
+        for name, per in values.items():
+            z = zs[item.id].get(name)
+            ok = [v for v, valid in per if valid]
+            t = float(np.mean(ok)) if per and len(ok) == len(per) else None
+            row = {"arch": item.id, "metric": name, "zsad": z, "torch": t}
+            if z is None or t is None:
+                row["agree"] = z is None and t is None
+            elif name == "sigma2":
+                row["stderr"] = math.sqrt(sum(v * v for v in se)) / len(se)
+                row["z"] = (t - z) / (math.sqrt(2) * row["stderr"])
+                row["agree"] = abs(row["z"]) <= SIGMA2_Z
+            else:
+                row["diff"] = abs(t - z) / max(1.0, abs(z))
+                row["agree"] = row["diff"] <= SAME_WEIGHTS_TOL
+                if name == "grad_norm" and stacked:
+                    row["torch_stacked"] = float(np.mean(stacked))
+                    row["diff_stacked"] = abs(row["torch_stacked"] - z) / max(1.0, abs(z))
+            rows.append(row)
+    return rows
+
+
+def _zsad_network(item):
+    if isinstance(item.arch, tuple):
+        from zsad.spaces import nasbench201 as nb
+
+        return nb.build_network(item.arch)
+    from zsad import build
+
+    return build(item.arch)
 
 
 def check_seed_spread(space, x_for, *, seeds: int, batch: int, tangents: int) -> list[dict]:
