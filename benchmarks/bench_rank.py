@@ -30,7 +30,9 @@ each it reports
   same ``ZSAD_CACHE_DIR``, a user's second run: its cold call reads the
   compiled programs from disk. The reference (eager PyTorch, ``benchmarks/torch_reference.py``)
   compiles nothing: after an untimed warm-up call it makes one timed pass, which
-  is both its cold and its warm figure;
+  is both its cold and its warm figure. Its OpenMP threads wait passively
+  (``OMP_WAIT_POLICY=PASSIVE`` unless set): on a loaded machine, spinning threads
+  made it up to 6 times slower;
 * compile: the seconds JAX spends tracing, lowering and compiling, summed from
   ``jax.monitoring`` duration events (``/jax/core/compile/*``) over every thread
   (zsad rank compiles the structures side by side, so this sum can exceed the
@@ -294,8 +296,8 @@ def worker_torch(args) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from torch_metrics import ALL, score_metrics
-    from torch_reference import check_metrics_same_weights, model_for
+    from torch_metrics import ALL, check_metrics_same_weights, score_metrics
+    from torch_reference import model_for
 
     from zsad.spaces import nasbench201 as nb
     from zsad.data import load_inputs
@@ -403,6 +405,8 @@ def _spawn(kind: str, space: str, args, cache_dir: str, metrics: str | None = No
     argv = [sys.executable, __file__, "--worker", kind, "--space", space, "--worker-out", path,
             *args.passthrough, *([f"--metrics={metrics}"] if metrics else [])]
     env = {**os.environ, "ZSAD_CACHE_DIR": cache_dir}
+    if kind == "torch":  # OpenMP threads that spin while waiting lose their core on a shared machine
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     t0 = time.perf_counter()
     proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0

@@ -29,6 +29,14 @@ grad_norm, snip and jacob_cov share one forward pass (``torch.autograd.grad`` tw
 ``zsad.spaces.nasbench201.param_count``, which counts dead-end operations as the benchmark does),
 FLOPs with ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and convolutions only, so
 not XLA's count; NAS-Bench-201: the benchmark's table, ``zsad.spaces.nasbench201.flops``).
+
+:func:`check_metrics_same_weights` compares every metric with ``zsad rank``'s on zsad's own weights,
+batch, labels and NLC tangents. Run it (a few minutes on two cores)::
+
+    .venv/bin/python benchmarks/torch_metrics.py [--seeds 2] [--batch 64] [--tangents 2] [--nb201 2]
+
+``benchmarks/bench_rank.py`` times this reference against ``zsad rank`` and runs the same check on the
+architectures it times.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from torch_reference import NB201, BNState, Model, centred_tangents, derangements, nlc
+from torch_reference import NB201, BNState, Model, centred_tangents, derangements, model_for, nlc, zsad_network
 
 #: Samples and probes per sample of sigma2 (zsad.measure.SIGMA2_SAMPLES / SIGMA2_PROBES).
 SIGMA2_SAMPLES = 8
@@ -252,3 +260,125 @@ def score_metrics(model: Model, x: np.ndarray, labels: np.ndarray, metrics: Sequ
         out["sigma2_stderr"] = float(math.sqrt(sum(v * v for v in se)) / len(se))
     out.update(host_counts(model, metrics, input_shape))
     return out
+
+
+# --------------------------------------------------------------------------- the check against zsad rank
+
+#: Relative difference (absolute for values below 1 in size) within which the deterministic metrics of
+#: the same weights count as equal: float32 rounding, amplified by depth (NAS-Bench-201's NLC differs by
+#: about 1e-4 between XLA's and PyTorch's convolutions).
+SAME_WEIGHTS_TOL = 1e-3
+#: |z| within which sigma2 (independent Rademacher probes, same weights) counts as equal.
+SIGMA2_Z = 3.0
+
+
+def check_metrics_same_weights(space, x_for, *, seeds: int, batch: int, tangents: int) -> list[dict]:
+    """``zsad rank``'s default metrics against this reference's with zsad's weights, batch, labels and NLC
+    tangents, seed by seed. One row per architecture and metric: the deterministic metrics' difference,
+    sigma2's z-score (probes drawn independently: the standard error of the difference is sqrt(2) times
+    the reference's, the two estimates having the same variance)."""
+    import jax.numpy as jnp
+
+    from zsad.measure import seed_inputs
+    from zsad.rank import RankOptions, rank_space
+    from zsad.score import seed_keys
+
+    opts = RankOptions(seeds=seeds, batch=batch, tangents=tangents)
+    zs = {r["arch"]: r for r in rank_space(space, opts).rows}
+    rows = []
+    for item in space:
+        x = x_for(item)
+        per_seed = seed_inputs(seed_keys(opts.seed, seeds), jnp.asarray(x), tangents)
+        net = zsad_network(item)
+        model = model_for(item)
+        xt = model.to_torch_input(x)
+        values: dict[str, list] = {m: [] for m in MEASURED}
+        se: list[float] = []
+        stacked: list[float] = []
+        for s in range(seeds):
+            params = model.from_zsad(net.init(per_seed["init"][s], net.scalars))
+            if s == 0:
+                with torch.no_grad():
+                    classes = model.forward(params, xt[:2], model.calibrate(params, xt[:2])).reshape(2, -1).shape[1]
+                labels = np.random.default_rng(opts.data_seed + 1).integers(0, classes, batch)
+            tt = torch.stack([model.to_torch_input(t) for t in np.asarray(per_seed["tangents"][s])])
+            res = measure(model, params, xt, torch.from_numpy(labels.astype(np.int64)), MEASURED, tangents=tt,
+                          probe_generator=torch.Generator().manual_seed(s), input_shape=tuple(x.shape[1:]))
+            for name, value in res.items():
+                if name == "sigma2":
+                    values[name].append((value["value"], True))
+                    se.append(value["stderr"])
+                else:
+                    values[name].append(value)
+            if isinstance(model, NB201):  # grad_norm with one norm per stacked array, as zsad's parameters hold them
+                stacked.append(gradient_proxies(model, params, model.calibrate(params, xt), xt,
+                                                torch.from_numpy(labels.astype(np.int64)), ("grad_norm",),
+                                                model.stacked_groups())["grad_norm"][0])
+        for name, per in values.items():
+            z = zs[item.id].get(name)
+            ok = [v for v, valid in per if valid]
+            t = float(np.mean(ok)) if per and len(ok) == len(per) else None
+            row = {"arch": item.id, "metric": name, "zsad": z, "torch": t}
+            if z is None or t is None:
+                row["agree"] = z is None and t is None
+            elif name == "sigma2":
+                row["stderr"] = math.sqrt(sum(v * v for v in se)) / len(se)
+                row["z"] = (t - z) / (math.sqrt(2) * row["stderr"])
+                row["agree"] = abs(row["z"]) <= SIGMA2_Z
+            else:
+                row["diff"] = abs(t - z) / max(1.0, abs(z))
+                row["agree"] = row["diff"] <= SAME_WEIGHTS_TOL
+                if name == "grad_norm" and stacked:
+                    row["torch_stacked"] = float(np.mean(stacked))
+                    row["diff_stacked"] = abs(row["torch_stacked"] - z) / max(1.0, abs(z))
+            rows.append(row)
+    return rows
+
+
+def main() -> None:
+    import argparse
+    import json
+    import time
+    from pathlib import Path
+
+    from torch_reference import CHECK_MLPS, CHECK_NB201
+
+    from zsad.data import load_inputs
+    from zsad.space import parse_space
+
+    parser = argparse.ArgumentParser(description="zsad rank's default metrics against the PyTorch reference, "
+                                                 "same weights")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--tangents", type=int, default=2)
+    parser.add_argument("--nb201", type=int, default=2, help="NAS-Bench-201 architectures to check")
+    parser.add_argument("--json", type=Path,
+                        default=Path(__file__).resolve().parent / "results" / "torch_metrics_check.json")
+    args = parser.parse_args()
+    spaces = [parse_space({"archs": CHECK_MLPS})]
+    if args.nb201:
+        spaces.append(parse_space({"space": "nas-bench-201", "archs": CHECK_NB201[:args.nb201]}))
+
+    def x_for(item):
+        inp = spaces[-1].input if isinstance(item.arch, tuple) else item.arch.input
+        return load_inputs(inp, args.batch, seed=0)
+
+    t0 = time.perf_counter()
+    rows = [r for space in spaces for r in check_metrics_same_weights(space, x_for, seeds=args.seeds,
+                                                                      batch=args.batch, tangents=args.tangents)]
+    print("| architecture | metric | zsad | torch | relative difference or z | agree |\n|---|---|---|---|---|---|")
+    for r in rows:
+        gap = f"z = {r['z']:+.2f}" if "z" in r else (f"{r['diff']:.1e}" if "diff" in r else "—")
+        if "torch_stacked" in r:
+            gap += f" (one norm per stacked array, as zsad: {r['torch_stacked']:.6g}, {r['diff_stacked']:.1e})"
+        print(f"| `{r['arch']}` | {r['metric']} | {r['zsad']} | {r['torch']} | {gap} | {r['agree']} |")
+    elapsed = time.perf_counter() - t0
+    print(f"\n{sum(r['agree'] for r in rows)} of {len(rows)} agree; {elapsed:.0f} s")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"options": vars(args) | {"json": str(args.json)}, "same_weights": rows,
+                                     "tolerance": {"relative": SAME_WEIGHTS_TOL, "sigma2_z": SIGMA2_Z},
+                                     "seconds": elapsed}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

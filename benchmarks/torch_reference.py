@@ -45,6 +45,9 @@ Networks:
   Kernels N(0, weight_std²/fan_in) with weight_std = sqrt(2), dense bias
   N(0, bias_std²) with bias_std = 0, BN scale 1 and shift 0. Layout NCHW.
 
+The rest of ``zsad rank``'s default metrics (sigma2, NASWOT, synflow, grad_norm, snip, jacob_cov) are
+in ``benchmarks/torch_metrics.py``, on the models defined here.
+
 Random numbers come from ``torch.Generator`` (initialization and permutations
 from separate streams, so the weights of a seed do not depend on the batch
 size or the number of tangents); the inputs are zsad's (``zsad.data``), so the
@@ -601,14 +604,7 @@ def _zsad_same_weights(item, x: np.ndarray, tangents: int, key_seed: int):
 
     from zsad.nlc import derangement_tangents, nlc_profile
 
-    if isinstance(item.arch, tuple):
-        from zsad.spaces import nasbench201 as nb
-
-        net = nb.build_network(item.arch)
-    else:
-        from zsad import build
-
-        net = build(item.arch)
+    net = zsad_network(item)
     k_init, k_tan = jax.random.split(jax.random.key(key_seed))
     xj = jnp.asarray(x)
     v = net.calibrate(net.init(k_init, net.scalars), net.scalars, xj)
@@ -633,79 +629,8 @@ def check_same_weights(items, x_for, tangents: int) -> list[dict]:
     return rows
 
 
-#: Relative difference (absolute for values below 1 in size) within which the deterministic metrics of
-#: the same weights count as equal: float32 rounding, amplified by depth (NAS-Bench-201's NLC differs by
-#: about 1e-4 between XLA's and PyTorch's convolutions).
-SAME_WEIGHTS_TOL = 1e-3
-#: |z| within which sigma2 (independent Rademacher probes, same weights) counts as equal.
-SIGMA2_Z = 3.0
-
-
-def check_metrics_same_weights(space, x_for, *, seeds: int, batch: int, tangents: int) -> list[dict]:
-    """``zsad rank``'s default metrics against this reference's with zsad's weights, batch, labels and NLC
-    tangents, seed by seed. One row per architecture and metric: the deterministic metrics' difference,
-    sigma2's z-score (probes drawn independently: the standard error of the difference is sqrt(2) times
-    the reference's, the two estimates having the same variance)."""
-    import jax.numpy as jnp
-
-    from torch_metrics import MEASURED, gradient_proxies, measure
-    from zsad.measure import seed_inputs
-    from zsad.rank import RankOptions, rank_space
-    from zsad.score import seed_keys
-
-    opts = RankOptions(seeds=seeds, batch=batch, tangents=tangents)
-    zs = {r["arch"]: r for r in rank_space(space, opts).rows}
-    rows = []
-    for item in space:
-        x = x_for(item)
-        per_seed = seed_inputs(seed_keys(opts.seed, seeds), jnp.asarray(x), tangents)
-        net = _zsad_network(item)
-        model = model_for(item)
-        xt = model.to_torch_input(x)
-        values: dict[str, list] = {m: [] for m in MEASURED}
-        se: list[float] = []
-        stacked: list[float] = []
-        for s in range(seeds):
-            params = model.from_zsad(net.init(per_seed["init"][s], net.scalars))
-            if s == 0:
-                with torch.no_grad():
-                    classes = model.forward(params, xt[:2], model.calibrate(params, xt[:2])).reshape(2, -1).shape[1]
-                labels = np.random.default_rng(opts.data_seed + 1).integers(0, classes, batch)
-            tt = torch.stack([model.to_torch_input(t) for t in np.asarray(per_seed["tangents"][s])])
-            res = measure(model, params, xt, torch.from_numpy(labels.astype(np.int64)), MEASURED, tangents=tt,
-                          probe_generator=torch.Generator().manual_seed(s), input_shape=tuple(x.shape[1:]))
-            for name, value in res.items():
-                if name == "sigma2":
-                    values[name].append((value["value"], True))
-                    se.append(value["stderr"])
-                else:
-                    values[name].append(value)
-            if isinstance(model, NB201):  # grad_norm with one norm per stacked array, as zsad's parameters hold them
-                stacked.append(gradient_proxies(model, params, model.calibrate(params, xt), xt,
-                                                torch.from_numpy(labels.astype(np.int64)), ("grad_norm",),
-                                                model.stacked_groups())["grad_norm"][0])
-        for name, per in values.items():
-            z = zs[item.id].get(name)
-            ok = [v for v, valid in per if valid]
-            t = float(np.mean(ok)) if per and len(ok) == len(per) else None
-            row = {"arch": item.id, "metric": name, "zsad": z, "torch": t}
-            if z is None or t is None:
-                row["agree"] = z is None and t is None
-            elif name == "sigma2":
-                row["stderr"] = math.sqrt(sum(v * v for v in se)) / len(se)
-                row["z"] = (t - z) / (math.sqrt(2) * row["stderr"])
-                row["agree"] = abs(row["z"]) <= SIGMA2_Z
-            else:
-                row["diff"] = abs(t - z) / max(1.0, abs(z))
-                row["agree"] = row["diff"] <= SAME_WEIGHTS_TOL
-                if name == "grad_norm" and stacked:
-                    row["torch_stacked"] = float(np.mean(stacked))
-                    row["diff_stacked"] = abs(row["torch_stacked"] - z) / max(1.0, abs(z))
-            rows.append(row)
-    return rows
-
-
-def _zsad_network(item):
+def zsad_network(item):
+    """zsad's network of a space item: ``zsad.build`` or ``zsad.spaces.nasbench201.build_network``."""
     if isinstance(item.arch, tuple):
         from zsad.spaces import nasbench201 as nb
 
