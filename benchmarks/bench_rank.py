@@ -343,7 +343,7 @@ def worker_torch(args) -> dict:
            "compile_s": 0.0, "warm_compile_s": 0.0, "row_times": stamps, "metrics_computed": list(metrics),
            "nlc": {item.id: values.get(item.id, {}).get("nlc") for item in items}, "values": values,
            "rss_imports_mib": rss_imports, "rss_peak_mib": maxrss_mib(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__}
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "torch": torch.__version__}
     if args.check_archs and set(metrics) - {"nlc", "params", "flops"}:
         first = [item for item in items if item.id in todo][:args.check_archs]
         sub = dataclasses.replace(space, items=lambda: iter(first), size=len(first))

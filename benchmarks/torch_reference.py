@@ -368,7 +368,7 @@ class MLP(Model):
         """Top-level layers ``start .. stop-1``; ``taps``: the pre-activations of the top-level activation
         layers (the previous layer's output; the input before a first activation), as zsad's NASWOT codes."""
         top = self.top[start:stop]
-        for i, (name, layer) in enumerate(top, start=start):
+        for i, (_, layer) in enumerate(top, start=start):
             if taps is not None and isinstance(layer, Activation):
                 taps.append(x)
             x = self._run((layer,), "", params, x, bn, offset=i)
@@ -562,7 +562,7 @@ class TorchModule(Model):
     the generator (in a forked RNG state). Its parameters and buffers are the parameter dict. Batch norm in
     training mode (or without running statistics) is calibrated on the batch and frozen (:class:`BNState`:
     batch mean and biased variance, in call order); its running buffers are neither read nor updated. A
-    batch norm in eval mode runs as PyTorch runs it.
+    batch norm in eval mode runs as PyTorch runs it. The NLC only (no code layers, segment or kernels).
     """
 
     def __init__(self, factory: Callable[[], torch.nn.Module]):
