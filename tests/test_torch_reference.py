@@ -63,9 +63,9 @@ def test_proxies_equal_zsad_with_the_same_weights(same):
     expect = zsad_proxies(v0, jnp.asarray(x), jnp.asarray(labels))
     got = tm.measure(model, model.from_zsad(v0), torch.from_numpy(x), torch.from_numpy(labels), tuple(expect),
                      tangents=None, input_shape=(6,))
-    for name, value in expect.items():
+    for name, value in expect.items():  # jacob_cov's small eigenvalues amplify float32 rounding to ~1e-5
         assert got[name][1], name
-        assert got[name][0] == pytest.approx(float(value), rel=1e-5, abs=1e-5), name
+        assert got[name][0] == pytest.approx(float(value), rel=1e-4), name
 
 
 def test_sigma2_within_its_stderr_of_the_exact_value(same):
@@ -76,8 +76,8 @@ def test_sigma2_within_its_stderr_of_the_exact_value(same):
     est = tm.sigma2(model, params, bn, xt, torch.Generator().manual_seed(0))
     h, fn = model.segment(params, bn, xt)  # layers 1..4 (batch norm to tanh): 32 -> 32
     assert h.shape == (5, 32)
-    jac = torch.func.vmap(torch.func.jacrev(lambda u: fn(u[None])[0]))(h)
-    exact = float(jac.square().sum((1, 2)).mean() / 32)
+    jac = [torch.autograd.functional.jacobian(lambda u: fn(u[None])[0], hi) for hi in h]
+    exact = float(sum(j.square().sum() for j in jac) / len(jac) / 32)
     assert est["stderr"] > 0
     assert abs(est["value"] - exact) <= 4 * est["stderr"]
     assert math.isfinite(exact) and exact > 0
