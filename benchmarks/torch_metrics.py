@@ -375,7 +375,9 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     print(f"\n{sum(r['agree'] for r in rows)} of {len(rows)} agree; {elapsed:.0f} s")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"options": vars(args) | {"json": str(args.json)}, "same_weights": rows,
+    root = Path(__file__).resolve().parents[1]
+    where = args.json.resolve().relative_to(root) if args.json.resolve().is_relative_to(root) else args.json
+    args.json.write_text(json.dumps({"options": vars(args) | {"json": str(where)}, "same_weights": rows,
                                      "tolerance": {"relative": SAME_WEIGHTS_TOL, "sigma2_z": SIGMA2_Z},
                                      "seconds": elapsed}, indent=2) + "\n")
 
