@@ -3,7 +3,8 @@
 Run (a few minutes on an idle two-core machine with the defaults):
 
     .venv/bin/python benchmarks/bench_rank.py [--nb201 4] [--mlp 200] \
-        [--seeds 2] [--batch 64] [--tangents 2] [--metrics nlc,params] [--no-torch] [--out FILE.json]
+        [--seeds 2] [--batch 64] [--tangents 2] [--metrics nlc,params] [--also-metrics all] \
+        [--check-archs 2] [--spaces nb201,mlp] [--no-torch] [--out FILE.json]
 
 Two search spaces:
 
@@ -29,7 +30,9 @@ each it reports
   same ``ZSAD_CACHE_DIR``, a user's second run: its cold call reads the
   compiled programs from disk. The reference (eager PyTorch, ``benchmarks/torch_reference.py``)
   compiles nothing: after an untimed warm-up call it makes one timed pass, which
-  is both its cold and its warm figure;
+  is both its cold and its warm figure. Its OpenMP threads wait passively
+  (``OMP_WAIT_POLICY=PASSIVE`` unless set): on a loaded machine, spinning threads
+  made it up to 6 times slower;
 * compile: the seconds JAX spends tracing, lowering and compiling, summed from
   ``jax.monitoring`` duration events (``/jax/core/compile/*``) over every thread
   (zsad rank compiles the structures side by side, so this sum can exceed the
@@ -59,7 +62,12 @@ each it reports
 
 ``--also-metrics`` (default ``all``, the metrics ``zsad rank`` computes by default) runs zsad again
 on the same architectures with each further metric set, cold and rerun, in the same run, and prints
-its warm time per architecture relative to ``--metrics``. The reference computes the NLC only.
+its warm time per architecture relative to ``--metrics``. The reference computes the same metric
+sets, each in a process of its own (``benchmarks/torch_metrics.py``), and the report gives the ratio
+zsad/torch for each set. After its timed pass of a set with more than the NLC, the reference checks
+the first ``--check-archs`` architectures against ``zsad rank`` with zsad's weights, batch, labels and
+tangents (``torch_reference.check_metrics_same_weights``; untimed): the deterministic metrics to
+float32 rounding, sigma2 within its standard error; the rows go into the JSON (``same_weights``).
 
 Prints a markdown table and writes JSON to ``--out`` (default
 ``benchmarks/results/bench_rank.json``). The machine's load average before and
@@ -167,6 +175,7 @@ def worker_zsad(args) -> dict:
 
     from zsad.cache import enable_compilation_cache
     from zsad.rank import RankOptions, rank_space
+    from zsad.ranking import parse_metrics
 
     enable_compilation_cache()  # as `zsad rank` does: $ZSAD_CACHE_DIR
 
@@ -179,7 +188,7 @@ def worker_zsad(args) -> dict:
     jax.monitoring.register_event_duration_secs_listener(listener)
     space = _space(args)
     opts = RankOptions(seeds=args.seeds, batch=args.batch, tangents=args.tangents,
-                       metrics=tuple(args.metrics.split(",")))
+                       metrics=parse_metrics(args.metrics))
     rss_imports = maxrss_mib()
 
     def timed(sp):
@@ -278,16 +287,24 @@ def estimator_flops(args, space) -> dict:
 
 
 def worker_torch(args) -> dict:
+    """The eager PyTorch reference on the space, computing the metric set ``--metrics`` of the zsad run it is
+    compared with (``benchmarks/torch_metrics.py``); then, untimed, the same-weights check of the first
+    ``--check-archs`` architectures against ``zsad rank`` when the set holds more than the NLC."""
+    import dataclasses
+
+    import numpy as np
     import torch
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from torch_reference import model_for, score
+    from torch_metrics import ALL, check_metrics_same_weights, score_metrics
+    from torch_reference import model_for
 
     from zsad.spaces import nasbench201 as nb
     from zsad.data import load_inputs
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    metrics = ALL if args.metrics == "all" else tuple(m for m in ALL if m in args.metrics.split(","))
     space = _space(args)
     rss_imports = maxrss_mib()
     inputs: dict = {}
@@ -298,24 +315,43 @@ def worker_torch(args) -> dict:
             inputs[inp] = load_inputs(inp, args.batch, seed=0)
         return inputs[inp]
 
-    first = next((item for item in space if not (isinstance(item.arch, tuple) and nb.is_degenerate(item.arch))), None)
-    if first is not None:  # eager warm-up (allocator, kernels), untimed: the reference compiles nothing
-        score(model_for(first), x_for(first)[:4], seeds=1, tangents=1)
-    nlcs, stamps, computed = {}, [], 0
+    def labels_for(model, x):  # as zsad rank: uniform over the output units, data_seed + 1 (untimed)
+        with torch.no_grad():
+            xt = model.to_torch_input(x[:2])
+            params = model.init(torch.Generator().manual_seed(0))
+            classes = model.forward(params, xt, model.calibrate(params, xt)).reshape(2, -1).shape[1]
+        return np.random.default_rng(1).integers(0, classes, args.batch)
+
+    items = [item for item in space]
+    todo = {item.id: (model_for(item), x_for(item)) for item in items
+            if not (isinstance(item.arch, tuple) and nb.is_degenerate(item.arch))}
+    labels = {key: labels_for(*mx) for key, mx in todo.items()}
+    if todo:  # eager warm-up (allocator, kernels), untimed: the reference compiles nothing
+        key, (model, x) = next(iter(todo.items()))
+        score_metrics(model, x[:4], labels[key][:4], metrics, seeds=1, tangents=1)
+    values, stamps = {}, []
     t0 = time.perf_counter()
-    for item in space:
-        if isinstance(item.arch, tuple) and nb.is_degenerate(item.arch):
-            nlcs[item.id] = None  # as zsad: ranked last, nothing computed
-        else:
-            nlcs[item.id] = score(model_for(item), x_for(item), seeds=args.seeds, tangents=args.tangents)["mean"]
-            computed += 1
+    for item in items:
+        if item.id in todo:  # else as zsad: degenerate, ranked last, nothing computed
+            model, x = todo[item.id]
+            values[item.id] = score_metrics(model, x, labels[item.id], metrics, seeds=args.seeds,
+                                            tangents=args.tangents)
         stamps.append(time.perf_counter() - t0)
     cold_s = time.perf_counter() - t0
-    return {"engine": "torch", "space": args.space, "archs": len(nlcs), "warm_archs": len(nlcs),
-            "computed": computed, "warm_computed": computed, "cold_s": cold_s, "warm_s": cold_s,
-            "compile_s": 0.0, "warm_compile_s": 0.0, "row_times": stamps, "nlc": nlcs,
-            "rss_imports_mib": rss_imports, "rss_peak_mib": maxrss_mib(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+    out = {"engine": "torch", "space": args.space, "archs": len(items), "warm_archs": len(items),
+           "computed": len(todo), "warm_computed": len(todo), "cold_s": cold_s, "warm_s": cold_s,
+           "compile_s": 0.0, "warm_compile_s": 0.0, "row_times": stamps, "metrics_computed": list(metrics),
+           "nlc": {item.id: values.get(item.id, {}).get("nlc") for item in items}, "values": values,
+           "rss_imports_mib": rss_imports, "rss_peak_mib": maxrss_mib(), "threads": torch.get_num_threads(),
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "torch": torch.__version__}
+    if args.check_archs and set(metrics) - {"nlc", "params", "flops"}:
+        first = [item for item in items if item.id in todo][:args.check_archs]
+        sub = dataclasses.replace(space, items=lambda: iter(first), size=len(first))
+        t1 = time.perf_counter()
+        out["same_weights"] = check_metrics_same_weights(sub, x_for, seeds=args.seeds, batch=args.batch,
+                                                         tangents=args.tangents)
+        out["same_weights_s"] = time.perf_counter() - t1
+    return out
 
 
 def worker_peak(args) -> dict:
@@ -369,6 +405,8 @@ def _spawn(kind: str, space: str, args, cache_dir: str, metrics: str | None = No
     argv = [sys.executable, __file__, "--worker", kind, "--space", space, "--worker-out", path,
             *args.passthrough, *([f"--metrics={metrics}"] if metrics else [])]
     env = {**os.environ, "ZSAD_CACHE_DIR": cache_dir}
+    if kind == "torch":  # OpenMP threads that spin while waiting lose their core on a shared machine
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     t0 = time.perf_counter()
     proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
@@ -433,6 +471,9 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--matmul-n", type=int, default=2048)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument("--check-archs", type=int, default=2,
+                        help="architectures per space whose metrics the reference checks against zsad rank's "
+                             "with the same weights (untimed, after its timed pass of the default metrics; 0: none)")
     parser.add_argument("--spaces", default="nb201,mlp")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_rank.json")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -449,7 +490,8 @@ def main() -> None:
 f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
                         f"--seeds={args.seeds}", f"--batch={args.batch}", f"--tangents={args.tangents}",
                         f"--metrics={args.metrics}",
-                        f"--torch-threads={args.torch_threads}", f"--matmul-n={args.matmul_n}"]
+                        f"--torch-threads={args.torch_threads}", f"--matmul-n={args.matmul_n}",
+                        f"--check-archs={args.check_archs}"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     try:
         from ruamel.yaml import YAML
@@ -473,6 +515,11 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
                 cache = tempfile.mkdtemp(dir=root)  # empty: a cold start for zsad
                 print(f"... {engine} on {space}", file=sys.stderr, flush=True)
                 runs.append(_spawn(engine, space, args, cache))
+                if engine == "torch":  # the reference computes each metric set that zsad computes
+                    for metrics in filter(None, args.also_metrics.split(";")):
+                        print(f"... torch --metrics {metrics} on {space}", file=sys.stderr, flush=True)
+                        runs.append({**_spawn(engine, space, args, cache, metrics),
+                                     "engine": f"torch --metrics {metrics}", "metrics": metrics})
                 if engine == "zsad":  # a second process on the same persistent compilation cache
                     print(f"... {engine} on {space}, rerun", file=sys.stderr, flush=True)
                     runs.append({**_spawn(engine, space, args, cache), "engine": "zsad (rerun)"})
@@ -494,7 +541,7 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
 
     opts = f"seeds {args.seeds}, batch {args.batch}, tangents {args.tangents}, metrics {args.metrics}"
     if args.also_metrics:
-        opts += f" (zsad also: {args.also_metrics}; the reference computes the NLC)"
+        opts += f" (also: {args.also_metrics}, by both engines)"
     print(f"## zsad rank vs PyTorch reference ({opts})\n")
     print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; load average "
           f"{load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f} before, "
@@ -540,13 +587,41 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
             rho = spearman([z["nlc"][a] for a in ids], [t["nlc"][a] for a in ids])
             ratio = (z["warm_rate"] / t["warm_rate"]) if z["warm_rate"] and t["warm_rate"] else None
             cold_ratio = z["cold_rate"] / t["cold_rate"] if t["cold_rate"] else None
-            print(f"{space}: zsad/torch speed {_fmt(ratio)}x warm, {_fmt(cold_ratio)}x cold; Spearman of the mean "
-                  f"NLCs (independent random numbers) {_fmt(rho, '.3f')} over {len(ids)} architectures")
+            print(f"{space}: zsad/torch speed {_fmt(ratio)}x warm, {_fmt(cold_ratio)}x cold (--metrics {args.metrics}); "
+                  f"Spearman of the mean NLCs (independent random numbers) {_fmt(rho, '.3f')} over {len(ids)} "
+                  "architectures")
             z["spearman_vs_torch"], z["speedup_vs_torch_warm"], z["speedup_vs_torch_cold"] = rho, ratio, cold_ratio
+        for metrics in filter(None, args.also_metrics.split(";")):
+            z, t = engines.get(f"zsad --metrics {metrics}"), engines.get(f"torch --metrics {metrics}")
+            if z and t:
+                ratio = z["warm_rate"] / t["warm_rate"] if z["warm_rate"] and t["warm_rate"] else None
+                cold_ratio = z["cold_rate"] / t["cold_rate"] if t["cold_rate"] else None
+                rerun = engines.get(f"zsad --metrics {metrics} (rerun)")
+                rerun_ratio = rerun["cold_rate"] / t["cold_rate"] if rerun and t["cold_rate"] else None
+                print(f"{space}: zsad/torch speed {_fmt(ratio)}x warm, {_fmt(cold_ratio)}x cold, {_fmt(rerun_ratio)}x "
+                      f"cold rerun (--metrics {metrics}, both engines)")
+                z["speedup_vs_torch_warm"], z["speedup_vs_torch_cold"] = ratio, cold_ratio
+                if rerun:
+                    rerun["speedup_vs_torch_cold"] = rerun_ratio
+    for r in table:
+        checks = r.get("same_weights")
+        if r.get("engine", "").startswith("torch") and checks:
+            bad = [c for c in checks if not c["agree"]]
+            det = [c["diff"] for c in checks if "diff" in c]
+            zs = [abs(c["z"]) for c in checks if "z" in c]
+            print(f"{r['space']}: same weights, {len({c['arch'] for c in checks})} architectures: "
+                  f"{len(checks) - len(bad)} of {len(checks)} metric values agree (deterministic metrics: largest "
+                  f"relative difference {_fmt(max(det, default=None), '.1e')}; sigma2: largest |z| "
+                  f"{_fmt(max(zs, default=None), '.2f')})")
+            for c in bad:
+                extra = (f"; with one norm per stacked parameter array, as zsad's: {c['torch_stacked']:.6g} "
+                         f"({c['diff_stacked']:.1e})" if "torch_stacked" in c else "")
+                print(f"  differs: {c['arch']} {c['metric']}: zsad {c['zsad']}, torch {_fmt(c['torch'], '.6g')}{extra}")
     for space, engines in by_space.items():
         base = engines.get("zsad")
         for name, r in engines.items():
-            if r.get("metrics") and not name.endswith("(rerun)") and base and base["warm_s"] > 0:
+            if r.get("metrics") and name.startswith("zsad") and not name.endswith("(rerun)") and base \
+                    and base["warm_s"] > 0:
                 ratio = (r["warm_s"] / r["warm_archs"]) / (base["warm_s"] / base["warm_archs"])
                 r["warm_time_vs_first_metrics"] = ratio
                 print(f"{space}: --metrics {r['metrics']} takes {ratio:.2f}x the warm time of --metrics {args.metrics} "

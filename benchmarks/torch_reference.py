@@ -45,6 +45,9 @@ Networks:
   Kernels N(0, weight_std²/fan_in) with weight_std = sqrt(2), dense bias
   N(0, bias_std²) with bias_std = 0, BN scale 1 and shift 0. Layout NCHW.
 
+The rest of ``zsad rank``'s default metrics (sigma2, NASWOT, synflow, grad_norm, snip, jacob_cov) are
+in ``benchmarks/torch_metrics.py``, on the models defined here.
+
 Random numbers come from ``torch.Generator`` (initialization and permutations
 from separate streams, so the weights of a seed do not depend on the batch
 size or the number of tangents); the inputs are zsad's (``zsad.data``), so the
@@ -79,7 +82,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from zsad.arch.spec import (  # noqa: E402  (after the path set-up)
-    Activation, Architecture, BatchNorm, Block, Dense, Flatten, LayerNorm, Residual, expand, named_layers,
+    Activation, Architecture, BatchNorm, Block, Dense, Flatten, LayerNorm, Residual, expand, layer_label,
+    named_layers,
 )
 
 _TRUNC_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2] (zsad.arch.weights)
@@ -130,27 +134,35 @@ def centred_tangents(x: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
     return torch.stack([x[p] - mu for p in perms])
 
 
-class _BNState:
-    """Batch-norm statistics: recorded in call order while calibrating, then replayed frozen."""
+class BNState:
+    """Batch-norm statistics: recorded in call order while calibrating, then replayed frozen.
+
+    Modes (:meth:`start`): ``"calibrate"`` (training mode: batch mean and biased variance, recorded),
+    ``"frozen"`` (the recorded statistics, in call order from ``at``) and ``"init"`` (the statistics of a
+    freshly initialized network, mean 0 and variance 1: eval mode at initialization).
+    """
 
     def __init__(self):
         self.stats: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.calibrating = False
+        self.mode = "frozen"
         self.i = 0
 
-    def start(self, calibrating: bool) -> None:
-        self.calibrating, self.i = calibrating, 0
-        if calibrating:
+    def start(self, calibrating: bool | str, at: int = 0) -> None:
+        self.mode = {True: "calibrate", False: "frozen"}.get(calibrating, calibrating)
+        self.i = at
+        if self.mode == "calibrate":
             self.stats = []
 
     def __call__(self, x: torch.Tensor, channel_axis: int, eps: float, scale=None, bias=None) -> torch.Tensor:
         axes = tuple(a for a in range(x.ndim) if a != channel_axis)
         shape = [1] * x.ndim
         shape[channel_axis] = x.shape[channel_axis]
-        if self.calibrating:
+        if self.mode == "calibrate":
             m = x.mean(axes)
             v = (x - m.reshape(shape)).square().mean(axes)
             self.stats.append((m.detach(), v.detach()))
+        elif self.mode == "init":
+            m, v = x.new_zeros(x.shape[channel_axis]), x.new_ones(x.shape[channel_axis])
         else:
             m, v = self.stats[self.i]
             self.i += 1
@@ -162,29 +174,49 @@ class _BNState:
 
 
 class Model:
-    """A network as three plain functions of an explicit parameter dict (no autograd graph kept)."""
+    """A network as plain functions of an explicit parameter dict (no autograd graph kept).
+
+    ``forward(params, x, bn, taps)`` appends to the list ``taps`` (when given) the outputs whose signs
+    are NASWOT's codes (:meth:`calibrate` collects them from the calibration pass);
+    :meth:`segment` gives the map of sigma2's Jacobian; :attr:`kernels` names the parameters that the
+    parameter-wise proxies sum over (dense and convolution kernels).
+    """
+
+    kernels: tuple[str, ...] = ()
 
     def init(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, params: dict, x: torch.Tensor, bn: _BNState) -> torch.Tensor:
+    def forward(self, params: dict, x: torch.Tensor, bn: BNState, taps: list | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def to_torch_input(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.array(x, copy=True))
 
-    def per_sample(self, params: dict, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Calibrates batch norm on ``x`` and returns the frozen, per-sample function."""
-        bn = _BNState()
+    def calibrate(self, params: dict, x: torch.Tensor, taps: list | None = None) -> BNState:
+        """Batch-norm statistics of ``x`` (training mode), recorded for the frozen network."""
+        bn = BNState()
         bn.start(True)
         with torch.no_grad():
-            self.forward(params, x, bn)
+            self.forward(params, x, bn, taps)
+        return bn
+
+    def frozen(self, params: dict, bn: BNState) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The per-sample function with the statistics of ``bn`` frozen."""
 
         def fn(z):
             bn.start(False)
             return self.forward(params, z, bn)
 
         return fn
+
+    def per_sample(self, params: dict, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Calibrates batch norm on ``x`` and returns the frozen, per-sample function."""
+        return self.frozen(params, self.calibrate(params, x))
+
+    def segment(self, params: dict, bn: BNState, x: torch.Tensor):
+        """``(h, fn)``: sigma2's points (from the samples ``x``) and per-sample map, batch norm frozen."""
+        return x, self.frozen(params, bn)
 
 
 def score(model: Model, x: np.ndarray, *, seeds: int, tangents: int, seed: int = 0) -> dict:
@@ -254,6 +286,15 @@ def _unit_weights(shape: tuple[int, int], dist: str, g: torch.Generator) -> torc
     raise NotImplementedError(f"init distribution {dist!r}")
 
 
+def _bn_count(layer) -> int:
+    """Batch norms that one top-level layer applies (inside residual branches too)."""
+    if isinstance(layer, BatchNorm):
+        return 1
+    if isinstance(layer, Residual):
+        return sum(_bn_count(sub) for sub in (*expand(layer.shortcut), *expand(layer.branch)))
+    return 0
+
+
 class MLP(Model):
     """A zsad architecture file of dense / activation / norm / residual layers.
 
@@ -267,9 +308,12 @@ class MLP(Model):
         self.arch = arch
         self.in_dim = int(np.prod(arch.input.shape))
         self.shapes: dict[str, tuple[int, ...]] = {}
-        self.layers: list = []
         shape = tuple(arch.input.shape)
         self._plan(arch.layers, "", shape)
+        self.kernels = tuple(name for name in self.shapes if name.endswith(".kernel"))
+        self.top = named_layers(tuple(expand(arch.layers)))  # the top-level layers, blocks unrolled
+        # batch norms before each top-level layer (where a segment's frozen statistics start)
+        self.bn_before = np.cumsum([0] + [_bn_count(layer) for _, layer in self.top]).tolist()
 
     def _plan(self, layers, prefix: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         for name, layer in named_layers(tuple(expand(layers)), prefix):
@@ -319,11 +363,34 @@ class MLP(Model):
                 params[name] = torch.ones(shape) if leaf == "scale" else torch.zeros(shape)
         return params
 
-    def forward(self, params: dict, x: torch.Tensor, bn: _BNState) -> torch.Tensor:
-        return self._run(self.arch.layers, "", params, x, bn)
+    def forward(self, params: dict, x: torch.Tensor, bn: BNState, taps: list | None = None, start: int = 0,
+                stop: int | None = None) -> torch.Tensor:
+        """Top-level layers ``start .. stop-1``; ``taps``: the pre-activations of the top-level activation
+        layers (the previous layer's output; the input before a first activation), as zsad's NASWOT codes."""
+        top = self.top[start:stop]
+        for i, (_, layer) in enumerate(top, start=start):
+            if taps is not None and isinstance(layer, Activation):
+                taps.append(x)
+            x = self._run((layer,), "", params, x, bn, offset=i)
+        return x
 
-    def _run(self, layers, prefix, params, x, bn):
-        for name, layer in named_layers(tuple(expand(layers)), prefix):
+    def segment(self, params: dict, bn: BNState, x: torch.Tensor):
+        """zsad score's default segment (``zsad.score.resolve_between``): the hidden, square-ish part."""
+        from zsad.score import resolve_between
+
+        start, stop, _ = resolve_between(self.arch, [name for name, _ in self.top], None)
+
+        def part(z, a, b):
+            bn.start(False, at=self.bn_before[a])
+            return self.forward(params, z, bn, start=a, stop=b)
+
+        with torch.no_grad():
+            h = x if start == 0 else part(x, 0, start)
+        return h, lambda z: part(z, start, stop)
+
+    def _run(self, layers, prefix, params, x, bn, offset: int = 0):
+        for i, layer in enumerate(expand(layers), start=offset):
+            name = f"{prefix}{i}.{layer_label(layer)}"
             if isinstance(layer, Dense):
                 x = x @ params[f"{name}.kernel"]
                 if layer.use_bias:
@@ -373,6 +440,7 @@ class NB201(Model):
         assert len(self.ops) == 6 and all(o in NB201_OPS for o in self.ops), ops
         self.live = live_edges(self.ops)
         self.weight_std, self.bias_std = weight_std, bias_std
+        self.kernels = tuple(name for name in self.kernel_shapes() if name != "head_bias")
 
     def to_torch_input(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))  # NHWC -> NCHW
@@ -394,6 +462,11 @@ class NB201(Model):
         out["head_kernel"] = (NB201_CHANNELS[-1], 10)
         out["head_bias"] = (10,)
         return out
+
+    def stacked_groups(self) -> dict[str, str]:
+        """Each cell kernel's stacked array in zsad's parameters: the five cells of a stage share one per edge."""
+        return {name: name.split("/")[0] + "/" + name.split("/")[2] for name in self.kernels
+                if name.startswith("stage")}
 
     def init(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         params = {}
@@ -450,18 +523,36 @@ class NB201(Model):
                 nodes[tgt] = out if nodes[tgt] is None else nodes[tgt] + out
         return torch.zeros_like(x) if nodes[3] is None else nodes[3]
 
-    def forward(self, params: dict, x: torch.Tensor, bn: _BNState) -> torch.Tensor:
+    def forward(self, params: dict, x: torch.Tensor, bn: BNState, taps: list | None = None,
+                features: bool = False) -> torch.Tensor:
+        """The logits; ``features``: the last cell's output instead (before the head). ``taps``: the outputs
+        of the stem, every cell and reduction block (zsad's NASWOT code layers: every output but the head)."""
+        tap = taps.append if taps is not None else (lambda _: None)
         y = bn(F.conv2d(x, params["stem"], padding=1), 1, NB201_EPS)
+        tap(y)
         for s in range(len(NB201_CHANNELS)):
             if s > 0:
                 a = self._relu_conv_bn(y, params[f"reduction{s}/conv_a"], 2, bn)
                 b = self._relu_conv_bn(a, params[f"reduction{s}/conv_b"], 1, bn)
                 y = F.conv2d(F.avg_pool2d(y, 2, 2), params[f"reduction{s}/shortcut"]) + b
+                tap(y)
             for cell in range(NB201_CELLS):
                 y = self._cell(params, f"stage{s + 1}/cell{cell}", y, bn)
+                tap(y)
+        if features:
+            return y
         y = torch.relu(bn(y, 1, NB201_EPS))
         y = y.mean((2, 3))
         return y @ params["head_kernel"] + params["head_bias"]
+
+    def segment(self, params: dict, bn: BNState, x: torch.Tensor):
+        """Input to the last cell's output (``zsad.spaces.nasbench201.FEATURES``), as zsad rank's sigma2."""
+
+        def fn(z):
+            bn.start(False)
+            return self.forward(params, z, bn, features=True)
+
+        return x, fn
 
 
 class TorchModule(Model):
@@ -469,9 +560,9 @@ class TorchModule(Model):
 
     ``init``: the module's own initialization, ``factory()`` after ``torch.manual_seed`` of a seed drawn from
     the generator (in a forked RNG state). Its parameters and buffers are the parameter dict. Batch norm in
-    training mode (or without running statistics) is calibrated on the batch and frozen (:class:`_BNState`:
+    training mode (or without running statistics) is calibrated on the batch and frozen (:class:`BNState`:
     batch mean and biased variance, in call order); its running buffers are neither read nor updated. A
-    batch norm in eval mode runs as PyTorch runs it.
+    batch norm in eval mode runs as PyTorch runs it. The NLC only (no code layers, segment or kernels).
     """
 
     def __init__(self, factory: Callable[[], torch.nn.Module]):
@@ -487,7 +578,9 @@ class TorchModule(Model):
             module = self.factory()
         return {**dict(module.named_parameters()), **dict(module.named_buffers())}
 
-    def forward(self, params: dict, x: torch.Tensor, bn: _BNState) -> torch.Tensor:
+    def forward(self, params: dict, x: torch.Tensor, bn: BNState, taps: list | None = None) -> torch.Tensor:
+        if taps is not None:
+            raise NotImplementedError("NASWOT's codes of a PyTorch module (zsad needs an architecture file's layers)")
         for m in self.bns:
             m.forward = lambda z, m=m: bn(z, 1, m.eps, m.weight, m.bias)
         try:
@@ -511,14 +604,7 @@ def _zsad_same_weights(item, x: np.ndarray, tangents: int, key_seed: int):
 
     from zsad.nlc import derangement_tangents, nlc_profile
 
-    if isinstance(item.arch, tuple):
-        from zsad.spaces import nasbench201_net as nb
-
-        net = nb.build_network(item.arch)
-    else:
-        from zsad import build
-
-        net = build(item.arch)
+    net = zsad_network(item)
     k_init, k_tan = jax.random.split(jax.random.key(key_seed))
     xj = jnp.asarray(x)
     v = net.calibrate(net.init(k_init, net.scalars), net.scalars, xj)
@@ -541,6 +627,17 @@ def check_same_weights(items, x_for, tangents: int) -> list[dict]:
             r = nlc(fn, xt, tt)
         rows.append({"arch": item.id, "zsad": z, "torch": r["nlc"], "rel_diff": abs(r["nlc"] - z) / abs(z)})
     return rows
+
+
+def zsad_network(item):
+    """zsad's network of a space item: ``zsad.build`` or ``zsad.spaces.nasbench201_net.build_network``."""
+    if isinstance(item.arch, tuple):
+        from zsad.spaces import nasbench201_net as nb
+
+        return nb.build_network(item.arch)
+    from zsad import build
+
+    return build(item.arch)
 
 
 def check_seed_spread(space, x_for, *, seeds: int, batch: int, tangents: int) -> list[dict]:
