@@ -28,8 +28,7 @@ MLPS = {  # one signature: widths up to 8, 3 or 4 hidden layers; tanh and relu, 
 
 def _padded_kernels(variables):
     p = variables["params"]
-    return [p["first"], *[jax.tree.map(lambda a: a[k], p["hidden"]) for k in range(len(p["hidden"]["kernel"]))],
-            p["out"]]
+    return [p[name] for name in sorted(p, key=lambda name: int(name.split(".")[0]))]
 
 
 @pytest.mark.parametrize("arch, fns", [(MLPS["deep"], None), (MLPS["shallow"], ("relu", "tanh")),

@@ -16,7 +16,7 @@ per-layer metric equal those of the unpadded network up to float rounding (sums 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -87,11 +87,28 @@ def padded_signature(arch: Architecture) -> tuple | None:
 
 
 class Padded(NamedTuple):
-    """A padded MLP: ``network`` (shared functions, this MLP's ``scalars``) and ``layers``, the MLP's own
-    layer names mapped to the names of the padded network's outputs (:attr:`Network.layer_names`)."""
+    """A padded MLP.
+
+    Attributes:
+      network: shared functions, this MLP's ``scalars``; ``segment`` runs any of its layers.
+      layers: the MLP's own layer names mapped to the names of the padded network's outputs
+        (:attr:`Network.layer_names`); a padded hidden layer (beyond the MLP's depth) is none of them
+        and passes its input on.
+      code_layers: the outputs whose signs are NASWOT's codes (every hidden dense output).
+      code_mask: ``code_mask(scalars)``: per code layer, a ``[width]`` bool mask of the MLP's own units
+        (False on the padding's units and on the padded layers).
+      segment_range: the padded layers of the default Jacobian segment (``zsad score``'s: the first
+        dense output to the last hidden output), whatever the MLP's depth.
+      segment_dims: ``segment_dims(scalars) -> (d_in, d_out)``, the segment's true sizes (traced): its
+        Jacobian is the true one in the leading ``d_out x d_in`` block, zero elsewhere.
+    """
 
     network: Network
     layers: dict[str, str]
+    code_layers: tuple[str, ...]
+    code_mask: Callable
+    segment_range: tuple[int, int]
+    segment_dims: Callable
 
 
 def build_padded(arch: Architecture, fns: Sequence[str] | None = None) -> Padded:
@@ -104,13 +121,22 @@ def build_padded(arch: Architecture, fns: Sequence[str] | None = None) -> Padded
     _, input_shape, _, width, depth, out, dist, use_bias = signature
     own_fns = set(mlp_shape(arch).fns)
     fns = tuple(sorted(set(fns or ()) | own_fns))
-    init, apply, calibrate, names = _functions(input_shape[0], width, depth, out, dist, use_bias, fns)
+    f = _functions(input_shape[0], width, depth, out, dist, use_bias, fns)
     scalars = _layout(arch, mlp_shape(arch), depth, fns)
     own = [name for name, _ in named_layers(arch.layers)]
     hidden = len(own) // 2
-    layers = {name: names[i] if i < 2 * hidden else names[-1] for i, name in enumerate(own)}
-    network = Network(init, apply, calibrate, scalars, names, input_shape)
-    return Padded(network, layers)
+    layers = {name: f.names[i] if i < 2 * hidden else f.names[-1] for i, name in enumerate(own)}
+    network = Network(f.init, f.apply, f.calibrate, scalars, f.names, input_shape, segment=f.segment)
+    return Padded(network, layers, f.code_layers, f.code_mask, (1, 2 * depth), f.segment_dims)
+
+
+def param_count(arch: Architecture) -> int:
+    """The trainable parameters of ``arch``'s own (unpadded) network (an MLP: :func:`mlp_shape`)."""
+    shape = mlp_shape(arch)
+    if shape is None:
+        raise ValueError(f"{arch.name}: not an MLP that can be padded")
+    fan_in, fan_out = [arch.input.shape[0], *shape.widths], [*shape.widths, shape.out]
+    return sum(i * o + (o if shape.use_bias else 0) for i, o in zip(fan_in, fan_out))
 
 
 def _layout(arch: Architecture, shape: MLPShape, depth: int, fns: tuple[str, ...]) -> dict:
@@ -165,13 +191,28 @@ def _grid(rows: int, cols: int):
     return jnp.arange(rows, dtype=jnp.int32)[:, None], jnp.arange(cols, dtype=jnp.int32)[None, :]
 
 
+class _Functions(NamedTuple):
+    """What one padded signature compiles: the network's functions, its output names, and what the
+    measurement engine needs to see through the padding (:class:`zsad.measure.MeasureConfig`)."""
+
+    init: Callable
+    apply: Callable
+    calibrate: Callable
+    segment: Callable
+    names: tuple[str, ...]
+    code_layers: tuple[str, ...]
+    code_mask: Callable
+    segment_dims: Callable
+
+
 @functools.lru_cache(maxsize=64)
-def _functions(d_in: int, width: int, depth: int, out: int, dist: str, use_bias: bool, fns: tuple[str, ...]):
-    """init, apply and calibrate (nothing to calibrate) of one padded signature, and its output names."""
+def _functions(d_in: int, width: int, depth: int, out: int, dist: str, use_bias: bool,
+               fns: tuple[str, ...]) -> _Functions:
+    """The functions of one padded signature (cached: equal signatures get the same objects, so that
+    programs keyed by them are shared)."""
     dtype = jnp.result_type(float)
-    rows = [d_in, *[width] * (depth - 1), width]  # padded kernel shapes per layer (depth hidden + output)
-    cols = [*[width] * depth, out]
     names = tuple(f"{i}.{'dense' if i % 2 == 0 else 'activation'}" for i in range(2 * depth + 1))
+    dense_names = names[0::2]  # one parameter leaf per dense layer (per-layer sums of the gradient proxies)
 
     def layers(key, s, ks, shape):  # the layers ks ([L]) at their padded shape, [L, *shape]
         r, c = (g[None] for g in _grid(*shape))
@@ -189,40 +230,88 @@ def _functions(d_in: int, width: int, depth: int, out: int, dist: str, use_bias:
 
     def init(key, s):
         s = jax.tree.map(jnp.asarray, s)  # host arrays, outside a jit, are indexed by traced layers
-        first = jax.tree.map(lambda a: a[0], layers(key, s, jnp.zeros(1, jnp.int32), (rows[0], cols[0])))
+        first = layers(key, s, jnp.zeros(1, jnp.int32), (d_in, width))
         hidden = layers(key, s, jnp.arange(1, depth), (width, width))
-        last = jax.tree.map(lambda a: a[0], layers(key, s, jnp.full(1, depth), (rows[-1], out)))
-        return {"params": {"first": first, "hidden": hidden, "out": last}}
+        last = layers(key, s, jnp.full(1, depth), (width, out))
+        per_layer = [jax.tree.map(lambda a: a[0], first),
+                     *[jax.tree.map(lambda a, k=k: a[k], hidden) for k in range(depth - 1)],
+                     jax.tree.map(lambda a: a[0], last)]
+        return {"params": dict(zip(dense_names, per_layer))}
 
     def activation(z, s, k):
         branches = [shaped(get_activation(c), s["alpha"][k], s["beta"][k], s["gain"][k],
                            {p: v[k] for p, v in s["params"][c].items()}) for c in fns]
         a = branches[0](z) if len(fns) == 1 else jax.lax.switch(s["choice"][k], branches, z)
-        return a * (jnp.arange(width) < s["fan_out"][k])[None, :]  # the padding's units stay zero
+        return a * (jnp.arange(width) < s["fan_out"][k])[None, :].astype(a.dtype)  # the padding's units stay zero
 
     def dense(p, h):
         return h @ p["kernel"] + p["bias"][None, :] if use_bias else h @ p["kernel"]
 
+    def hidden_params(p, first: int, stop: int):  # hidden layers first .. stop-1 stacked for the scan
+        return jax.tree.map(lambda *a: jnp.stack(a), *[p[dense_names[k]] for k in range(first, stop)])
+
+    def step(s):
+        def body(h, layer_k):  # one hidden layer; a padded one (inactive) passes h on
+            q, k = layer_k
+            z = jnp.where(s["active"][k], dense(q, h), h)
+            a = jnp.where(s["active"][k], activation(z, s, k), z)
+            return a, (z, a)
+
+        return body
+
     def apply(variables, s, x):
         s = jax.tree.map(jnp.asarray, s)
         p = variables["params"]
-        z0 = dense(p["first"], x)
+        z0 = dense(p[names[0]], x)
         a0 = activation(z0, s, 0)
-
-        def step(h, layer_k):
-            q, k = layer_k
-            z = dense(q, h)
-            a = activation(z, s, k)
-            z, a = jnp.where(s["active"][k], z, h), jnp.where(s["active"][k], a, h)  # padded: passes h on
-            return a, (z, a)
-
-        h, (zs, acts) = jax.lax.scan(step, a0, (p["hidden"], jnp.arange(1, depth)))
-        y = dense(p["out"], h)
-        groups = ((names[:1], z0, None), (names[1:2], a0, None), (names[2:-1:2], zs, 2),
-                  (names[3:-1:2], acts, 2), (names[-1:], y, None))
+        if depth > 1:
+            h, (zs, acts) = jax.lax.scan(step(s), a0, (hidden_params(p, 1, depth), jnp.arange(1, depth)))
+        else:
+            h, zs, acts = a0, None, None
+        y = dense(p[names[-1]], h)
+        groups = ((names[:1], z0, None), (names[1:2], a0, None),
+                  *(((names[2:-1:2], zs, 2), (names[3:-1:2], acts, 2)) if depth > 1 else ()),
+                  (names[-1:], y, None))
         return y, LayerValues(groups, names)
+
+    def segment(variables, s, h, start: int, stop: int):
+        """Layers ``start .. stop-1`` on ``h``; whole hidden layers (dense and activation) in a scan."""
+        s = jax.tree.map(jnp.asarray, s)
+        p = variables["params"]
+        body = step(s)
+        i = start
+        while i < stop:
+            k = i // 2
+            if i == 2 * depth:  # the output layer
+                h = dense(p[names[-1]], h)
+            elif i == 0:
+                h = dense(p[names[0]], h)
+            elif i == 1:
+                h = activation(h, s, 0)
+            elif i % 2 == 0 and i + 1 < stop:  # whole hidden layers k .. last-1 at once
+                last = min(depth, stop // 2)
+                h, _ = jax.lax.scan(body, h, (hidden_params(p, k, last), jnp.arange(k, last)))
+                i = 2 * last
+                continue
+            elif i % 2 == 0:
+                h = jnp.where(s["active"][k], dense(p[names[i]], h), h)
+            else:
+                h = jnp.where(s["active"][k], activation(h, s, k), h)
+            i += 1
+        return h
 
     def calibrate(variables, s, x):
         return variables
 
-    return init, apply, calibrate, names
+    def code_mask(s):
+        """Per code layer (the hidden dense outputs), which units are the MLP's own."""
+        s = jax.tree.map(jnp.asarray, s)
+        units = jnp.arange(width)[None, :] < s["fan_out"][:depth, None]
+        return tuple(units[k] & s["active"][k] for k in range(depth))
+
+    def segment_dims(s):
+        """The true input and output sizes of the default segment (first dense output -> last hidden)."""
+        s = jax.tree.map(jnp.asarray, s)
+        return s["fan_out"][0], s["fan_in"][depth]
+
+    return _Functions(init, apply, calibrate, segment, names, names[0:2 * depth:2], code_mask, segment_dims)
