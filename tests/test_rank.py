@@ -456,6 +456,7 @@ def _three_structures(tmp_path):
 def test_shared_draws_give_the_rows_of_drawing_inside_each_program(tmp_path, monkeypatch):
     """A structure's initialization is drawn once per seed and shared by its architectures (they differ
     only in scalars): the same weights as each architecture drawing its own, so the same rows."""
+    monkeypatch.setattr(rank_mod, "PADDED_MLPS", False)  # the unpadded path: one program per shape
     space = _three_structures(tmp_path)
     options = RankOptions(seeds=2, batch=8, metrics=("nlc", "sigma2", "params", "grad_norm"))
     rank_mod._PROGRAM_CACHE.clear()
@@ -474,12 +475,14 @@ def test_shared_draws_give_the_rows_of_drawing_inside_each_program(tmp_path, mon
                 assert b[column] == value, (a["arch"], column)
 
 
-def test_programs_compiled_ahead_are_not_compiled_again(tmp_path):
+def test_programs_compiled_ahead_are_not_compiled_again(tmp_path, monkeypatch):
     """The structures' programs compile side by side on a thread pool; each compiles exactly once, there
     (batch 6: programs no other test compiles, so no cache of this process already holds them)."""
     import threading
 
     from jax import monitoring
+
+    monkeypatch.setattr(rank_mod, "PADDED_MLPS", False)  # the unpadded path: one program per shape
 
     space = _three_structures(tmp_path)
     names = []
@@ -512,6 +515,7 @@ def test_architectures_differing_in_activations_share_one_program(tmp_path, monk
     index), and the rows of compiling each pair's own program."""
     from jax import monitoring
 
+    monkeypatch.setattr(rank_mod, "PADDED_MLPS", False)  # the unpadded path: one program per shape
     (tmp_path / "base.yaml").write_text(BASE)
     (tmp_path / "space.yaml").write_text("base: base.yaml\nchoices:\n  layers.1.fn: [relu, tanh, elu]\n"
                                          "  layers.3.fn: [relu, tanh]\n  init.weight_std: [1.41, 1.0e+25]\n")

@@ -251,10 +251,14 @@ def _functions(d_in: int, width: int, depth: int, out: int, dist: str, use_bias:
         return jax.tree.map(lambda *a: jnp.stack(a), *[p[dense_names[k]] for k in range(first, stop)])
 
     def step(s):
-        def body(h, layer_k):  # one hidden layer; a padded one (inactive) passes h on
+        def body(h, layer_k):  # one hidden layer; a padded one (inactive) passes h on, computing nothing
             q, k = layer_k
-            z = jnp.where(s["active"][k], dense(q, h), h)
-            a = jnp.where(s["active"][k], activation(z, s, k), z)
+
+            def run():
+                z = dense(q, h)
+                return z, activation(z, s, k)
+
+            z, a = jax.lax.cond(s["active"][k], run, lambda: (h, h))
             return a, (z, a)
 
         return body
