@@ -17,7 +17,8 @@ Two search spaces:
   variants per structure, which share their structure's program); ``--mlp N``
   takes a seeded sample of N;
 * ``--spaces ...,mlp-mixed``: 200 MLPs of 50 shapes (:data:`MLP_MIXED_SPACE`), which zsad runs in
-  12 padded programs (:mod:`zsad.arch.padding`). ``--compare-padded`` runs every zsad configuration
+  12 padded programs (:mod:`zsad.arch.padding`); ``mlp-worst``: 20 MLPs of the padding's worst
+  shape (:data:`MLP_WORST_SPACE`, width 257 padded to 512). ``--compare-padded`` runs every zsad configuration
   on the MLP spaces a second time with padded programs off (``zsad.rank.PADDED_MLPS = False``: one
   program per shape), cold and rerun, in the same run, and prints the number of compiled programs
   and the time ratios.
@@ -121,6 +122,11 @@ MLP_MIXED_CHOICES = {
     "init.weight_std": [1.0, 1.41],
 }
 MLP_MIXED_SPACE = {"name": "mlp-mixed200", "base": MLP_BASE, "choices": MLP_MIXED_CHOICES}
+#: The padding's worst case: width 257 padded to 512 (3.9x the hidden matmuls' FLOPs), depth 5 to 8;
+#: 20 architectures of one shape.
+MLP_WORST_SPACE = {"name": "mlp-worst20", "base": MLP_BASE, "choices": {
+    "layers.0.repeat": [5], "layers.0.layers.0.features": [257], "layers.0.layers.1.fn": ["relu", "tanh"],
+    "init.weight_std": [0.8, 1.0, 1.2, 1.41, 1.7], "init.bias_std": [0.0, 0.1]}}
 
 
 def mlp_space_node(n: int | None = None, seed: int = 0) -> dict:
@@ -175,8 +181,8 @@ def _space(args):
 
     if args.space == "nb201":
         return parse_space(nb201_space_node(args.nb201, args.nb201_seed))
-    if args.space == "mlp-mixed":
-        return parse_space(json.loads(json.dumps(MLP_MIXED_SPACE)))
+    if args.space in ("mlp-mixed", "mlp-worst"):
+        return parse_space(json.loads(json.dumps(MLP_MIXED_SPACE if args.space == "mlp-mixed" else MLP_WORST_SPACE)))
     return parse_space(mlp_space_node(args.mlp, args.mlp_seed))
 
 
@@ -187,6 +193,7 @@ def worker_zsad(args) -> dict:
     from zsad import measure, rank
     from zsad.cache import enable_compilation_cache
     from zsad.rank import RankOptions, rank_space
+    from zsad.ranking import parse_metrics
 
     enable_compilation_cache()  # as `zsad rank` does: $ZSAD_CACHE_DIR
     rank.PADDED_MLPS = not args.unpadded
@@ -200,7 +207,7 @@ def worker_zsad(args) -> dict:
     jax.monitoring.register_event_duration_secs_listener(listener)
     space = _space(args)
     opts = RankOptions(seeds=args.seeds, batch=args.batch, tangents=args.tangents,
-                       metrics=tuple(args.metrics.split(",")))
+                       metrics=parse_metrics(args.metrics))
     rss_imports = maxrss_mib()
 
     def timed(sp):
@@ -227,6 +234,8 @@ def worker_zsad(args) -> dict:
         "devices": [str(d) for d in jax.devices()], "padded": not args.unpadded,
         "programs": programs, "traces": traces, "warm_traces": sum(measure.TRACES.values()) - traces,
     }
+    if args.no_flops:
+        return out
     try:
         out["flops"] = estimator_flops(args, space)
     except Exception as err:  # the count is informative; never lose the timings for it
@@ -456,14 +465,16 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--matmul-n", type=int, default=2048)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
-    parser.add_argument("--spaces", default="nb201,mlp", help="comma-separated: nb201, mlp, mlp-mixed")
+    parser.add_argument("--spaces", default="nb201,mlp", help="comma-separated: nb201, mlp, mlp-mixed, mlp-worst")
     parser.add_argument("--compare-padded", action="store_true",
                         help="on the MLP space, run every zsad configuration again with padded programs off "
                              "(zsad.rank.PADDED_MLPS = False: one program per shape), in the same run")
     parser.add_argument("--unpadded", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-flops", action="store_true",
+                        help="skip the estimator's FLOPs count (one compilation per structure) and the peak rates")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_rank.json")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    parser.add_argument("--space", choices=["nb201", "mlp", "mlp-mixed"], default="nb201", help=argparse.SUPPRESS)
+    parser.add_argument("--space", choices=["nb201", "mlp", "mlp-mixed", "mlp-worst"], default="nb201", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -476,7 +487,8 @@ def main() -> None:
 f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
                         f"--seeds={args.seeds}", f"--batch={args.batch}", f"--tangents={args.tangents}",
                         f"--metrics={args.metrics}",
-                        f"--torch-threads={args.torch_threads}", f"--matmul-n={args.matmul_n}"]
+                        f"--torch-threads={args.torch_threads}", f"--matmul-n={args.matmul_n}",
+                        *(["--no-flops"] if args.no_flops else [])]
     RESULTS.mkdir(parents=True, exist_ok=True)
     try:
         from ruamel.yaml import YAML
@@ -492,7 +504,8 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
     runs: list[dict] = []
     peaks = []
     with tempfile.TemporaryDirectory() as root:
-        peaks.append(_spawn("peak", "nb201", args, root))
+        if not args.no_flops:
+            peaks.append(_spawn("peak", "nb201", args, root))
         for space in args.spaces.split(","):
             for engine in ("zsad", "torch"):
                 if engine == "torch" and args.no_torch:
@@ -511,7 +524,8 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
                             print(f"... {name}{tag} on {space}{label}", file=sys.stderr, flush=True)
                             run = {**_spawn(engine, space, args, cache, metrics, extra), "engine": f"{name}{tag}{label}"}
                             runs.append({**run, "metrics": metrics} if metrics else run)
-        peaks.append(_spawn("peak", "nb201", args, root))
+        if not args.no_flops:
+            peaks.append(_spawn("peak", "nb201", args, root))
     load_after = os.getloadavg()
 
     flops = {r["space"]: r.get("flops") for r in runs if r.get("engine") == "zsad" and "error" not in r}

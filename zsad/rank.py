@@ -10,7 +10,9 @@ space shares one (the masked network of :mod:`zsad.spaces.nasbench201`, operatio
 choice as data). Architectures that differ only in activation functions share
 one too: their activation layers choose the function by a traced index
 (:func:`zsad.arch.build.with_choices`; on the CPU only the chosen function
-runs). The space is streamed in chunks; within a chunk, architectures are
+runs). MLPs (dense and activation layers) that differ in widths and depths share
+one too: widths padded to power-of-two buckets, depth a masked loop
+(:mod:`zsad.arch.padding`), with the metrics of their own programs. The space is streamed in chunks; within a chunk, architectures are
 grouped by shape signature so that each program is compiled once (a small LRU
 keeps recent programs across chunks). Memory does not grow with the size of
 the space beyond one small row per architecture.
@@ -357,7 +359,7 @@ class Scorer:
         return ("layers", signature(arch.layers), tuple(arch.input.shape), arch.input.dtype)
 
     @staticmethod
-    def choices(group: Sequence[SpaceItem]) -> tuple[tuple[str, ...], ...] | None:
+    def choices(group: Sequence[SpaceItem]) -> tuple | None:
         """The activation functions that ``group`` (one :meth:`group_key`) holds at each activation node;
         None where every node has one function (no choice to make). A padded group (MLPs of one
         :func:`~zsad.arch.padding.padded_signature`): the functions of all its architectures."""

@@ -4,8 +4,19 @@ An MLP here is ``input [d] -> (dense w_i, activation f_i) x D -> dense o`` (bloc
 :func:`padded_signature` share one :class:`~zsad._types.Network` whose functions, hence compiled
 programs, are the same: every hidden width is padded to ``W = bucket(max w_i)`` and the depth to
 ``bucket(D)``; the padding's units are masked to zero after each activation and the padded layers pass
-their input through unchanged. What differs between the MLPs -- widths, depth, activation functions
-among the signature's, every scalar -- is data (the network's ``scalars``).
+their input through unchanged (computing nothing: a ``lax.cond`` per layer of the loop). What differs
+between the MLPs -- widths, depth, activation functions among the signature's, every scalar -- is data
+(the network's ``scalars``).
+
+Padding bucket rule: the next power of two (at least :data:`MIN_WIDTH`), so a handful of programs
+cover any range of widths; its worst case (a width of ``2^k + 1``) nearly doubles the width, about 4x
+the hidden layers' matmul FLOPs.
+
+The metrics see through the padding: one parameter leaf per dense layer (the per-layer sums of the
+gradient proxies; a padded layer's zero gradient adds ``log 0 = -inf``, nothing), NASWOT's codes with
+a mask of the MLP's own units (:attr:`Padded.code_mask`), and the Jacobian segment of ``zsad score``'s
+default (first dense output to the last hidden output) with its true sizes (:attr:`Padded.segment_dims`,
+for :func:`zsad.spectrum.hutchinson`).
 
 The weights are those that :func:`zsad.arch.build.build`'s ``init`` draws for the same key, bit for bit:
 each element is drawn at its place in the unpadded network's per-distribution draw
@@ -121,7 +132,7 @@ def build_padded(arch: Architecture, fns: Sequence[str] | None = None) -> Padded
     _, input_shape, _, width, depth, out, dist, use_bias = signature
     own_fns = set(mlp_shape(arch).fns)
     fns = tuple(sorted(set(fns or ()) | own_fns))
-    f = _functions(input_shape[0], width, depth, out, dist, use_bias, fns)
+    f = _functions(input_shape[0], width, depth, out, dist, use_bias, fns, jnp.result_type(float).name)
     scalars = _layout(arch, mlp_shape(arch), depth, fns)
     own = [name for name, _ in named_layers(arch.layers)]
     hidden = len(own) // 2
@@ -206,11 +217,10 @@ class _Functions(NamedTuple):
 
 
 @functools.lru_cache(maxsize=64)
-def _functions(d_in: int, width: int, depth: int, out: int, dist: str, use_bias: bool,
-               fns: tuple[str, ...]) -> _Functions:
-    """The functions of one padded signature (cached: equal signatures get the same objects, so that
-    programs keyed by them are shared)."""
-    dtype = jnp.result_type(float)
+def _functions(d_in: int, width: int, depth: int, out: int, dist: str, use_bias: bool, fns: tuple[str, ...],
+               dtype: str) -> _Functions:
+    """The functions of one padded signature drawing ``dtype`` weights (cached: equal signatures get the
+    same objects, so that programs keyed by them are shared)."""
     names = tuple(f"{i}.{'dense' if i % 2 == 0 else 'activation'}" for i in range(2 * depth + 1))
     dense_names = names[0::2]  # one parameter leaf per dense layer (per-layer sums of the gradient proxies)
 
