@@ -12,9 +12,10 @@ one too: their activation layers choose the function by a traced index
 (:func:`zsad.arch.build.with_choices`; on the CPU only the chosen function
 runs). MLPs (dense and activation layers) that differ in widths and depths share
 one too: widths padded to power-of-two buckets, depth a masked loop
-(:mod:`zsad.arch.padding`), with the metrics of their own programs. The space is streamed in chunks; within a chunk, architectures are
-grouped by shape signature so that each program is compiled once (a small LRU
-keeps recent programs across chunks). Memory does not grow with the size of
+(:mod:`zsad.arch.padding`), with the metrics of their own programs. The space
+is streamed in chunks; within a chunk, architectures are grouped by shape
+signature so that each program is compiled once (a small LRU keeps recent
+programs across chunks). Memory does not grow with the size of
 the space beyond one small row per architecture.
 
 Where the architectures are scored is a :class:`Runner`: this process by
