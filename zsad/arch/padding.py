@@ -20,8 +20,10 @@ for :func:`zsad.spectrum.hutchinson`).
 
 The weights are those that :func:`zsad.arch.build.build`'s ``init`` draws for the same key, bit for bit:
 each element is drawn at its place in the unpadded network's per-distribution draw
-(:func:`zsad.draws.at`), then scaled as ``init`` scales it; the padding is zero. So the outputs and every
-per-layer metric equal those of the unpadded network up to float rounding (sums over padded zeros).
+(:func:`zsad.draws.at`; ``init_with``: gathered from the draws shared by every MLP of the
+signature, :attr:`~zsad._types.Network.draws`), then scaled as ``init`` scales it; the padding is
+zero. So the outputs and every per-layer metric equal those of the unpadded network up to float
+rounding (sums over padded zeros).
 """
 
 from __future__ import annotations
@@ -137,7 +139,8 @@ def build_padded(arch: Architecture, fns: Sequence[str] | None = None) -> Padded
     own = [name for name, _ in named_layers(arch.layers)]
     hidden = len(own) // 2
     layers = {name: f.names[i] if i < 2 * hidden else f.names[-1] for i, name in enumerate(own)}
-    network = Network(f.init, f.apply, f.calibrate, scalars, f.names, input_shape, segment=f.segment)
+    network = Network(f.init, f.apply, f.calibrate, scalars, f.names, input_shape, segment=f.segment, draws=f.draws,
+                      init_with=f.init_with)
     return Padded(network, layers, f.code_layers, f.code_mask, (1, 2 * depth), f.segment_dims)
 
 
@@ -214,6 +217,8 @@ class _Functions(NamedTuple):
     code_layers: tuple[str, ...]
     code_mask: Callable
     segment_dims: Callable
+    draws: tuple
+    init_with: Callable
 
 
 @functools.lru_cache(maxsize=64)
@@ -224,29 +229,42 @@ def _functions(d_in: int, width: int, depth: int, out: int, dist: str, use_bias:
     names = tuple(f"{i}.{'dense' if i % 2 == 0 else 'activation'}" for i in range(2 * depth + 1))
     dense_names = names[0::2]  # one parameter leaf per dense layer (per-layer sums of the gradient proxies)
 
-    def layers(key, s, ks, shape):  # the layers ks ([L]) at their padded shape, [L, *shape]
+    # Every MLP of the signature uses a prefix of each distribution's whole-array draw, at most this long:
+    # drawn once per seed and shared (Network.draws), each MLP gathers its elements from it (init_with).
+    longest = {dist: d_in * width + (depth - 1) * width * width + width * out}
+    if use_bias:
+        longest["normal"] = longest.get("normal", 0) + depth * width + out
+    shared = tuple((d, _FOLD[d], dtype, ((n,),)) for d, n in sorted(longest.items()))
+
+    def layers(sample, s, ks, shape):  # the layers ks ([L]) at their padded shape, [L, *shape]
         r, c = (g[None] for g in _grid(*shape))
         fan_in, fan_out = s["fan_in"][ks][:, None, None], s["fan_out"][ks][:, None, None]
         valid = (r < fan_in) & (c < fan_out)
         at = jnp.where(valid, s["kernel_at"][ks][:, None, None] + r * fan_out + c, 0)
         scale = (s["weight_std"][ks] / s["denom"][ks])[:, None, None]
-        kernel = jnp.where(valid, scale * draws.at(dist, jax.random.fold_in(key, _FOLD[dist]), at, dtype), 0)
+        kernel = jnp.where(valid, scale * sample(dist, at), 0)
         if not use_bias:
             return {"kernel": kernel}
         c = c[:, 0]  # [1, cols]
         at = s["bias_at"][ks][:, None] + c
-        b = s["bias_std"][ks][:, None] * draws.at("normal", jax.random.fold_in(key, _FOLD["normal"]), at, dtype)
+        b = s["bias_std"][ks][:, None] * sample("normal", at)
         return {"kernel": kernel, "bias": jnp.where(c < fan_out[:, 0], b, 0)}
 
-    def init(key, s):
+    def init_from(sample, s):
         s = jax.tree.map(jnp.asarray, s)  # host arrays, outside a jit, are indexed by traced layers
-        first = layers(key, s, jnp.zeros(1, jnp.int32), (d_in, width))
-        hidden = layers(key, s, jnp.arange(1, depth), (width, width))
-        last = layers(key, s, jnp.full(1, depth), (width, out))
+        first = layers(sample, s, jnp.zeros(1, jnp.int32), (d_in, width))
+        hidden = layers(sample, s, jnp.arange(1, depth), (width, width))
+        last = layers(sample, s, jnp.full(1, depth), (width, out))
         per_layer = [jax.tree.map(lambda a: a[0], first),
                      *[jax.tree.map(lambda a, k=k: a[k], hidden) for k in range(depth - 1)],
                      jax.tree.map(lambda a: a[0], last)]
         return {"params": dict(zip(dense_names, per_layer))}
+
+    def init(key, s):
+        return init_from(lambda d, at: draws.at(d, jax.random.fold_in(key, _FOLD[d]), at, dtype), s)
+
+    def init_with(flats, key, s):
+        return init_from(lambda d, at: jnp.take(flats[d][0], at), s)
 
     def activation(z, s, k):
         branches = [shaped(get_activation(c), s["alpha"][k], s["beta"][k], s["gain"][k],
@@ -328,4 +346,5 @@ def _functions(d_in: int, width: int, depth: int, out: int, dist: str, use_bias:
         s = jax.tree.map(jnp.asarray, s)
         return s["fan_out"][0], s["fan_in"][depth]
 
-    return _Functions(init, apply, calibrate, segment, names, names[0:2 * depth:2], code_mask, segment_dims)
+    return _Functions(init, apply, calibrate, segment, names, names[0:2 * depth:2], code_mask, segment_dims, shared,
+                      init_with)
