@@ -8,7 +8,7 @@ import pytest
 from zsad.arch.build import build
 from zsad.arch.padding import build_padded, bucket, padded_signature
 from zsad.arch.spec import parse_architecture
-from zsad import measure
+from zsad import draws, measure
 from zsad.score import make_metrics_fn, seed_keys
 
 
@@ -50,6 +50,11 @@ def test_padded_equals_unpadded(arch, fns):
             # differently by an ulp or two (truncated normal: the erf inverse fused otherwise)
             np.testing.assert_allclose(block, want, rtol=1e-6, atol=0)
             assert float(np.abs(got[part]).sum()) == pytest.approx(float(np.abs(want).sum()), rel=1e-6)
+    # the draws shared by the signature's MLPs (a prefix of each distribution's draw) give the same weights
+    flats = {d: [draws.draw(d, key[None], shapes[0][0], dtype, fold=fold)[0]]
+             for d, fold, dtype, shapes in padded.network.draws}
+    for a, b in zip(jax.tree.leaves(vp), jax.tree.leaves(padded.network.init_with(flats, key, padded.network.scalars))):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=0)
     x = jax.random.normal(jax.random.key(1), (16, 6))
     (yp, op), (yn, on) = padded.network.apply(vp, padded.network.scalars, x), net.apply(vn, net.scalars, x)
     np.testing.assert_allclose(yp, yn, rtol=1e-5, atol=1e-6)
