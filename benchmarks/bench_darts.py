@@ -20,7 +20,8 @@ import argparse
 import json
 import time
 
-from zsad.rank import RankOptions, parse_metrics, rank_space
+from zsad.rank import rank_space
+from zsad.ranking import RankOptions, parse_metrics
 from zsad.space import parse_space
 
 

@@ -33,7 +33,7 @@ Networks:
   space of the benchmarks does not use them).
 * PyTorch modules (:class:`TorchModule`): a ``torch.nn.Module`` run as it is, its own
   initialization, batch norm calibrated and frozen as above.
-* NAS-Bench-201 (Dong & Yang, ICLR 2020), built as ``zsad.spaces.nasbench201.build_network`` builds
+* NAS-Bench-201 (Dong & Yang, ICLR 2020), built as ``zsad.spaces.nasbench201_net.build_network`` builds
   one architecture: stem conv3x3 3->16 (no bias) + BN; three stages of five
   cells (C = 16, 32, 64) with residual reduction blocks between them
   (ReLU-conv3x3 stride 2-BN, ReLU-conv3x3-BN, shortcut 2x2 average pool then
@@ -52,7 +52,7 @@ two implementations differ only in their random numbers. The check below
 therefore compares them two ways:
 
 1. same weights and permutations: zsad's own weights (``zsad.build`` /
-   ``zsad.spaces.nasbench201.build_network``) and tangents
+   ``zsad.spaces.nasbench201_net.build_network``) and tangents
    (``zsad.nlc.derangement_tangents``) copied into this implementation; the
    two NLCs must agree to float32 rounding;
 2. independent random numbers: the mean NLC over seeds of each implementation
@@ -82,7 +82,7 @@ from zsad.arch.spec import (  # noqa: E402  (after the path set-up)
     Activation, Architecture, BatchNorm, Block, Dense, Flatten, LayerNorm, Residual, expand, named_layers,
 )
 
-_TRUNC_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2] (zsad.arch.build)
+_TRUNC_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2] (zsad.arch.weights)
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NB201_EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 NB201_CHANNELS = (16, 32, 64)
@@ -406,7 +406,7 @@ class NB201(Model):
         return params
 
     def from_zsad(self, variables: dict) -> dict[str, torch.Tensor]:
-        """zsad's variables (``zsad.spaces.nasbench201.build_network(ops).init``) as this model's parameter dict."""
+        """zsad's variables (``zsad.spaces.nasbench201_net.build_network(ops).init``) as this model's parameter dict."""
         p = variables["params"]
         conv = lambda w: torch.from_numpy(np.array(w).transpose(3, 2, 0, 1).copy())  # noqa: E731  HWIO -> OIHW
         out = {"stem": conv(p["stem_conv"]["kernel"])}
@@ -512,7 +512,7 @@ def _zsad_same_weights(item, x: np.ndarray, tangents: int, key_seed: int):
     from zsad.nlc import derangement_tangents, nlc_profile
 
     if isinstance(item.arch, tuple):
-        from zsad.spaces import nasbench201 as nb
+        from zsad.spaces import nasbench201_net as nb
 
         net = nb.build_network(item.arch)
     else:

@@ -36,7 +36,7 @@ def score(arch_file, seeds, batch, tangents, seed, as_json, out, spectrum, betwe
     import zsad
 
     from zsad._files import check_writable
-    from zsad.space import load_scorable
+    from zsad.cell_file import load_scorable
 
     for path, option in ((out, "--out"), (plot, "--plot")):  # before any work, not after it
         if path:

@@ -28,7 +28,8 @@ from zsad_cli.render import render_selection
 def select(space_file, samples, seed, no_fair, seeds, batch, out, plot, as_json):
     """Choose the candidate at each position of the search space in SPACE_FILE (a base + choices space or
     NAS-Bench-201) by its marginal effect on the default score over a seeded uniform sample."""
-    from zsad.select import SelectOptions, load_select_space, select as run_select
+    from zsad.select import SelectOptions, select as run_select
+    from zsad.select_space import load_select_space
 
     space = load_select_space(space_file)
     options = SelectOptions(samples=samples, seed=seed, fair=not no_fair, seeds=seeds, batch=batch)

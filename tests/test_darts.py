@@ -14,9 +14,11 @@ import pytest
 from helpers import run_cli
 from zsad._errors import SpecError
 from zsad.nlc import nlc_of_tangents, push_tangents
-from zsad.space import BuiltinArch, load_space, parse_cell
+from zsad.cell_file import parse_cell
+from zsad.space import BuiltinArch, load_space
 from zsad.spaces import darts_net, get_space, restrict
-from zsad.spaces.darts import OPS, DartsSpace, Genotype, format_genotype, parse_genotype
+from zsad.spaces.darts import DartsSpace
+from zsad.spaces.darts_genotype import OPS, Genotype, format_genotype, parse_genotype
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "space_reference.csv"
 
@@ -242,7 +244,7 @@ def test_bad_space_files_are_one_line(tmp_path, body, fragment):
 
 
 def test_select_refuses_darts_in_one_line(tmp_path):
-    from zsad.select import load_select_space
+    from zsad.select_space import load_select_space
 
     with pytest.raises(SpecError, match="the built-in space darts is not supported yet"):
         load_select_space(_write(tmp_path, "space: darts\narchs: {sample: 2}\n"))

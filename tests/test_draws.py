@@ -86,23 +86,26 @@ def _bn_cnn():
                    {"type": "activation", "fn": "relu"}, {"type": "flatten"}, {"type": "dense", "features": 3}]})
 
 
-def _nb201_masked():
-    from zsad.spaces import nasbench201 as nb
+def _space_program():
+    """A built-in space's shared program (operations chosen by switches on traced scalars), kept small."""
+    from zsad.spaces.nasbench101 import NB101Space
+    from zsad.spaces.nasbench101_cell import parse_cell
 
-    net = nb.build_masked_network()
-    return net, nb.default_scalars("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|"
-                                   "nor_conv_3x3~2|")
+    space = NB101Space(width=4, depth=1, input_shape=(8, 8, 3))
+    cell = parse_cell({"matrix": [[0, 1, 1, 0], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]],
+                       "ops": ["input", "conv3x3-bn-relu", "conv1x1-bn-relu", "output"]})
+    return space.program(space.group(cell)), space.scalars(cell)
 
 
-@pytest.mark.parametrize("network", ["cnn", "nb201"])
+@pytest.mark.parametrize("network", ["cnn", "space"])
 def test_apply_calibrating_is_calibrate_then_apply_with_frozen_statistics(network):
     """One pass (zsad rank's NLC): the outputs, the statistics and the input-Jacobian of calibrate + apply."""
     if network == "cnn":
         net = build(_bn_cnn())
         scalars, n = net.scalars, 16
     else:
-        net, scalars = _nb201_masked()
-        n = 4
+        net, scalars = _space_program()
+        n = 8
     x = jax.random.normal(jax.random.key(0), (n, *net.input_shape))
     t = jax.random.normal(jax.random.key(1), x.shape)
     v0 = net.init(jax.random.key(2), scalars)

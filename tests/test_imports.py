@@ -67,6 +67,42 @@ def test_parsing_space_files_and_writing_architectures_loads_no_jax(tmp_path):
     assert proc.stdout.splitlines() == ["space_list list 3", "space_mlp product 9", "tanh-mlp", "[]"]
 
 
+BUILTIN_SPACE_FILES = {
+    "nas-bench-201": "space: nas-bench-201\narchs: ['|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|"
+                     "nor_conv_1x1~2|']\n",
+    "nas-bench-101": "space: nas-bench-101\narchs: {sample: 2, seed: 0}\n",
+    "darts": "space: darts\narchs: {sample: 2, seed: 0}\n",
+    "transnas-micro": "space: transnas-micro\ntask: class_scene\narchs: {sample: 2, seed: 0}\n",
+    "transnas-macro": "space: transnas-macro\ntask: segmentsemantic\narchs: {sample: 2, seed: 0}\n",
+}
+
+
+def test_parsing_space_and_cell_files_of_every_built_in_space_loads_no_jax(tmp_path):
+    from zsad.spaces import SPACES
+
+    assert set(BUILTIN_SPACE_FILES) == set(SPACES)
+    paths = []
+    for name, text in BUILTIN_SPACE_FILES.items():
+        paths.append(tmp_path / f"{name}.yaml")
+        paths[-1].write_text(text)
+    proc = run_python("""
+        from zsad.arch.spec import read_yaml
+        from zsad.cell_file import parse_cell
+        from zsad.space import load_space
+        for path in sys.argv[1:]:
+            space = load_space(path)
+            items = list(space)
+            node = {k: v for k, v in read_yaml(path).items() if k != "archs"}
+            cell = parse_cell({**node, "arch": items[0].id}, file=path)  # a file naming one of them
+            print(space.form, len(items), all(item.error is None for item in items), cell.notation == items[0].id)
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax")))
+    """, *map(str, paths))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "[]"
+    assert lines[:-1] == [f"{name} {1 if name == 'nas-bench-201' else 2} True True" for name in BUILTIN_SPACE_FILES]
+
+
 def test_import_zsad_loads_no_jax():
     proc = run_python("""
         import zsad

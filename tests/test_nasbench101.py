@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from zsad._errors import SpecError
-from zsad.spaces.nasbench101 import Cell, NB101Space, graph_hash, parse_cell, prune, sample_cells
+from zsad.spaces.nasbench101 import NB101Space
+from zsad.spaces.nasbench101_cell import Cell, graph_hash, parse_cell, prune, sample_cells
 
 REFERENCE = Path(__file__).parent / "data" / "space_reference.csv"
 with REFERENCE.open() as _f:
@@ -74,3 +75,66 @@ def test_built_network_holds_exactly_the_counted_parameters():
         net = space.network(cell)
         shapes = jax.eval_shape(net.init, jax.random.key(0), net.scalars)["params"]
         assert sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes)) == space.params(cell)
+
+
+# --------------------------------------------------------------------------- the group's program, rank
+
+# Two cells of one group (same vertices feeding the output, same widths): edges and operations differ.
+CELL_A = {"matrix": [[0, 1, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]],
+          "ops": ["input", C3, MP, C1, "output"]}
+CELL_B = {"matrix": [[0, 1, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]],
+          "ops": ["input", C1, C3, MP, "output"]}
+TINY = dict(width=4, depth=1, input_shape=(8, 8, 3))
+
+
+def test_group_program_equals_the_directly_built_network(x64):
+    from zsad.nlc import nlc_of_tangents, push_tangents
+    from zsad.spaces import restrict
+
+    space = NB101Space(**TINY)
+    a, b = parse_cell(CELL_A), parse_cell(CELL_B)
+    assert space.group(a) == space.group(b) and a.matrix != b.matrix
+    program = space.program(space.group(a))
+    key, x = jax.random.key(3), jax.random.normal(jax.random.key(1), (6, *TINY["input_shape"]))
+    tangents = jax.random.normal(jax.random.key(2), (2, *x.shape))
+
+    def outs_and_nlc(net, variables, scalars):
+        (y, _), ((pushed, _), _) = push_tangents(lambda z: net.apply_calibrating(variables, scalars, z), x, tangents)
+        return y[1], nlc_of_tangents(y[0], pushed).nlc
+
+    variables = program.init(key, space.scalars(a))
+    heads = []
+    for cell in (a, b):
+        net = space.network(cell)
+        direct = net.init(key, net.scalars)
+        assert jax.tree.all(jax.tree.map(np.array_equal, restrict(variables, direct), direct))  # same weights
+        (outs_p, nlc_p), (outs_d, nlc_d) = (outs_and_nlc(program, variables, space.scalars(cell)),
+                                            outs_and_nlc(net, direct, net.scalars))
+        for name in net.layer_names:
+            np.testing.assert_allclose(outs_p[name], outs_d[name], rtol=1e-9, atol=1e-9)
+        assert float(nlc_p) == pytest.approx(float(nlc_d), rel=1e-9) and float(nlc_d) > 1.0
+        heads.append(outs_p["head"])
+    assert not np.allclose(*heads)  # the scalars do choose the cell
+
+
+def test_rank_a_space_file(tmp_path, cli_env):
+    from helpers import run_cli
+
+    path = tmp_path / "space.yaml"
+    path.write_text("space: nas-bench-101\nwidth: 4\ndepth: 1\ninput: {shape: [8, 8, 3]}\narchs:\n"
+                    f"  - {json.dumps(CELL_A)}\n  - {json.dumps(CELL_B)}\n  - {json.dumps(CHAIN)}\n")
+    out = tmp_path / "ranked.csv"
+    result = run_cli("rank", path, "--out", out, "--seeds", "2", "--batch", "8",
+                     "--metrics", "nlc,sigma2,params,flops,naswot")
+    assert result.exit_code == 0, result.output
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    space = NB101Space(**TINY)
+    cells = [parse_cell(c) for c in (CELL_A, CELL_B, CHAIN)]
+    assert [parse_cell(json.loads(r["arch"])) for r in rows] == cells
+    for row, cell in zip(rows, cells):
+        assert row["status"] == "ok" and not row["reason"], row
+        assert int(row["params"]) == space.params(cell) and int(row["flops"]) == space.flops(cell)
+        for column in ("nlc", "nlc_std", "nlc_block", "sigma2", "naswot", "score"):
+            assert math.isfinite(float(row[column])), column
+    assert sorted(int(r["rank"]) for r in rows) == [1, 2, 3]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from zsad.spaces import nasbench201 as nb
+from zsad.spaces import nasbench201_net as nbn
 from zsad._errors import DataError, SpecError
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "nb201_reference.csv"
@@ -159,7 +160,7 @@ def test_flops_match_reference_up_to_constant_skeleton_offset():
 @pytest.mark.parametrize("arch", [ALL_3X3, WITH_NONE, DEAD_END, DEGENERATE, ("skip_connect",) * 6],
                          ids=["all3x3", "with-none", "dead-end", "degenerate", "all-skip"])
 def test_network_parameters_equal_param_count(arch):
-    for net in (nb.build_network(arch),):
+    for net in (nbn.build_network(arch),):
         variables = jax.eval_shape(net.init, jax.random.key(0), net.scalars)
         n = sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(variables["params"]))
         assert n == nb.param_count(arch)
@@ -167,8 +168,8 @@ def test_network_parameters_equal_param_count(arch):
 
 def test_variables_match_flax_declarations():
     """The drawn variables have exactly the structure and shapes the flax modules declare."""
-    for ops, net in ((None, nb.build_masked_network()), (nb.parse_arch(MIXED), nb.build_network(MIXED))):
-        module = nb._NB201(ops)
+    for ops, net in ((None, nbn.build_masked_network()), (nb.parse_arch(MIXED), nbn.build_network(MIXED))):
+        module = nbn._NB201(ops)
         x = jnp.zeros((1, *nb.INPUT_SHAPE))
         declared = jax.eval_shape(module.init, jax.random.key(0), x, net.scalars)
         drawn = jax.eval_shape(net.init, jax.random.key(0), net.scalars)
@@ -201,7 +202,7 @@ class _Masked:
     """The masked program, jitted once, with one cached run per architecture."""
 
     def __init__(self):
-        self.net = nb.build_masked_network()
+        self.net = nbn.build_masked_network()
         self.init = jax.jit(self.net.init)
         self.calibrate = jax.jit(self.net.calibrate)
         self.apply = jax.jit(self.net.apply)
@@ -231,7 +232,7 @@ def masked(f64):
 
 
 def _run_direct(arch, variables, x):
-    net = nb.build_network(arch)
+    net = nbn.build_network(arch)
 
     def run(v, x):
         v = net.calibrate(v, net.scalars, x)
@@ -243,10 +244,10 @@ def _run_direct(arch, variables, x):
 @pytest.mark.parametrize("arch", CHUNK, ids=["with-none", "dead-end", "degenerate", "mixed"])
 def test_masked_equals_direct(masked, arch):
     v0, v_cal, y, outs = masked.run(arch)
-    direct_vars = nb.masked_to_direct(v0, arch)
+    direct_vars = nbn.masked_to_direct(v0, arch)
     # built to match: the direct build draws the same values from the same key (up to the
     # last bit of the scaling, eager here and compiled there)
-    own = nb.build_network(arch).init(masked.key(arch), masked.net.scalars)
+    own = nbn.build_network(arch).init(masked.key(arch), masked.net.scalars)
     assert jax.tree_util.tree_structure(own) == jax.tree_util.tree_structure(direct_vars)
     for a, b in zip(jax.tree_util.tree_leaves(own), jax.tree_util.tree_leaves(direct_vars)):
         np.testing.assert_allclose(a, b, rtol=1e-14, atol=0)
@@ -260,8 +261,8 @@ def test_masked_equals_direct(masked, arch):
     _close(yd, y)
     # statistics of every computed batch norm agree (dead ends are never run by the direct build)
     ops = nb.parse_arch(arch)
-    dead = {nb._op_name(e, op) for e, op in enumerate(ops) if not nb._live_edges(ops)[e]}
-    stats_m = jax.tree_util.tree_flatten_with_path(nb.masked_to_direct(v_cal, arch)["batch_stats"])[0]
+    dead = {nbn._op_name(e, op) for e, op in enumerate(ops) if not nb.live_edges(ops)[e]}
+    stats_m = jax.tree_util.tree_flatten_with_path(nbn.masked_to_direct(v_cal, arch)["batch_stats"])[0]
     stats_d = jax.tree_util.tree_flatten_with_path(d_cal["batch_stats"])[0]
     assert [p for p, _ in stats_m] == [p for p, _ in stats_d]
     for (path, a), (_, b) in zip(stats_d, stats_m):
@@ -300,12 +301,12 @@ def test_calibration_makes_apply_per_sample(masked):
 
 def test_frozen_apply_equals_training_mode_batch_norm(f64):
     """On the calibration batch, apply with frozen statistics = the network in training mode."""
-    net = nb.build_network(MIXED)
+    net = nbn.build_network(MIXED)
     x = _inputs()
 
     @jax.jit
     def run(v, x):
-        (y_train, outs_train), updates = nb._NB201(nb.parse_arch(MIXED), calibrate=True).apply(
+        (y_train, outs_train), updates = nbn._NB201(nb.parse_arch(MIXED), calibrate=True).apply(
             v, x, net.scalars, mutable=["batch_stats"])
         y, outs = net.apply({**v, **updates}, net.scalars, x)
         return y_train, outs_train, y, outs

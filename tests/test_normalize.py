@@ -25,7 +25,8 @@ from zsad.arch.spec import Activation, Block, Shaping, expand, load_architecture
 from zsad.data import load_inputs
 from zsad.meanfield.walk import batch_state
 from zsad.arch.files import save_architecture as save
-from zsad.normalize import NormalizeError, _next_u, _Predictor, normalize, with_shaping
+from zsad.normalize import NormalizeError, _next_u, _Predictor, normalize
+from zsad.shaping import LayerCurve, with_shaping
 from zsad import measure
 from zsad.space import load_space
 
@@ -185,18 +186,16 @@ def test_unreachable_states_the_measured_range():
 
 def test_per_layer_curves():
     """Monotone branch of the interpolation: peak a and single-layer NLC (no network compiled)."""
-    from zsad.normalize import _Layer
-
-    relu = _Layer("1.relu", Activation(fn="relu"), 2.0, "interp")
+    relu = LayerCurve("1.relu", Activation(fn="relu"), 2.0, "interp")
     assert relu.peak == pytest.approx(2.0) and relu.native == pytest.approx(1.211174, abs=1e-5)
     assert relu.tau_max == pytest.approx(1.0 / math.sqrt(1.0 - 2.0 / math.pi), rel=1e-6)  # |s|
     sh = relu.shaping(2.0)
     assert (sh.alpha, sh.gain) == pytest.approx((2.0, math.sqrt(0.5)))  # E|s|^2 = 2 E relu(s)^2
     for q, peak in ((1.0, 2.535), (0.01, 1.0 / 0.01)):  # tanh: phi_a ~ s - a s^3/3 at small q
-        tanh = _Layer("1.tanh", Activation(fn="tanh"), q, "interp")
+        tanh = LayerCurve("1.tanh", Activation(fn="tanh"), q, "interp")
         assert tanh.peak == pytest.approx(peak, rel=0.05)
         assert np.all(np.diff(tanh.curve) > 0) and tanh.grid[-1] == tanh.peak
-    assert _Layer("1.gelu", Activation(fn="gelu"), 1.0, "interp").peak == pytest.approx(2.0)
+    assert LayerCurve("1.gelu", Activation(fn="gelu"), 1.0, "interp").peak == pytest.approx(2.0)
 
 
 def test_next_u_brackets_and_ends():

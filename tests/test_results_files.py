@@ -244,16 +244,16 @@ def test_sigint_at_random_moments_stops_cleanly_with_a_valid_file(space_dir):
     zsad_cmd = [sys.executable, "-m", "zsad_cli.main"]
     base = ["rank", "space.yaml", "--batch", "8", "--seeds", "2", "--metrics", "nlc,params,naswot"]
     times = []
-    for _ in range(3):  # the quickest run with compiled programs in the cache sets the time scale
+    for _ in range(2):  # the second run, compiled programs in the cache, sets the time scale
         t0 = time.perf_counter()
         subprocess.run([*zsad_cmd, *base, "--out", "straight.csv", "--overwrite"], cwd=space_dir, env=env,
                        check=True, capture_output=True, timeout=300)
         times.append(time.perf_counter() - t0)
-    seconds = min(times[1:])
+    seconds = times[1]
     straight = (space_dir / "straight.csv").read_bytes()
     rng = random.Random(20)
     codes = []
-    for trial in range(6):
+    for trial in range(4):
         out = space_dir / f"r{trial}.csv"
         proc = subprocess.Popen([*zsad_cmd, *base, "--out", out.name], cwd=space_dir, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -8,9 +8,8 @@ import pytest
 from helpers import run_cli
 from zsad.spaces import nasbench201 as nb201
 from zsad._errors import SpecError
-from zsad.select import (
-    EDGE_NAMES, SelectOptions, contributions, critical_weight_var, load_select_space, minimum_samples, select,
-)
+from zsad.select import SelectOptions, contributions, minimum_samples, select
+from zsad.select_space import EDGE_NAMES, critical_weight_var, load_select_space
 
 # A linear MLP whose hidden activations are an identity (gain 1) or a contraction x -> 0.2 x (gain 0.2);
 # the first activation (tanh or relu) is a second position.

@@ -8,7 +8,8 @@ from zsad._errors import SpecError
 from zsad.rank import RankOptions, rank_space
 from zsad.ranking import METRICS
 from zsad.score import ScoreOptions, score_architecture
-from zsad.space import load_scorable, load_space
+from zsad.cell_file import load_scorable
+from zsad.space import load_space
 from zsad.spaces.transnas import TransNASMicro
 
 DEGENERATE = "64-41414-2_21_000"  # node 3 takes only `none`
@@ -105,7 +106,7 @@ def test_rank_and_score_agree(tmp_path, monkeypatch):
 
 def test_select_and_normalize_refuse_the_space(tmp_path):
     from zsad.normalize import normalize_space
-    from zsad.select import load_select_space
+    from zsad.select_space import load_select_space
 
     path = _write(tmp_path, "space: transnas-macro\ntask: class_object\narchs: [64-1234-basic]\n")
     with pytest.raises(SpecError, match="the built-in space transnas-macro is not supported yet"):

@@ -1,60 +1,9 @@
 """Nonlinearity normalization: shape the activations so that the network's NLC equals a target.
 
-Every activation layer :math:`l` gets one shaping scalar, applied to
-its current activation :math:`\\phi_l` (the registry function with the layer's
-existing shaping, if any):
-
-* ``interp`` (any activation, ReLU included) -- interpolation with the identity,
-
-  .. math:: \\phi_{l,a}(s) = g_l\\,\\bigl(a_l\\,\\phi_l(s) + (1 - a_l)\\,s\\bigr),
-     \\qquad a_l \\in [0, a_l^{\\rm peak}].
-
-  :math:`a = 0` is linear, :math:`a = 1` the activation itself; :math:`a > 1`
-  subtracts part of the linear component and *raises* the nonlinearity. The
-  single-layer NLC is not monotone in :math:`a`: it peaks at
-  :math:`a^{\\rm peak}` and falls again beyond (ReLU: :math:`a = 2` is
-  :math:`|s|`, the most nonlinear; :math:`a \\to \\infty` tends to
-  :math:`\\mathrm{relu}(-s)`, as nonlinear as ReLU). The search therefore stays
-  on the monotone branch :math:`[0, a_l^{\\rm peak}]`, with
-  :math:`a_l^{\\rm peak}` the most nonlinear :math:`a \\ge 1` at the layer's input
-  variance, found on a grid up to :data:`ALPHA_RANGE` (2 for ReLU and GELU, 2.5
-  for tanh at :math:`q = 1`, about :math:`1/q` for tanh at small :math:`q`, where
-  :math:`\\phi_a \\approx s - a s^3/3`).
-* ``scale`` (smooth, non-homogeneous activations) -- input scaling,
-
-  .. math:: \\phi_{l,b}(s) = g_l\\,\\phi_l(b_l s)/b_l, \\qquad b_l \\in [10^{-3}, 10^{3}],
-     \\ b_l\\beta_l\\sqrt{q_l} \\le 20 \\ (:data:`SIGMA_MAX`),
-
-  :math:`b \\to 0` is linear and :math:`b > 1` raises the nonlinearity (without
-  bound for saturating activations such as tanh or erf). Positively homogeneous
-  activations (relu, leaky_relu, identity) are unchanged by it and rejected.
-
-The gain :math:`g_l` makes each layer preserve the second moment at its input
-variance :math:`q_l`: :math:`\\mathbb E\\,\\phi_{l,\\cdot}(\\sqrt{q_l} z)^2 =
-\\mathbb E\\,\\phi_l(\\sqrt{q_l} z)^2`, so normalization changes nonlinearity, not
-scale. :math:`q_l` is the **mean-field** pre-activation second moment of the
-original network, propagated from the measured second moment of the scoring
-batch by the walk of ``zsad score``'s mean-field summary
-(:func:`zsad.meanfield.walk.propagate`: convolutions as dense layers,
-orthogonal weights with their fan-in/fan-out factor, pooling and flattening
-leave it unchanged, layer and batch norm set it to 1). Because every
-shaped layer preserves :math:`q`, the :math:`q_l` of the shaped network are the
-same, so the gains are consistent (the mean of the activation output may change,
-which matters only for what follows a normalization or a residual sum).
-
-Distribution over layers: layer :math:`l` has native single-layer NLC
-:math:`\\tau_l = \\mathrm{NLC}_{\\phi_l}(\\sqrt{q_l})`, the NLC of the activation alone on
-inputs :math:`\\sqrt{q_l}\\,z`, :math:`z \\sim N(0, 1)`. One global parameter
-:math:`u \\in [0, u_{\\max}]` sets every layer's target single-layer log-NLC (clipped
-to the layer's peak): :math:`u\\ln\\tau_l` for :math:`u \\le 1` (every layer moved
-towards linear in proportion: :math:`u = 0` is the linear network, :math:`u = 1`
-the unchanged one) and :math:`\\ln\\tau_l + (u - 1)\\,\\delta` for :math:`u \\ge 1`, with
-:math:`\\delta` the mean :math:`\\ln\\tau_l` (every layer contributes the same factor of
-the added nonlinearity, :math:`\\approx (T/\\mathrm{NLC})^{1/L}`); at :math:`u_{\\max}`
-every layer is at its peak. The per-layer scalar is found by inverting the
-single-layer NLC curve (closed form in :math:`a`, a tabulated quadrature in
-:math:`b`) on its monotone branch, so every layer's nonlinearity grows with
-:math:`u`.
+Every activation layer gets one shaping scalar, chosen by one global parameter
+:math:`u` (the families, their gains and the distribution over layers are
+:mod:`zsad.shaping`): :math:`u = 0` is the linear network, :math:`u = 1` the
+unchanged one, and every layer's nonlinearity grows with :math:`u`.
 
 Solve: (1) mean field: :math:`u_0` solves
 :math:`\\mathrm{NLC}_{\\rm mf}(u) = T^{1/\\kappa}` (Brent), with
@@ -103,7 +52,7 @@ activation and the depth:
   for the convolutional version). ``scale`` tends to ReLU as :math:`b \\to \\infty`
   and reaches less.
 * Saturating activations (tanh, erf, sigmoid): ``scale`` makes every layer a
-  near step function (:data:`SIGMA_MAX`), far beyond any practical target;
+  near step function (:data:`zsad.shaping.SIGMA_MAX`), far beyond any practical target;
   ``interp`` also reaches well above 10 from a few layers on.
 
 References:
@@ -115,10 +64,8 @@ References:
   kernel with tailored rectified linear units, ICLR 2022.
   G. Yang et al., A mean field theory of batch normalization, ICLR 2019.
 """
-
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import Iterator, NamedTuple
@@ -132,33 +79,14 @@ from zsad import meanfield as mf
 from zsad._errors import NumericsError, SpecError, ZsadError
 from zsad.activations import HOMOGENEOUS
 from zsad.arch.build import build
-from zsad.arch.spec import (
-    Activation, Architecture, BatchNorm, Block, Layer, LayerNorm, Residual, Shaping, named_layers, sub_prefix,
-)
+from zsad.arch.spec import Activation, Architecture, BatchNorm, Block, Layer, LayerNorm, Residual, Shaping
 from zsad.data import load_inputs
 from zsad.meanfield.walk import BatchState, batch_state, propagate
-from zsad.quadrature import graded_rule, value_and_slope
 from zsad.measure import TRACES
 from zsad.score import make_profile_fn, seed_keys, structure_key
+from zsad.shaping import BETA_RANGE, SATURATING, SIGMA_MAX, LayerCurve, activation_layers, with_shaping
 
 METHODS = ("interp", "scale")
-#: Search range of the interpolation scalar ``a`` (capped further at the layer's most nonlinear ``a``).
-ALPHA_RANGE = (0.0, 1024.0)
-#: Search range of the input scale ``b`` (relative to the layer's current ``beta``).
-BETA_RANGE = (1e-3, 1e3)
-#: Largest input scale (in standard deviations of the pre-activation) ``scale`` gives an activation:
-#: beyond it a saturating activation is a step function at the resolution of a finite batch (its
-#: derivative vanishes at almost every sample) and the measured NLC collapses instead of growing.
-SIGMA_MAX = 20.0
-#: Linear steps of 0.005 up to 4, then geometric (2% steps) up to ALPHA_RANGE[1]: at small input
-#: variance q the most nonlinear ``a`` of a smooth activation grows like 1/q (tanh: phi_a ~ s - a s^3/3).
-_ALPHA_GRID = np.concatenate([np.linspace(0.0, 4.0, 801), np.geomspace(4.0, ALPHA_RANGE[1], 281)[1:]])
-_ALPHA_ONE = 200  # index of a = 1 (the unchanged activation)
-_BETA_GRID = np.logspace(-3.0, 3.0, 241)
-_BETA_ONE = 120  # index of b = 1
-#: Activations that saturate (bounded): input scaling makes them as nonlinear as wanted.
-SATURATING = frozenset({"tanh", "sigmoid", "erf"})
-_FLAT = 1e-10  # a layer whose native log-NLC is below this is (numerically) linear: left alone
 
 
 class NormalizeError(ZsadError):
@@ -245,173 +173,6 @@ class NormalizeResult(NamedTuple):
             "compilations": self.compilations, "seconds": round(self.seconds, 3),
             "history": self.history, "meanfield": self.meanfield,
         }
-
-
-# --------------------------------------------------------------------------- per-layer curves
-
-def _log_target(u: float, log_native: float, step: float) -> float:
-    """Target log single-layer NLC of a layer at global parameter ``u``.
-
-    ``u <= 1``: ``u * log_native`` (every layer moved towards linear in proportion);
-    ``u >= 1``: ``log_native + (u - 1) * step`` (every layer gets the same added
-    log-NLC, ``step`` per unit of ``u``).
-    """
-    return u * log_native if u <= 1.0 else log_native + (u - 1.0) * step
-
-
-class _Layer:
-    """One activation layer: its current activation, input moment and single-layer NLC curve."""
-
-    def __init__(self, name: str, spec: Activation, q: float, method: str):
-        self.name, self.spec, self.q, self.method = name, spec, q, method
-        sh = spec.shaping
-        self.base = (sh.alpha, sh.beta, sh.gain)
-        if method == "interp":
-            # Moments of psi = phi - s (phi the current activation): phi_a = s + a psi.
-            x, w = graded_rule(math.sqrt(q))
-            v, d = self._values(x)
-            psi, dpsi = v - x, d - 1.0
-            self.moments = tuple(float(np.sum(w * t)) for t in (psi, psi * psi, x * psi, dpsi, dpsi * dpsi))
-            self.m2_native = float(np.sum(w * v * v))
-            grid, native = _ALPHA_GRID, _ALPHA_ONE
-            nlc = self._interp_nlc(grid)
-        else:
-            sigma = _BETA_GRID * math.sqrt(q)
-            m1, m2, d2 = self._scale_moments(sigma)
-            var = m2 - m1 * m1
-            with np.errstate(divide="ignore", invalid="ignore"):
-                nlc = np.sqrt(sigma * sigma * d2 / var)
-            self.m2_table = m2 / (_BETA_GRID * _BETA_GRID)  # E[phi(b s)^2 / b^2] at s ~ N(0, q)
-            self.m2_native = float(m2[_BETA_ONE])
-            self.table_nlc = np.maximum(nlc, 1.0)
-            grid, native = _BETA_GRID, _BETA_ONE
-        if not np.all(np.isfinite(nlc)):
-            raise NumericsError(f"layer {name}: the single-layer NLC of {spec.fn} is undefined at some "
-                                f"shaping (input second moment q = {q:.3g})")
-        nlc = np.maximum(nlc, 1.0)
-        self.native = float(nlc[native])
-        # The monotone branch: from the linear end up to the most nonlinear parameter (at least the
-        # current one); beyond it the single-layer NLC falls again (interp: a -> infinity tends to
-        # phi - s, e.g. relu(-s) for relu), so the search never goes there.
-        if method == "interp":
-            top = native + int(np.argmax(nlc[native:]))
-        else:  # input scales up to SIGMA_MAX standard deviations (and at least the current one)
-            limit = max(int(np.sum(self.base[1] * _BETA_GRID * math.sqrt(q) <= SIGMA_MAX)), native + 1)
-            top = int(np.argmax(nlc[:limit]))
-        # Invert the monotone envelope: the records of the running maximum over increasing parameter.
-        keep = [0]
-        for i in range(1, top + 1):
-            if nlc[i] > nlc[keep[-1]]:
-                keep.append(i)
-        self.grid, self.curve = grid[keep], nlc[keep]
-        self.peak = float(grid[top])
-        self.tau_max = float(self.curve[-1])
-        self.log_native = math.log(self.native)
-
-    def _values(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The current activation (with its existing shaping) and its derivative at ``x`` (float64)."""
-        a0, b0, g0 = self.base
-        evaluate = value_and_slope(self.spec.fn, tuple(self.spec.params))
-        with jax.enable_x64(True):
-            v, d = (np.asarray(t, dtype=np.float64) for t in evaluate(jnp.asarray(b0 * x, dtype=jnp.float64)))
-        return g0 * (a0 * v / b0 + (1.0 - a0) * x), g0 * (a0 * d + (1.0 - a0))
-
-    def _scale_moments(self, sigma: np.ndarray):
-        """E phi, E phi^2, E phi'^2 of the current activation at s ~ N(0, sigma^2), for every sigma."""
-        xs, ws = zip(*(graded_rule(float(s)) for s in sigma))
-        x, w = np.stack(xs), np.stack(ws)
-        v, d = self._values(x)
-        return tuple(np.sum(w * t, axis=-1) for t in (v, v * v, d * d))
-
-    def _interp_second(self, a):
-        """``(E phi_a^2, Var phi_a, E phi_a'^2)`` at s ~ N(0, q), with phi_a = s + a (phi - s)."""
-        m1, m2, ms, d1, d2 = self.moments
-        second = self.q + 2.0 * a * ms + a * a * m2
-        return second, second - (a * m1) ** 2, 1.0 + 2.0 * a * d1 + a * a * d2
-
-    def _interp_nlc(self, a):
-        _, var, grad2 = self._interp_second(a)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.sqrt(self.q * grad2 / var)
-
-    def param(self, u: float, step: float) -> float:
-        """The shaping parameter at global parameter ``u`` (see :func:`_log_target`)."""
-        if self.tau_max <= 1.0 + 1e-12 or (u <= 1.0 and self.log_native < _FLAT):
-            return 1.0
-        tau = math.exp(min(_log_target(u, self.log_native, step), math.log(self.tau_max)))
-        return float(np.interp(tau, self.curve, self.grid))
-
-    def u_max(self, step: float) -> float:
-        """The smallest ``u`` at which this layer is at its most nonlinear shaping."""
-        return 1.0 + max(math.log(self.tau_max) - self.log_native, 0.0) / step
-
-    def shaping(self, p: float) -> Shaping:
-        """The family scalars (alpha, beta, gain) of parameter ``p`` applied to the current activation."""
-        a0, b0, g0 = self.base
-        if self.method == "interp":
-            second = float(self._interp_second(p)[0])
-            g = math.sqrt(self.m2_native / second)
-            scale = p * g0 + 1.0 - p
-            if abs(scale) < 1e-9:
-                raise NumericsError(f"layer {self.name}: interpolation a = {p:.6g} of the shaped activation "
-                                    "has no (alpha, beta, gain) form; reset its shaping and retry")
-            return Shaping(alpha=p * g0 * a0 / scale, beta=b0, gain=g * scale)
-        m2 = float(np.exp(np.interp(math.log(p), np.log(_BETA_GRID), np.log(self.m2_table))))
-        return Shaping(alpha=a0, beta=b0 * p, gain=g0 * math.sqrt(self.m2_native / m2))
-
-    def layer_nlc(self, p: float) -> float:
-        if self.method == "interp":
-            return float(self._interp_nlc(np.asarray(p)))
-        return float(np.exp(np.interp(math.log(p), np.log(_BETA_GRID), np.log(self.table_nlc))))
-
-
-def _activations(layers: tuple[Layer, ...], prefix: str = "") -> list[tuple[str, Activation]]:
-    out = []
-    for name, layer in named_layers(layers, prefix):
-        if isinstance(layer, Activation):
-            out.append((name, layer))
-        elif isinstance(layer, Residual):
-            out += _activations(layer.shortcut, sub_prefix(name, "shortcut"))
-            out += _activations(layer.branch, sub_prefix(name, "branch"))
-    return out
-
-
-# --------------------------------------------------------------------------- writing shaping back
-
-def with_shaping(arch: Architecture, shapes: dict[str, Shaping]) -> Architecture:
-    """``arch`` with the shaping of the named activation layers replaced.
-
-    A ``block`` whose repeats end up with different shaping is unrolled (its
-    copies spliced in place), since a file records one shaping per written layer.
-    """
-    layers, _ = _reshape(arch.layers, "", 0, shapes)
-    return dataclasses.replace(arch, layers=layers)
-
-
-def _reshape(layers, prefix: str, index: int, shapes) -> tuple[tuple[Layer, ...], int]:
-    out: list[Layer] = []
-    for layer in layers:
-        if isinstance(layer, Block):
-            copies = []
-            for _ in range(layer.repeat):
-                inner, index = _reshape(layer.layers, prefix, index, shapes)
-                copies.append(inner)
-            if all(c == copies[0] for c in copies):
-                out.append(dataclasses.replace(layer, layers=copies[0]))
-            else:
-                for c in copies:
-                    out.extend(c)
-            continue
-        name = f"{prefix}{index}.{layer.fn if isinstance(layer, Activation) else layer.kind}"
-        if isinstance(layer, Activation) and name in shapes:
-            layer = dataclasses.replace(layer, shaping=shapes[name])
-        elif isinstance(layer, Residual):
-            branch, _ = _reshape(layer.branch, sub_prefix(name, "branch"), 0, shapes)
-            shortcut, _ = _reshape(layer.shortcut, sub_prefix(name, "shortcut"), 0, shapes)
-            layer = dataclasses.replace(layer, branch=branch, shortcut=shortcut)
-        out.append(layer)
-        index += 1
-    return tuple(out), index
 
 
 def normalize_space(space, target: float, **options) -> Iterator[tuple[str, NormalizeResult | None, str | None]]:
@@ -517,26 +278,7 @@ def normalize(
       True
     """
     t0 = time.perf_counter()
-    if not isinstance(target, (int, float)) or not math.isfinite(target) or target < 1.0:
-        raise NormalizeError(f"target: expected a number >= 1 (the NLC of these networks is never below 1: "
-                             f"affine maps have exactly 1); got {target!r}")
-    if method not in METHODS:
-        raise NormalizeError(f"method: expected one of {', '.join(METHODS)}; got {method!r}")
-    if not (0.0 < tol < 1.0):
-        raise NormalizeError(f"tol: expected a relative tolerance in (0, 1); got {tol!r}")
-    if arch.module is not None:
-        raise SpecError(f"{arch.source or arch.name}: normalize needs an architecture file's layers; "
-                        f"a flax entry point ({arch.module}) has no activation layers to shape")
-    acts = _activations(arch.layers)
-    if not acts:
-        raise SpecError(f"{arch.source or arch.name}: no activation layers to shape (the network is affine: "
-                        "its NLC is exactly 1)")
-    if method == "scale":
-        for name, layer in acts:
-            if layer.fn in HOMOGENEOUS:
-                raise SpecError(f"{arch.source or arch.name}: layer {name}: method 'scale' needs a smooth, "
-                                f"non-homogeneous activation; {layer.fn} is positively homogeneous "
-                                "(phi(b s)/b = phi(s)); use --method interp")
+    acts = _shapeable_layers(arch, target, method, tol)
 
     # The program: built once, called with new scalars for every evaluation.
     net = build(arch)
@@ -570,7 +312,7 @@ def normalize(
     # Per-layer curves at the mean-field input moments of the unchanged network.
     start = batch_state(np.asarray(x))
     record = propagate(arch, start).walk.activation_inputs
-    layers_ = [_Layer(name, layer, float(record[name]), method) for name, layer in acts]
+    layers_ = [LayerCurve(name, layer, float(record[name]), method) for name, layer in acts]
     step = max(float(np.mean([l.log_native for l in layers_])), 1e-2)
     u_max = max(l.u_max(step) for l in layers_)
 
@@ -596,16 +338,8 @@ def normalize(
         return finish(1.0, before, None, True)
 
     # (1) mean-field first guess, its log-NLC corrected by the measured/predicted ratio at u = 1.
-    predict = _Predictor(arch, start, shapes_at)
-    u_mf = _meanfield_guess(predict, nb, target, u_max)
-    if u_mf is not None:
-        u = u_mf
-    elif target < nb:
-        u = math.log(target) / math.log(nb)
-    else:
-        u = min(1.0 + (math.log(target) - math.log(nb)) / (len(layers_) * step), u_max)
-    if abs(u - 1.0) < 1e-6:  # the unchanged network is measured already: a step towards the target
-        u = min(1.0 + 0.05 * (u_max - 1.0), u_max) if target > nb else 0.95
+    u_mf = _meanfield_guess(_Predictor(arch, start, shapes_at), nb, target, u_max)
+    u = _first_u(u_mf, nb, target, u_max, len(layers_) * step)
 
     # (2) measured correction: bracketing secant on F(u) = ln NLC(u) - ln T over [0, u_max].
     points = [(1.0, math.log(nb) - math.log(target), before)]
@@ -627,6 +361,45 @@ def normalize(
         u = nxt
     best = min(points, key=lambda p: abs(p[1]))
     return finish(best[0], best[2], u_mf, False)
+
+
+def _shapeable_layers(arch: Architecture, target: float, method: str, tol: float) -> list[tuple[str, Activation]]:
+    """The activation layers :func:`normalize` shapes, after checking its arguments (one-line errors)."""
+    if not isinstance(target, (int, float)) or not math.isfinite(target) or target < 1.0:
+        raise NormalizeError(f"target: expected a number >= 1 (the NLC of these networks is never below 1: "
+                             f"affine maps have exactly 1); got {target!r}")
+    if method not in METHODS:
+        raise NormalizeError(f"method: expected one of {', '.join(METHODS)}; got {method!r}")
+    if not (0.0 < tol < 1.0):
+        raise NormalizeError(f"tol: expected a relative tolerance in (0, 1); got {tol!r}")
+    if arch.module is not None:
+        raise SpecError(f"{arch.source or arch.name}: normalize needs an architecture file's layers; "
+                        f"a flax entry point ({arch.module}) has no activation layers to shape")
+    acts = activation_layers(arch.layers)
+    if not acts:
+        raise SpecError(f"{arch.source or arch.name}: no activation layers to shape (the network is affine: "
+                        "its NLC is exactly 1)")
+    if method == "scale":
+        for name, layer in acts:
+            if layer.fn in HOMOGENEOUS:
+                raise SpecError(f"{arch.source or arch.name}: layer {name}: method 'scale' needs a smooth, "
+                                f"non-homogeneous activation; {layer.fn} is positively homogeneous "
+                                "(phi(b s)/b = phi(s)); use --method interp")
+    return acts
+
+
+def _first_u(u_mf: float | None, nlc_1: float, target: float, u_max: float, slope: float) -> float:
+    """The first ``u`` to measure: the mean-field guess, else a step in log-NLC (``slope`` per unit of ``u``
+    above 1, proportional below); never 1, which is measured already."""
+    if u_mf is not None:
+        u = u_mf
+    elif target < nlc_1:
+        u = math.log(target) / math.log(nlc_1)
+    else:
+        u = min(1.0 + (math.log(target) - math.log(nlc_1)) / slope, u_max)
+    if abs(u - 1.0) < 1e-6:  # the unchanged network is measured already: a step towards the target
+        u = min(1.0 + 0.05 * (u_max - 1.0), u_max) if target > nlc_1 else 0.95
+    return u
 
 
 class _Predictor:

@@ -58,7 +58,7 @@ import numpy as np
 
 from zsad import _interrupt as interrupt
 from zsad import draws
-from zsad.spaces import nasbench201 as nb201
+from zsad.spaces import nasbench201 as nb201, nasbench201_net as nb201_net
 from zsad import proxies
 from zsad._batching import map_leading
 from zsad._errors import SpecError, WriteError, ZsadError
@@ -586,11 +586,11 @@ class Scorer:
                                   "'none' edge): the network output is constant"}
             inp = self.context.input
             program = self._program(("nb201",), lambda: _make_program(
-                nb201.build_masked_network(), self.options, tuple(n for n in nb201.LAYER_NAMES if n != "head"),
+                nb201_net.build_masked_network(), self.options, tuple(n for n in nb201.LAYER_NAMES if n != "head"),
                 params=None, flops=None, dtype=self._dtype(inp), batched=self.batched,
                 sigma2_output=nb201.FEATURES, structure=("nb201",)))
             x = self._x(inp, self.context.base_dir, self.context.source)
-            return program, x, nb201.default_scalars(ops), False, program.layer_names
+            return program, x, nb201_net.default_scalars(ops), False, program.layer_names
         if item.is_builtin:
             return self._prepare_builtin(item, row)
         group = self.group_key(item)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zsad.spaces import nasbench201 as nb201
+from zsad.spaces import nasbench201 as nb201, nasbench201_net as nb201_net
 from zsad._errors import SpecError
 from zsad._memory import check_fits
 from zsad._types import Network
@@ -29,7 +29,7 @@ from zsad.arch.spec import Architecture, family_of
 from zsad.data import load_inputs
 from zsad.measure import MeasureConfig, make_measure, seed_inputs
 from zsad.nlc import NLCResult
-from zsad.space import CellArchitecture
+from zsad.cell_file import CellArchitecture
 from zsad.spectrum import JacobianSpectrum, resolution
 from zsad.spectrum import resolve_method
 from zsad.meanfield_arch import meanfield_summary
@@ -193,7 +193,7 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
     """Scores ``arch``: NLC with spread over ``options.seeds`` initializations and its profile.
 
     ``arch``: an architecture file's, or one architecture of a built-in space
-    (:class:`zsad.space.CellArchitecture`, from ``space:`` + ``arch:``), whose Jacobian runs
+    (:class:`zsad.cell_file.CellArchitecture`, from ``space:`` + ``arch:``), whose Jacobian runs
     from the input to the last feature map and which has no mean-field summary.
 
     A seed whose forward pass overflows contributes ``None`` and the first layer
@@ -203,7 +203,7 @@ def score_architecture(arch: Architecture | CellArchitecture, options: ScoreOpti
     t0 = time.perf_counter()
     cell = isinstance(arch, CellArchitecture)
     model = arch.model if cell else None
-    net = (model.network(arch.ops) if model is not None else nb201.build_network(arch.ops)) if cell else build(arch)
+    net = (model.network(arch.ops) if model is not None else nb201_net.build_network(arch.ops)) if cell else build(arch)
     check_fits(net, options.batch, jnp.result_type(float) if arch.input.dtype == "float32" else arch.input.dtype,
                source=arch.source, name="layers" if not cell else "arch")  # before anything is allocated
     x = load_inputs(arch.input, options.batch, seed=options.data_seed, base_dir=arch.base_dir,

@@ -46,7 +46,9 @@ import numpy as np
 
 from zsad._entry import import_callable
 from zsad.spaces import SPACES, canonical_name, suggestion
+from zsad.spaces import nasbench201 as nb201
 from zsad._errors import SpecError, ZsadError, locate
+from zsad.field_paths import plain, set_path, split_path, value_text
 from zsad.arch.spec import (
     Architecture, Input, Context, parse_input, check_mapping, architecture_to_dict, load_architecture,
     parse_architecture, read_yaml,
@@ -54,7 +56,7 @@ from zsad.arch.spec import (
 
 FORMS = ("list", "product", "nas-bench-201", "generator")
 NB201_NAMES = ("nas-bench-201",)
-_NB201_ALIASES = {"nasbench201": "nas-bench-201", "nas_bench_201": "nas-bench-201", "nb201": "nas-bench-201"}
+NB201_ALIASES = {"nasbench201": "nas-bench-201", "nas_bench_201": "nas-bench-201", "nb201": "nas-bench-201"}
 
 Nb201Ops = tuple[str, ...]
 
@@ -140,7 +142,7 @@ def load_space(path: str | Path) -> Space:
     return parse_space(node, file=str(path))
 
 
-def _file_name(node, ctx: Context, file: str | None, default: str) -> str:
+def file_name(node, ctx: Context, file: str | None, default: str) -> str:
     """The file's ``name:`` (a non-empty string), else the file's stem, else ``default``."""
     name = node.get("name", Path(file).stem if file else default)
     if not isinstance(name, str) or not name:
@@ -153,7 +155,7 @@ def parse_space(node: Any, *, file: str | None = None) -> Space:
     ctx = Context(file)
     if not isinstance(node, dict):
         raise ctx.error("a mapping with one of the fields archs, base, space, generator", node)
-    name = _file_name(node, ctx, file, "space")
+    name = file_name(node, ctx, file, "space")
     base_dir = Path(file).resolve().parent if file else Path.cwd()
     if "space" in node:
         canon = canonical_name(node["space"]) if isinstance(node["space"], str) else None
@@ -174,15 +176,6 @@ def parse_space(node: Any, *, file: str | None = None) -> Space:
 def fingerprint_of(doc: Any) -> str:
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _plain(node: Any) -> Any:
-    """ruamel nodes -> plain dicts/lists (for fingerprints and ids)."""
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
 
 
 def _loc(ctx: Context) -> str:
@@ -227,54 +220,6 @@ def _list_space(node, ctx, name, file, base_dir) -> Space:
 # --------------------------------------------------------------------------- form 2: base + choices
 
 
-def split_path(key: str) -> list[Union[str, int]]:
-    return [int(p) if p.lstrip("-").isdigit() else p for p in key.split(".")]
-
-
-def set_path(root: Any, parts: list, value: Any, *, create: bool) -> bool:
-    """Sets ``root[parts]`` to ``value``. Returns whether the full path existed before.
-
-    Raises LookupError (with a message) if the path cannot be followed.
-    """
-    existed = True
-    cur = root
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        where = ".".join(map(str, parts[:depth])) or "the architecture"
-        if isinstance(cur, list):
-            if not isinstance(part, int):
-                raise LookupError(f"{where} is a list; expected an item index, got {part!r}")
-            if not 0 <= part < len(cur):
-                raise LookupError(f"{where} has {len(cur)} items (indices 0..{len(cur) - 1}); no item {part}")
-            if last:
-                cur[part] = value
-                return existed
-            cur = cur[part]
-        elif isinstance(cur, dict):
-            key = str(part)
-            if key not in cur:
-                if not create:
-                    raise LookupError(f"{where} has no field {key!r}")
-                existed = False
-                cur[key] = value if last else {}
-            elif last:
-                cur[key] = value
-            if last:
-                return existed
-            cur = cur[key]
-        else:
-            raise LookupError(f"{where} is a value ({cur!r}), not a mapping or a list")
-    return existed
-
-
-def value_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
-        return str(value)
-    return json.dumps(_plain(value), separators=(",", ":"))
-
-
 def _product_space(node, ctx, name, file, base_dir) -> Space:
     check_mapping(node, ctx, ("name", "base", "choices", "sample", "seed"), "search space (base + choices)")
     if "base" not in node:
@@ -297,43 +242,7 @@ def _product_space(node, ctx, name, file, base_dir) -> Space:
     default_name = Path(base_file).stem if isinstance(node["base"], str) else "base"
     base = parse_architecture(copy.deepcopy(base_node), file=base_file, default_name=default_name, ctx=base_ctx)
 
-    cnode = node["choices"]
-    cctx = ctx.child(node, "choices")
-    if not isinstance(cnode, dict) or not cnode:
-        raise cctx.error("a non-empty mapping of dotted field paths to lists of values", cnode)
-    fields: list[tuple[str, list]] = []
-    for key, values in cnode.items():
-        fctx = cctx.child(cnode, key)
-        try:
-            fctx.line, fctx.col = (v + 1 for v in cnode.lc.key(key))
-        except (AttributeError, KeyError, TypeError):
-            pass
-        if not isinstance(key, str) or not key or any(not p for p in str(key).split(".")):
-            raise fctx.error("a dotted field path such as layers.1.fn or init.weight_std", key)
-        if not isinstance(values, list) or not values:
-            raise cctx.child(cnode, key).error("a non-empty list of values", values)
-        texts = [value_text(v) for v in values]
-        for i, text in enumerate(texts):
-            if text in texts[:i]:
-                raise cctx.child(cnode, key).child(values, i).error(
-                    f"distinct values (item {texts.index(text)} is the same)", values[i])
-        parts = split_path(key)
-        for i, value in enumerate(values):
-            trial = copy.deepcopy(base_node)
-            try:
-                existed = set_path(trial, parts, copy.deepcopy(value), create=True)
-            except LookupError as err:
-                raise fctx.error(f"a field that exists in the base architecture ({err})", key) from None
-            try:
-                parse_architecture(trial, file=base_file, default_name=default_name, ctx=base_ctx)
-            except ZsadError as err:
-                if not existed:
-                    raise fctx.error(f"a field that exists in the base architecture "
-                                     f"({locate(base_file)} has no {key!r}: {err})", key) from None
-                vctx = cctx.child(cnode, key).child(values, i)
-                raise SpecError(f"{_loc(vctx)}: choices.{key}.{i}: value {value_text(value)!r} makes the base "
-                                f"architecture invalid: {err}") from None
-        fields.append((str(key), list(values)))
+    fields = _product_choices(node, ctx, base_node, base_file, default_name, base_ctx)
 
     sizes = [len(v) for _, v in fields]
     total = math.prod(sizes)
@@ -375,23 +284,63 @@ def _product_space(node, ctx, name, file, base_dir) -> Space:
             yield SpaceItem(ident, dataclasses.replace(arch, name=ident))
 
     fp = fingerprint_of({"form": "product", "base": architecture_to_dict(base),
-                       "choices": [[k, _plain(v)] for k, v in fields], "indices": indices})
+                       "choices": [[k, plain(v)] for k, v in fields], "indices": indices})
     return Space("product", name, file, size, fp, items=items)
+
+
+def _product_choices(node, ctx, base_node, base_file, default_name, base_ctx) -> list[tuple[str, list]]:
+    """The ``choices:`` of a product space as ``[(dotted path, values)]``, each value checked on the base."""
+    cnode = node["choices"]
+    cctx = ctx.child(node, "choices")
+    if not isinstance(cnode, dict) or not cnode:
+        raise cctx.error("a non-empty mapping of dotted field paths to lists of values", cnode)
+    fields: list[tuple[str, list]] = []
+    for key, values in cnode.items():
+        fctx = cctx.child(cnode, key)
+        try:
+            fctx.line, fctx.col = (v + 1 for v in cnode.lc.key(key))
+        except (AttributeError, KeyError, TypeError):
+            pass
+        if not isinstance(key, str) or not key or any(not p for p in str(key).split(".")):
+            raise fctx.error("a dotted field path such as layers.1.fn or init.weight_std", key)
+        if not isinstance(values, list) or not values:
+            raise cctx.child(cnode, key).error("a non-empty list of values", values)
+        texts = [value_text(v) for v in values]
+        for i, text in enumerate(texts):
+            if text in texts[:i]:
+                raise cctx.child(cnode, key).child(values, i).error(
+                    f"distinct values (item {texts.index(text)} is the same)", values[i])
+        parts = split_path(key)
+        for i, value in enumerate(values):
+            trial = copy.deepcopy(base_node)
+            try:
+                existed = set_path(trial, parts, copy.deepcopy(value), create=True)
+            except LookupError as err:
+                raise fctx.error(f"a field that exists in the base architecture ({err})", key) from None
+            try:
+                parse_architecture(trial, file=base_file, default_name=default_name, ctx=base_ctx)
+            except ZsadError as err:
+                if not existed:
+                    raise fctx.error(f"a field that exists in the base architecture "
+                                     f"({locate(base_file)} has no {key!r}: {err})", key) from None
+                vctx = cctx.child(cnode, key).child(values, i)
+                raise SpecError(f"{_loc(vctx)}: choices.{key}.{i}: value {value_text(value)!r} makes the base "
+                                f"architecture invalid: {err}") from None
+        fields.append((str(key), list(values)))
+    return fields
 
 
 # --------------------------------------------------------------------------- form 3: NAS-Bench-201
 
 def _nb201_space(node, ctx, name, file, base_dir) -> Space:
-    from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
-
     sctx = ctx.child(node, "space")
     kind = node["space"]
     if isinstance(kind, str):
-        kind = _NB201_ALIASES.get(kind.lower(), kind.lower())
+        kind = NB201_ALIASES.get(kind.lower(), kind.lower())
     if kind not in NB201_NAMES:
         raise sctx.error(f"one of {', '.join(SPACES)}", node["space"], suggestion(str(node["space"])))
     check_mapping(node, ctx, ("name", "space", "archs", "input", "data"), "search space (built in)")
-    inp = _nb201_input(node, ctx)
+    inp = nb201_input(node, ctx)
     if "archs" not in node:
         raise ctx.error("a field 'archs' (all, {sample: N, seed: S}, or a list of architecture strings)")
     anode = node["archs"]
@@ -455,7 +404,7 @@ def _nb201_space(node, ctx, name, file, base_dir) -> Space:
 
 # --------------------------------------------------------------------------- form 3: other built-in spaces
 
-def _configured(node, ctx, canon: str, fields: tuple[str, ...]):
+def configured_space(node, ctx, canon: str, fields: tuple[str, ...]):
     """The built-in space ``canon`` configured by ``node``'s option fields, on ``node``'s input."""
     sctx = ctx.child(node, "space")
     try:
@@ -489,7 +438,7 @@ def _builtin_input(node, ctx, space) -> Input:
 
 
 def _builtin_space(node, ctx, name, file, canon: str) -> Space:
-    space, inp = _configured(node, ctx, canon, ("name", "space", "archs", "input", "data"))
+    space, inp = configured_space(node, ctx, canon, ("name", "space", "archs", "input", "data"))
     if "archs" not in node:
         raise ctx.error(f"a field 'archs' (all, {{sample: N, seed: S}}, or a list of {space.notation})")
     anode, actx = node["archs"], ctx.child(node, "archs")
@@ -535,90 +484,7 @@ def _builtin_space(node, ctx, name, file, canon: str) -> Space:
     return Space(canon, name, file, size, fp, input=inp, items=items)
 
 
-@dataclass(frozen=True)
-class CellArchitecture:
-    """One architecture of a built-in space, as ``zsad score`` reads it from a file with ``space:`` and ``arch:``.
-
-    Attributes:
-      name: the file's ``name`` (default: the file's stem).
-      space: the built-in space's name (``nas-bench-201``, ``transnas-micro`` ...).
-      ops: the architecture in the space's own terms (NAS-Bench-201: its six operations; other spaces:
-        their canonical architecture).
-      input: the input, as in a space file.
-      source: the file it came from.
-      model: the configured :class:`zsad.spaces.BuiltinSpace` (None: NAS-Bench-201).
-    """
-
-    name: str
-    space: str
-    ops: Any
-    input: Input
-    source: str | None = None
-    model: Any = None
-
-    @property
-    def base_dir(self) -> Path:
-        return Path(self.source).resolve().parent if self.source else Path.cwd()
-
-    @property
-    def notation(self) -> str:
-        if self.model is not None:
-            return self.model.format(self.ops)
-        from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
-        return nb201.format_arch(self.ops)
-
-
-def parse_cell(node: Any, *, file: str | None = None) -> CellArchitecture:
-    """Validates a mapping ``{space: nas-bench-201, arch: '<string>', name?, input?, data?}``."""
-    ctx = Context(file)
-    canon = canonical_name(node["space"]) if isinstance(node, dict) and isinstance(node.get("space"), str) else None
-    if canon is not None and canon not in NB201_NAMES:
-        return _builtin_cell(node, ctx, file, canon)
-    from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
-
-    check_mapping(node, ctx, ("name", "space", "arch", "input", "data"), "architecture of a built-in space")
-    kind = node["space"]
-    if isinstance(kind, str):
-        kind = _NB201_ALIASES.get(kind.lower(), kind.lower())
-    if kind not in NB201_NAMES:
-        raise ctx.child(node, "space").error(f"one of {', '.join(SPACES)}", node["space"],
-                                             suggestion(str(node["space"])))
-    if "arch" not in node:
-        raise ctx.error("a field 'arch' (a NAS-Bench-201 architecture string '|a~0|+|b~0|c~1|+|d~0|e~1|f~2|')")
-    actx = ctx.child(node, "arch")
-    if not isinstance(node["arch"], str):
-        raise actx.error("a NAS-Bench-201 architecture string '|a~0|+|b~0|c~1|+|d~0|e~1|f~2|'", node["arch"])
-    try:
-        ops = nb201.parse_arch(node["arch"])
-    except SpecError as err:
-        raise SpecError(f"{_loc(actx)}: arch: {err}") from None
-    name = _file_name(node, ctx, file, "cell")
-    return CellArchitecture(name, kind, ops, _nb201_input(node, ctx), file)
-
-
-def _builtin_cell(node, ctx, file, canon: str) -> CellArchitecture:
-    space, inp = _configured(node, ctx, canon, ("name", "space", "arch", "input", "data"))
-    if "arch" not in node:
-        raise ctx.error(f"a field 'arch' ({space.notation})")
-    try:
-        arch = space.parse(node["arch"])
-    except SpecError as err:
-        raise SpecError(f"{_loc(ctx.child(node, 'arch'))}: arch: {err}") from None
-    name = _file_name(node, ctx, file, "cell")
-    return CellArchitecture(name, canon, arch, inp, file, model=space)
-
-
-def load_scorable(path: str | Path) -> Union[Architecture, CellArchitecture]:
-    """An architecture file, or a file naming one architecture of a built-in space (``space:`` + ``arch:``)."""
-    node = read_yaml(path)
-    if isinstance(node, dict) and "space" in node and "archs" not in node:
-        return parse_cell(node, file=str(path))
-    return load_architecture(path)
-
-
-def _nb201_input(node, ctx) -> Input:
-    from zsad.spaces import nasbench201 as nb201  # jax and flax: only for NAS-Bench-201 spaces
-
+def nb201_input(node, ctx) -> Input:
     shape = list(nb201.INPUT_SHAPE)
     if "input" in node:
         inode = node["input"]

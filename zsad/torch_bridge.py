@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +54,7 @@ import numpy as np
 from zsad._entry import import_callable
 from zsad._errors import SpecError, locate
 from zsad._types import Network
+from zsad.arch.weights import unit_weights
 
 PREFIX = "torch:"
 EXTRA = "pip install 'zsad[torch]'"
@@ -326,14 +326,12 @@ def _override(params: dict, key, scalars: dict, dist: str) -> dict:
 
     Every parameter of two or more dimensions (a PyTorch weight ``[out, in, *kernel]``) is drawn from
     ``dist`` with variance ``weight_std² / fan_in``, ``fan_in = in * prod(kernel)`` (zsad's
-    :func:`~zsad.arch.build.unit_weights`, drawn in zsad's layout ``[*kernel, in, out]`` and transposed, so
+    :func:`~zsad.arch.weights.unit_weights`, drawn in zsad's layout ``[*kernel, in, out]`` and transposed, so
     ``orthogonal`` and ``delta_orthogonal`` mean what they mean for zsad's layers); the ``bias`` beside such
     a weight (``prefix.bias`` for ``prefix.weight``) is N(0, bias_std²). Every other parameter (normalization
     scales and shifts, ...) keeps the module's own initialization. Parameter ``i`` (``named_parameters()``
     order) draws under ``fold_in(key, i)``.
     """
-    from zsad.arch.build import unit_weights
-
     drawn = {name for name, p in params.items() if p.ndim >= 2}
     out = dict(params)
     for i, (name, p) in enumerate(params.items()):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -36,11 +36,8 @@ from zsad.arch.spec import (
 from zsad.arch.repeats import (
     RepeatNames, all_named, count_layers, cut_draw, fold_repeats, repeat_groups, repeat_names, sub_prefix,
 )
+from zsad.arch.weights import TRUNC_STD, unit_weights
 from zsad.layer_values import LayerValues
-
-_sub_prefix = sub_prefix  # the name other modules import
-
-_TRUNC_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2]
 
 
 # --------------------------------------------------------------------------- scalars
@@ -154,36 +151,6 @@ def _strip(layer: Layer) -> Layer:
         return dataclasses.replace(layer, branch=structure(layer.branch), shortcut=structure(layer.shortcut),
                                    branch_scale=0.0, shortcut_scale=0.0)
     return layer
-
-
-# --------------------------------------------------------------------------- initializers
-
-def _orthogonal(key, rows: int, cols: int, dtype) -> jax.Array:
-    """A (rows x cols) matrix with orthonormal rows or columns (whichever is fewer)."""
-    return jax.nn.initializers.orthogonal(scale=1.0)(key, (rows, cols), dtype)
-
-
-def unit_weights(key, shape: tuple[int, ...], dist: str, dtype) -> jax.Array:
-    """Weights of unit gain: variance ``1/fan_in`` (fan_in = prod(shape[:-1])), or (semi-)orthogonal.
-
-    ``orthogonal`` reshapes to (fan_in, fan_out); ``delta_orthogonal`` puts an
-    orthogonal (c_in x c_out) matrix at the kernel's centre tap and zeros
-    elsewhere (Xiao et al. 2018); on a dense layer it is plain orthogonal.
-    """
-    fan_in = int(np.prod(shape[:-1]))
-    if dist == "normal":
-        return jax.random.normal(key, shape, dtype) / np.sqrt(fan_in)
-    if dist == "truncated_normal":
-        return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) / (_TRUNC_STD * np.sqrt(fan_in))
-    if dist == "uniform":
-        bound = np.sqrt(3.0 / fan_in)
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    if dist == "orthogonal" or (dist == "delta_orthogonal" and len(shape) == 2):
-        return _orthogonal(key, fan_in, shape[-1], dtype).reshape(shape)
-    if dist == "delta_orthogonal":
-        centre = tuple(k // 2 for k in shape[:-2])
-        return jnp.zeros(shape, dtype).at[centre].set(_orthogonal(key, shape[-2], shape[-1], dtype))
-    raise ValueError(f"unknown init distribution {dist!r}")
 
 
 # --------------------------------------------------------------------------- flax modules
@@ -439,7 +406,7 @@ def _sample(template, affine: dict[str, tuple[str, Layer]], key, scalars, flats:
         gain = scalars[name]["weight_std"]
         fan_in = int(np.prod(kernel.shape[:-1]))
         if spec.init.dist in pending:
-            norm = {"normal": 1.0, "truncated_normal": _TRUNC_STD, "uniform": 1.0 / np.sqrt(3.0)}[spec.init.dist]
+            norm = {"normal": 1.0, "truncated_normal": TRUNC_STD, "uniform": 1.0 / np.sqrt(3.0)}[spec.init.dist]
             pending[spec.init.dist].append((mod, "kernel", kernel, gain / (norm * np.sqrt(fan_in))))
         elif not plan_only:
             params[mod]["kernel"] = gain * unit_weights(jax.random.fold_in(key, 1000 + i), kernel.shape,

@@ -24,7 +24,7 @@ import numpy as np
 from zsad.arch.build import FrozenBatchNorm
 from zsad.spaces import layout
 from zsad.spaces import ops as O
-from zsad.spaces.darts import CONCAT, NODES, NUM_CLASSES, OPS, Genotype
+from zsad.spaces.darts_genotype import CONCAT, NODES, NUM_CLASSES, OPS, Genotype
 
 
 def _windows(x, fill: float, stride: int) -> list:

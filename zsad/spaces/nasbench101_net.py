@@ -19,16 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from zsad.spaces import ops as O
-from zsad.spaces.nasbench101 import NUM_CLASSES, OPS, Cell
+from zsad.spaces.nasbench101_cell import KERNEL, NUM_CLASSES, OPS, Cell
 
 _NAMES = {"conv3x3-bn-relu": "conv3x3", "conv1x1-bn-relu": "conv1x1", "maxpool3x3": "maxpool3x3"}
-_KERNEL = {"conv3x3-bn-relu": 3, "conv1x1-bn-relu": 1}
 
 
 def _op_branch(t: int, op: str, width: int, cal):
-    if op not in _KERNEL:
+    if op not in KERNEL:
         return lambda mdl, h: O.max_pool(h, 3, 1)
-    return lambda mdl, h: O.ConvBNReLU(width, _KERNEL[op], cal, name=f"v{t}_{_NAMES[op]}", parent=mdl)(h)
+    return lambda mdl, h: O.ConvBNReLU(width, KERNEL[op], cal, name=f"v{t}_{_NAMES[op]}", parent=mdl)(h)
 
 
 def _proj_branches(t: int, width: int, cal):

@@ -52,7 +52,7 @@ from typing import Any, ClassVar, Hashable, Iterator
 
 import numpy as np
 
-from zsad._errors import SpecError
+from zsad._errors import SpecError, closest
 from zsad.spaces.base import BuiltinSpace, restrict
 
 BASE = 64
@@ -305,8 +305,6 @@ class TransNAS(BuiltinSpace):
 
     @classmethod
     def configure(cls, options: dict, ctx=None):
-        from zsad.activations import closest
-
         expected = f"one of {', '.join(TASKS)}"
         if "task" not in options:
             why = f"a field 'task' ({cls.name} needs a head: {expected})"
