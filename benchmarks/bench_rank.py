@@ -16,7 +16,13 @@ Two search spaces:
   tanh (8 structures; 4 shape signatures, so 4 compiled programs, the activation
   chosen by a traced index) x weight_std 5 values x bias_std 5 values (25 scalar
   variants per structure, which share their structure's program); ``--mlp N``
-  takes a seeded sample of N.
+  takes a seeded sample of N;
+* ``--spaces ...,mlp-mixed``: 200 MLPs of 50 shapes (:data:`MLP_MIXED_SPACE`), which zsad runs in
+  12 padded programs (:mod:`zsad.arch.padding`); ``mlp-worst``: 20 MLPs of the padding's worst
+  shape (:data:`MLP_WORST_SPACE`, width 257 padded to 512). ``--compare-padded`` runs every zsad configuration
+  on the MLP spaces a second time with padded programs off (``zsad.rank.PADDED_MLPS = False``: one
+  program per shape), cold and rerun, in the same run, and prints the number of compiled programs
+  and the time ratios.
 
 Each engine runs in a fresh worker process, one after the other, in this order:
 zsad NB201, zsad NB201 again, torch NB201, then the same for the MLP space. For
@@ -114,6 +120,23 @@ MLP_CHOICES = {
 MLP_SPACE = {"name": "mlp200", "base": MLP_BASE, "choices": MLP_CHOICES}
 
 
+#: MLPs of 50 shapes (depth 2..6 x ten widths 64..320) x relu or tanh x two weight scales: 200 architectures
+#: whose shapes fall in 12 padded signatures (widths padded to 64, 128, 256 or 512, depths to 2, 4 or 8;
+#: :mod:`zsad.arch.padding`), the width 320 padded to 512 its worst case (2.6x the hidden matmuls' FLOPs).
+MLP_MIXED_CHOICES = {
+    "layers.0.repeat": [2, 3, 4, 5, 6],
+    "layers.0.layers.0.features": [64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
+    "layers.0.layers.1.fn": ["relu", "tanh"],
+    "init.weight_std": [1.0, 1.41],
+}
+MLP_MIXED_SPACE = {"name": "mlp-mixed200", "base": MLP_BASE, "choices": MLP_MIXED_CHOICES}
+#: The padding's worst case: width 257 padded to 512 (3.9x the hidden matmuls' FLOPs), depth 5 to 8;
+#: 20 architectures of one shape.
+MLP_WORST_SPACE = {"name": "mlp-worst20", "base": MLP_BASE, "choices": {
+    "layers.0.repeat": [5], "layers.0.layers.0.features": [257], "layers.0.layers.1.fn": ["relu", "tanh"],
+    "init.weight_std": [0.8, 1.0, 1.2, 1.41, 1.7], "init.bias_std": [0.0, 0.1]}}
+
+
 def mlp_space_node(n: int | None = None, seed: int = 0) -> dict:
     """The MLP space as a search-space mapping; ``n`` < 200: a seeded sample of it."""
     node = json.loads(json.dumps(MLP_SPACE))
@@ -166,6 +189,8 @@ def _space(args):
 
     if args.space == "nb201":
         return parse_space(nb201_space_node(args.nb201, args.nb201_seed))
+    if args.space in ("mlp-mixed", "mlp-worst"):
+        return parse_space(json.loads(json.dumps(MLP_MIXED_SPACE if args.space == "mlp-mixed" else MLP_WORST_SPACE)))
     return parse_space(mlp_space_node(args.mlp, args.mlp_seed))
 
 
@@ -173,11 +198,13 @@ def worker_zsad(args) -> dict:
     import jax
     import jax.monitoring
 
+    from zsad import measure, rank
     from zsad.cache import enable_compilation_cache
     from zsad.rank import RankOptions, rank_space
     from zsad.ranking import parse_metrics
 
     enable_compilation_cache()  # as `zsad rank` does: $ZSAD_CACHE_DIR
+    rank.PADDED_MLPS = not args.unpadded
 
     compile_events: dict[str, float] = collections.defaultdict(float)
 
@@ -200,6 +227,7 @@ def worker_zsad(args) -> dict:
         return res, total, dict(compile_events), [s - t0 for s in stamps]
 
     cold, cold_s, cold_events, cold_stamps = timed(space)
+    programs, traces = len(measure.TRACES), sum(measure.TRACES.values())
     warm, warm_s, warm_events, _ = timed(space)
     rss = maxrss_mib()
     statuses = collections.Counter(r["status"] for r in cold.rows)
@@ -211,8 +239,11 @@ def worker_zsad(args) -> dict:
         "compile_s": sum(cold_events.values()), "compile_events": cold_events,
         "warm_compile_s": sum(warm_events.values()), "row_times": cold_stamps,
         "nlc": {r["arch"]: r.get("nlc") for r in cold.rows}, "rss_imports_mib": rss_imports, "rss_peak_mib": rss,
-        "devices": [str(d) for d in jax.devices()],
+        "devices": [str(d) for d in jax.devices()], "padded": not args.unpadded,
+        "programs": programs, "traces": traces, "warm_traces": sum(measure.TRACES.values()) - traces,
     }
+    if args.no_flops:
+        return out
     try:
         out["flops"] = estimator_flops(args, space)
     except Exception as err:  # the count is informative; never lose the timings for it
@@ -399,11 +430,11 @@ WORKERS = {"zsad": worker_zsad, "torch": worker_torch, "peak": worker_peak}
 
 # --------------------------------------------------------------------------- driver
 
-def _spawn(kind: str, space: str, args, cache_dir: str, metrics: str | None = None) -> dict:
+def _spawn(kind: str, space: str, args, cache_dir: str, metrics: str | None = None, extra: tuple = ()) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         path = fh.name
     argv = [sys.executable, __file__, "--worker", kind, "--space", space, "--worker-out", path,
-            *args.passthrough, *([f"--metrics={metrics}"] if metrics else [])]
+            *args.passthrough, *([f"--metrics={metrics}"] if metrics else []), *extra]
     env = {**os.environ, "ZSAD_CACHE_DIR": cache_dir}
     if kind == "torch":  # OpenMP threads that spin while waiting lose their core on a shared machine
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -474,10 +505,16 @@ def main() -> None:
     parser.add_argument("--check-archs", type=int, default=2,
                         help="architectures per space whose metrics the reference checks against zsad rank's "
                              "with the same weights (untimed, after its timed pass of the default metrics; 0: none)")
-    parser.add_argument("--spaces", default="nb201,mlp")
+    parser.add_argument("--spaces", default="nb201,mlp", help="comma-separated: nb201, mlp, mlp-mixed, mlp-worst")
+    parser.add_argument("--compare-padded", action="store_true",
+                        help="on the MLP space, run every zsad configuration again with padded programs off "
+                             "(zsad.rank.PADDED_MLPS = False: one program per shape), in the same run")
+    parser.add_argument("--unpadded", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-flops", action="store_true",
+                        help="skip the estimator's FLOPs count (one compilation per structure) and the peak rates")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_rank.json")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    parser.add_argument("--space", choices=["nb201", "mlp"], default="nb201", help=argparse.SUPPRESS)
+    parser.add_argument("--space", choices=["nb201", "mlp", "mlp-mixed", "mlp-worst"], default="nb201", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -491,7 +528,7 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
                         f"--seeds={args.seeds}", f"--batch={args.batch}", f"--tangents={args.tangents}",
                         f"--metrics={args.metrics}",
                         f"--torch-threads={args.torch_threads}", f"--matmul-n={args.matmul_n}",
-                        f"--check-archs={args.check_archs}"]
+                        f"--check-archs={args.check_archs}", *(["--no-flops"] if args.no_flops else [])]
     RESULTS.mkdir(parents=True, exist_ok=True)
     try:
         from ruamel.yaml import YAML
@@ -507,29 +544,33 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
     runs: list[dict] = []
     peaks = []
     with tempfile.TemporaryDirectory() as root:
-        peaks.append(_spawn("peak", "nb201", args, root))
+        if not args.no_flops:
+            peaks.append(_spawn("peak", "nb201", args, root))
         for space in args.spaces.split(","):
             for engine in ("zsad", "torch"):
                 if engine == "torch" and args.no_torch:
                     continue
-                cache = tempfile.mkdtemp(dir=root)  # empty: a cold start for zsad
-                print(f"... {engine} on {space}", file=sys.stderr, flush=True)
-                runs.append(_spawn(engine, space, args, cache))
                 if engine == "torch":  # the reference computes each metric set that zsad computes
+                    cache = tempfile.mkdtemp(dir=root)
+                    print(f"... torch on {space}", file=sys.stderr, flush=True)
+                    runs.append(_spawn(engine, space, args, cache))
                     for metrics in filter(None, args.also_metrics.split(";")):
                         print(f"... torch --metrics {metrics} on {space}", file=sys.stderr, flush=True)
                         runs.append({**_spawn(engine, space, args, cache, metrics),
                                      "engine": f"torch --metrics {metrics}", "metrics": metrics})
-                if engine == "zsad":  # a second process on the same persistent compilation cache
-                    print(f"... {engine} on {space}, rerun", file=sys.stderr, flush=True)
-                    runs.append({**_spawn(engine, space, args, cache), "engine": "zsad (rerun)"})
-                    for metrics in filter(None, args.also_metrics.split(";")):  # the same architectures
-                        cache = tempfile.mkdtemp(dir=root)
-                        for label in ("", " (rerun)"):
-                            print(f"... zsad --metrics {metrics} on {space}{label}", file=sys.stderr, flush=True)
-                            runs.append({**_spawn(engine, space, args, cache, metrics),
-                                         "engine": f"zsad --metrics {metrics}{label}", "metrics": metrics})
-        peaks.append(_spawn("peak", "nb201", args, root))
+                    continue
+                padded = [("", ())] + ([(" (unpadded)", ("--unpadded",))] if args.compare_padded and space != "nb201"
+                                       else [])
+                for metrics in [None, *filter(None, args.also_metrics.split(";"))]:  # the same architectures
+                    for tag, extra in padded:
+                        cache = tempfile.mkdtemp(dir=root)  # empty: a cold start for zsad
+                        name = f"zsad --metrics {metrics}" if metrics else "zsad"
+                        for label in ("", " (rerun)"):  # a second process on the same persistent cache
+                            print(f"... {name}{tag} on {space}{label}", file=sys.stderr, flush=True)
+                            run = {**_spawn(engine, space, args, cache, metrics, extra), "engine": f"{name}{tag}{label}"}
+                            runs.append({**run, "metrics": metrics} if metrics else run)
+        if not args.no_flops:
+            peaks.append(_spawn("peak", "nb201", args, root))
     load_after = os.getloadavg()
 
     flops = {r["space"]: r.get("flops") for r in runs if r.get("engine") == "zsad" and "error" not in r}
@@ -626,6 +667,17 @@ f"--mlp={args.mlp}", f"--mlp-seed={args.mlp_seed}",
                 r["warm_time_vs_first_metrics"] = ratio
                 print(f"{space}: --metrics {r['metrics']} takes {ratio:.2f}x the warm time of --metrics {args.metrics} "
                       f"on the same architectures ({_fmt(r['warm_rate'], '.3g')} archs/s warm)")
+    for space, engines in by_space.items():
+        for name, r in engines.items():
+            other = engines.get(name.replace(" (rerun)", "") + " (unpadded)" + (" (rerun)" if "(rerun)" in name
+                                                                                 else ""))
+            if "(unpadded)" in name or other is None:
+                continue
+            r["vs_unpadded"] = {"cold": other["cold_s"] / r["cold_s"], "warm": other["warm_s"] / r["warm_s"]}
+            print(f"{space}: {name}: padded programs {r['programs']} (unpadded {other['programs']}); "
+                  f"cold {r['cold_s']:.1f} s against {other['cold_s']:.1f} s unpadded "
+                  f"({r['vs_unpadded']['cold']:.2f}x faster), warm {r['warm_s']:.1f} s against "
+                  f"{other['warm_s']:.1f} s ({r['vs_unpadded']['warm']:.2f}x)")
     for r in table:
         if r.get("engine") == "zsad" and "error" not in r and r["warm_compile_s"] > 0.5:
             print(f"note: {r['space']}: the warm zsad run still compiled for {r['warm_compile_s']:.1f} s")

@@ -128,12 +128,8 @@ def jacob_cov(gx: torch.Tensor, k: float = JACOB_COV_K) -> tuple[float, bool]:
 
 
 def gradient_proxies(model: Model, params: dict, bn: BNState, x: torch.Tensor, labels: torch.Tensor,
-                     names: Sequence[str], groups: dict[str, str] | None = None) -> dict:
-    """grad_norm, snip and jacob_cov (those in ``names``) from one forward pass, batch norm frozen.
-
-    ``groups``: kernel name -> group; grad_norm then takes one norm per group instead of per kernel
-    (e.g. the kernels that one stacked parameter array holds).
-    """
+                     names: Sequence[str]) -> dict:
+    """grad_norm, snip and jacob_cov (those in ``names``) from one forward pass, batch norm frozen."""
     want_w = "grad_norm" in names or "snip" in names
     want_x = "jacob_cov" in names
     out: dict = {}
@@ -147,11 +143,7 @@ def gradient_proxies(model: Model, params: dict, bn: BNState, x: torch.Tensor, l
         grads = torch.autograd.grad(loss, [p[k] for k in model.kernels], retain_graph=want_x, allow_unused=True)
         used = [(k, p[k].detach().double(), g.double()) for k, g in zip(model.kernels, grads) if g is not None]
         if "grad_norm" in names:
-            squares: dict[str, torch.Tensor] = {}
-            for k, _, g in used:
-                group = k if groups is None else groups.get(k, k)
-                squares[group] = squares.get(group, 0.0) + g.square().sum()
-            out["grad_norm"] = _log_total(sum(v.sqrt() for v in squares.values()))
+            out["grad_norm"] = _log_total(sum(g.square().sum().sqrt() for _, _, g in used))
         if "snip" in names:
             out["snip"] = _log_total(sum((w * g).abs().sum() for _, w, g in used))
     if want_x:
@@ -294,7 +286,6 @@ def check_metrics_same_weights(space, x_for, *, seeds: int, batch: int, tangents
         xt = model.to_torch_input(x)
         values: dict[str, list] = {m: [] for m in MEASURED}
         se: list[float] = []
-        stacked: list[float] = []
         for s in range(seeds):
             params = model.from_zsad(net.init(per_seed["init"][s], net.scalars))
             if s == 0:
@@ -310,10 +301,6 @@ def check_metrics_same_weights(space, x_for, *, seeds: int, batch: int, tangents
                     se.append(value["stderr"])
                 else:
                     values[name].append(value)
-            if isinstance(model, NB201):  # grad_norm with one norm per stacked array, as zsad's parameters hold them
-                stacked.append(gradient_proxies(model, params, model.calibrate(params, xt), xt,
-                                                torch.from_numpy(labels.astype(np.int64)), ("grad_norm",),
-                                                model.stacked_groups())["grad_norm"][0])
         for name, per in values.items():
             z = zs[item.id].get(name)
             ok = [v for v, valid in per if valid]
@@ -328,9 +315,6 @@ def check_metrics_same_weights(space, x_for, *, seeds: int, batch: int, tangents
             else:
                 row["diff"] = abs(t - z) / max(1.0, abs(z))
                 row["agree"] = row["diff"] <= SAME_WEIGHTS_TOL
-                if name == "grad_norm" and stacked:
-                    row["torch_stacked"] = float(np.mean(stacked))
-                    row["diff_stacked"] = abs(row["torch_stacked"] - z) / max(1.0, abs(z))
             rows.append(row)
     return rows
 
@@ -369,8 +353,6 @@ def main() -> None:
     print("| architecture | metric | zsad | torch | relative difference or z | agree |\n|---|---|---|---|---|---|")
     for r in rows:
         gap = f"z = {r['z']:+.2f}" if "z" in r else (f"{r['diff']:.1e}" if "diff" in r else "—")
-        if "torch_stacked" in r:
-            gap += f" (one norm per stacked array, as zsad: {r['torch_stacked']:.6g}, {r['diff_stacked']:.1e})"
         print(f"| `{r['arch']}` | {r['metric']} | {r['zsad']} | {r['torch']} | {gap} | {r['agree']} |")
     elapsed = time.perf_counter() - t0
     print(f"\n{sum(r['agree'] for r in rows)} of {len(rows)} agree; {elapsed:.0f} s")

@@ -463,11 +463,6 @@ class NB201(Model):
         out["head_bias"] = (10,)
         return out
 
-    def stacked_groups(self) -> dict[str, str]:
-        """Each cell kernel's stacked array in zsad's parameters: the five cells of a stage share one per edge."""
-        return {name: name.split("/")[0] + "/" + name.split("/")[2] for name in self.kernels
-                if name.startswith("stage")}
-
     def init(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         params = {}
         for name, shape in self.kernel_shapes().items():

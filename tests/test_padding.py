@@ -8,7 +8,7 @@ import pytest
 from zsad.arch.build import build
 from zsad.arch.padding import build_padded, bucket, padded_signature
 from zsad.arch.spec import parse_architecture
-from zsad import measure
+from zsad import draws, measure
 from zsad.score import make_metrics_fn, seed_keys
 
 
@@ -28,8 +28,7 @@ MLPS = {  # one signature: widths up to 8, 3 or 4 hidden layers; tanh and relu, 
 
 def _padded_kernels(variables):
     p = variables["params"]
-    return [p["first"], *[jax.tree.map(lambda a: a[k], p["hidden"]) for k in range(len(p["hidden"]["kernel"]))],
-            p["out"]]
+    return [p[name] for name in sorted(p, key=lambda name: int(name.split(".")[0]))]
 
 
 @pytest.mark.parametrize("arch, fns", [(MLPS["deep"], None), (MLPS["shallow"], ("relu", "tanh")),
@@ -51,6 +50,11 @@ def test_padded_equals_unpadded(arch, fns):
             # differently by an ulp or two (truncated normal: the erf inverse fused otherwise)
             np.testing.assert_allclose(block, want, rtol=1e-6, atol=0)
             assert float(np.abs(got[part]).sum()) == pytest.approx(float(np.abs(want).sum()), rel=1e-6)
+    # the draws shared by the signature's MLPs (a prefix of each distribution's draw) give the same weights
+    flats = {d: [draws.draw(d, key[None], shapes[0][0], dtype, fold=fold)[0]]
+             for d, fold, dtype, shapes in padded.network.draws}
+    for a, b in zip(jax.tree.leaves(vp), jax.tree.leaves(padded.network.init_with(flats, key, padded.network.scalars))):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=0)
     x = jax.random.normal(jax.random.key(1), (16, 6))
     (yp, op), (yn, on) = padded.network.apply(vp, padded.network.scalars, x), net.apply(vn, net.scalars, x)
     np.testing.assert_allclose(yp, yn, rtol=1e-5, atol=1e-6)
@@ -90,3 +94,46 @@ def test_signatures():
                              "layers": [{"type": "dense", "features": 4}, {"type": "batch_norm"},
                                         {"type": "activation", "fn": "relu"}, {"type": "dense", "features": 2}]})
     assert padded_signature(conv) is None and padded_signature(bn) is None
+
+
+def test_naswot_mask_per_layer_gradient_sums_and_segment_are_exact():
+    """The padded network's NASWOT kernel over its masked codes, its grad_norm (one leaf per layer) and its
+    Jacobian segment (with Hutchinson's true sizes) are the unpadded network's; without the mask, or with
+    the hidden kernels in one leaf, they are not."""
+    from zsad import proxies
+    from zsad.measure import is_kernel
+    from zsad.spectrum import hutchinson
+
+    arch = MLPS["shallow"]  # widths 8, 2, 6 in 8 x 4: padded units and one padded layer
+    padded, net = build_padded(arch), build(arch)
+    vp, vn = padded.network.init(jax.random.key(2), padded.network.scalars), net.init(jax.random.key(2), net.scalars)
+    sp, sn = padded.network.scalars, net.scalars
+    x = jax.random.normal(jax.random.key(1), (16, 6))
+    (_, op), (_, on) = padded.network.apply(vp, sp, x), net.apply(vn, sn, x)
+    own_codes = proxies.relu_codes([on[n] for n in net.layer_names if n.endswith("dense")][:-1])
+    codes = proxies.relu_codes([op[n] for n in padded.code_layers])
+    mask = np.concatenate(padded.code_mask(sp))
+    np.testing.assert_array_equal(proxies.naswot_kernel(codes, mask), proxies.naswot_kernel(own_codes))
+    assert not np.array_equal(proxies.naswot_kernel(codes), proxies.naswot_kernel(own_codes))
+
+    labels = np.arange(16) % 3
+    loss = lambda apply, s: lambda p: proxies.cross_entropy_loss(  # noqa: E731
+        lambda q, z: apply({"params": q}, s, z)[0])(p, x, labels)
+    gp, gn = jax.grad(loss(padded.network.apply, sp))(vp["params"]), jax.grad(loss(net.apply, sn))(vn["params"])
+    want = proxies.grad_norm_of_gradients(vn["params"], gn, where=is_kernel)
+    got = proxies.grad_norm_of_gradients(vp["params"], gp, where=is_kernel)
+    assert bool(got.valid) and float(got.value) == pytest.approx(float(want.value), rel=1e-6)
+    names = sorted(gp, key=lambda n: int(n.split(".")[0]))
+    one_leaf = lambda t: {"first": t[names[0]], "out": t[names[-1]],  # noqa: E731
+                          "hidden": {"kernel": np.stack([t[n]["kernel"] for n in names[1:-1]])}}
+    stacked = proxies.grad_norm_of_gradients(one_leaf(vp["params"]), one_leaf(gp), where=is_kernel)
+    assert abs(float(stacked.value) - float(want.value)) > 1e-3
+
+    start, stop = padded.segment_range
+    h = padded.network.segment(vp, sp, x[:2], 0, start)
+    fn = lambda u: padded.network.segment(vp, sp, u[None], start, stop)[0]  # noqa: E731
+    own_fn = lambda u: net.segment(vn, sn, u[None], 1, 6)[0]  # noqa: E731  (zsad score's default: layers 1..5)
+    np.testing.assert_allclose(fn(h[0])[:6], own_fn(h[0][:8]), rtol=1e-5, atol=1e-6)
+    key = jax.random.key(5)
+    est = hutchinson(fn, h[0], key, num_probes=4, dims=padded.segment_dims(sp))
+    assert float(est.mean) == pytest.approx(float(hutchinson(own_fn, h[0][:8], key, num_probes=4).mean), rel=1e-5)

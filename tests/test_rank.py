@@ -456,6 +456,7 @@ def _three_structures(tmp_path):
 def test_shared_draws_give_the_rows_of_drawing_inside_each_program(tmp_path, monkeypatch):
     """A structure's initialization is drawn once per seed and shared by its architectures (they differ
     only in scalars): the same weights as each architecture drawing its own, so the same rows."""
+    monkeypatch.setattr(rank_mod, "PADDED_MLPS", False)  # the unpadded path: one program per shape
     space = _three_structures(tmp_path)
     options = RankOptions(seeds=2, batch=8, metrics=("nlc", "sigma2", "params", "grad_norm"))
     rank_mod._PROGRAM_CACHE.clear()
@@ -474,12 +475,14 @@ def test_shared_draws_give_the_rows_of_drawing_inside_each_program(tmp_path, mon
                 assert b[column] == value, (a["arch"], column)
 
 
-def test_programs_compiled_ahead_are_not_compiled_again(tmp_path):
+def test_programs_compiled_ahead_are_not_compiled_again(tmp_path, monkeypatch):
     """The structures' programs compile side by side on a thread pool; each compiles exactly once, there
     (batch 6: programs no other test compiles, so no cache of this process already holds them)."""
     import threading
 
     from jax import monitoring
+
+    monkeypatch.setattr(rank_mod, "PADDED_MLPS", False)  # the unpadded path: one program per shape
 
     space = _three_structures(tmp_path)
     names = []
@@ -512,6 +515,7 @@ def test_architectures_differing_in_activations_share_one_program(tmp_path, monk
     index), and the rows of compiling each pair's own program."""
     from jax import monitoring
 
+    monkeypatch.setattr(rank_mod, "PADDED_MLPS", False)  # the unpadded path: one program per shape
     (tmp_path / "base.yaml").write_text(BASE)
     (tmp_path / "space.yaml").write_text("base: base.yaml\nchoices:\n  layers.1.fn: [relu, tanh, elu]\n"
                                          "  layers.3.fn: [relu, tanh]\n  init.weight_std: [1.41, 1.0e+25]\n")
@@ -630,3 +634,43 @@ def test_flops_count_every_repeat_of_a_scanned_block(tmp_path):
     rows = by_arch(result.rows)
     assert rows["scanned"]["flops"] == rows["written"]["flops"]
     assert rows["scanned"]["flops"] > 5 * rows["once"]["flops"]  # six repeats, not one
+
+
+# --------------------------------------------------------------------------- padded MLP programs
+
+def _mlp_yaml(name, widths, fns, weight_std, bias_std=0.1):
+    layers = "".join(f"  - {{type: dense, features: {w}}}\n  - {{type: activation, fn: {f}}}\n"
+                     for w, f in zip(widths, fns))
+    return (f"name: {name}\ninput: {{shape: [8]}}\ninit: {{dist: normal, weight_std: {weight_std}, "
+            f"bias_std: {bias_std}}}\nlayers:\n{layers}  - {{type: dense, features: 3}}\n")
+
+
+def test_padded_mlps_give_the_rows_of_their_own_programs_in_one_program(tmp_path, monkeypatch):
+    """MLPs of other widths (up to 16), depths (3, 4) and activation functions share one padded program
+    (one trace) whose every metric column is that of each architecture's own program; a diverged one
+    names its own layer."""
+    from zsad import measure
+
+    archs = {"a": ([12, 9, 16], ["tanh", "elu", "relu"], 1.4), "b": ([16, 5, 11, 7], ["relu"] * 4, 1.2),
+             "c": ([16, 5, 11, 7], ["relu"] * 4, 1e25)}
+    for name, spec in archs.items():
+        (tmp_path / f"{name}.yaml").write_text(_mlp_yaml(name, *spec))
+    (tmp_path / "space.yaml").write_text("archs: [a.yaml, b.yaml, c.yaml]\n")
+    space = load_space(tmp_path / "space.yaml")
+    options = RankOptions(seeds=2, batch=8)
+    rank_mod._PROGRAM_CACHE.clear()
+    before = collections.Counter(measure.TRACES)
+    padded = rank_space(space, options).rows
+    traced = collections.Counter(measure.TRACES) - before
+    assert list(traced.values()) == [1] and next(iter(traced))[0][0][0] == "padded", traced
+    monkeypatch.setattr(rank_mod, "PADDED_MLPS", False)
+    rank_mod._PROGRAM_CACHE.clear()
+    own = rank_space(space, options).rows
+    assert [r["status"] for r in own] == ["ok", "ok", "diverged"], own
+    assert all(r[c] is not None for r in own[:2] for c in ("naswot", "sigma2", "grad_norm", "nlc_block")), own
+    for a, b in zip(own, padded):
+        for column, value in a.items():
+            if isinstance(value, float):
+                assert b[column] == pytest.approx(value, rel=1e-5, abs=1e-6), (a["arch"], column)
+            else:
+                assert b[column] == value, (a["arch"], column)

@@ -293,6 +293,10 @@ class MeasureConfig:
       segment_range: top-level layers ``(start, stop)`` of sigma2's Jacobian; None: input to
         ``sigma2_output`` (None: the output).
       spectrum: :class:`zsad.score.SpectrumConfig` of the Jacobian spectrum (``zsad score``).
+      code_mask: ``code_mask(scalars)``: per code layer, a bool mask of the units NASWOT counts
+        (None: all); a padded network's (:func:`zsad.arch.padding.build_padded`) leaves out its padding.
+      segment_dims: ``segment_dims(scalars) -> (d_in, d_out)``: the true sizes of sigma2's segment
+        where the network is padded (:func:`zsad.spectrum.hutchinson`'s ``dims``); None: its shapes.
     """
 
     metrics: tuple[str, ...]
@@ -303,6 +307,8 @@ class MeasureConfig:
     segment_range: tuple[int, int] | None = None
     sigma2_output: str | None = None
     spectrum: Any = None
+    code_mask: Callable | None = None
+    segment_dims: Callable | None = None
 
 
 class Measurements(NamedTuple):
@@ -397,7 +403,8 @@ def _sigma2(net, config, variables, scalars, x, key) -> jax.Array:
     over the first :data:`SIGMA2_SAMPLES` samples (:func:`zsad.spectrum.hutchinson`)."""
     h, fn = _jacobian_fn(net, variables, scalars, x[:SIGMA2_SAMPLES], config.segment_range, config.sigma2_output)
     keys = jax.random.split(key, h.shape[0])
-    return jnp.mean(jax.vmap(lambda hi, k: hutchinson(fn, hi, k, num_probes=SIGMA2_PROBES).mean)(h, keys))
+    dims = None if config.segment_dims is None else config.segment_dims(scalars)
+    return jnp.mean(jax.vmap(lambda hi, k: hutchinson(fn, hi, k, num_probes=SIGMA2_PROBES, dims=dims).mean)(h, keys))
 
 
 def _spectrum(net, config, variables, scalars, x, key):
@@ -433,7 +440,8 @@ def _one_seed(seed, x, labels, scalars, net: Network, config: MeasureConfig) -> 
     if "spectrum" in metrics:
         out["spectrum"] = _spectrum(net, config, v, scalars, x, jax.random.fold_in(seed["key"], 2))
     if "naswot" in metrics and config.code_layers:
-        s = proxies.naswot(proxies.relu_codes([x if n is None else outs[n] for n in config.code_layers]))
+        mask = None if config.code_mask is None else jnp.concatenate(config.code_mask(scalars))
+        s = proxies.naswot(proxies.relu_codes([x if n is None else outs[n] for n in config.code_layers]), mask)
         out["naswot"] = proxies.ProxyScore(s.value, s.valid)
     with_params = lambda base: lambda p, z: net.apply({**base, "params": p}, scalars, z)[0]  # noqa: E731
     if "synflow" in metrics:  # batch norm bypassed: uncalibrated statistics (0, 1) are the identity

@@ -267,19 +267,26 @@ def relu_codes(preactivations: Mapping[str, jax.Array] | Sequence[jax.Array]) ->
     return jnp.concatenate([jnp.reshape(a, (n, -1)) > 0 for a in arrays], axis=1)
 
 
-def _hamming_kernel(codes: jax.Array, dtype) -> jax.Array:
-    """``K = C C^T + (1 - C)(1 - C)^T`` in ``dtype``; exact integer entries."""
+def _hamming_kernel(codes: jax.Array, dtype, mask: jax.Array | None = None) -> jax.Array:
+    """``K = C C^T + (1 - C)(1 - C)^T`` in ``dtype`` over the units ``mask`` keeps; exact integer entries."""
     c = codes.astype(dtype)
+    d = 1 - c
+    if mask is not None:
+        m = jnp.asarray(mask).astype(dtype)[None, :]
+        c, d = c * m, d * m
     hi = jax.lax.Precision.HIGHEST
-    return jnp.matmul(c, c.T, precision=hi) + jnp.matmul(1 - c, (1 - c).T, precision=hi)
+    return jnp.matmul(c, c.T, precision=hi) + jnp.matmul(d, d.T, precision=hi)
 
 
-def _check_codes(codes: jax.Array) -> None:
+def _check_codes(codes: jax.Array, mask: jax.Array | None = None) -> None:
     if jnp.ndim(codes) != 2:
         raise DataError(f"codes: expected shape (n, N_A), got shape {tuple(jnp.shape(codes))}")
+    if mask is not None and tuple(jnp.shape(mask)) != tuple(jnp.shape(codes))[1:]:
+        raise DataError(f"mask: expected shape ({jnp.shape(codes)[1]},) (one per unit), got shape "
+                        f"{tuple(jnp.shape(mask))}")
 
 
-def naswot_kernel(codes: jax.Array) -> jax.Array:
+def naswot_kernel(codes: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """The Hamming agreement kernel of binary activation codes.
 
     .. math::
@@ -291,6 +298,8 @@ def naswot_kernel(codes: jax.Array) -> jax.Array:
 
     Args:
       codes: ``(n, N_A)`` binary codes (bool or 0/1), e.g. from :func:`relu_codes`.
+      mask: ``(N_A,)`` bool, the units that count (None: all): the kernel of ``codes[:, mask]``,
+        with a shape that does not depend on the mask (e.g. a padded network's units).
 
     Returns:
       ``(n, n)`` kernel in the default float dtype.
@@ -299,16 +308,19 @@ def naswot_kernel(codes: jax.Array) -> jax.Array:
       >>> naswot_kernel(jnp.array([[1, 1, 0], [0, 1, 1]]))
       Array([[3., 1.],
              [1., 3.]], dtype=float32)
+      >>> naswot_kernel(jnp.array([[1, 1, 0, 0], [0, 1, 1, 0]]), mask=jnp.array([True, True, True, False]))
+      Array([[3., 1.],
+             [1., 3.]], dtype=float32)
     """
-    _check_codes(codes)
+    _check_codes(codes, mask)
     out = _default_float()
     if jnp.shape(codes)[1] < 2**24:
-        return _hamming_kernel(codes, jnp.float32).astype(out)
+        return _hamming_kernel(codes, jnp.float32, mask).astype(out)
     with jax.enable_x64(True):
-        return _hamming_kernel(codes, jnp.float64).astype(out)
+        return _hamming_kernel(codes, jnp.float64, mask).astype(out)
 
 
-def naswot(codes: jax.Array) -> NaswotScore:
+def naswot(codes: jax.Array, mask: jax.Array | None = None) -> NaswotScore:
     """NASWOT score of Mellor et al. (2021): log-determinant of the Hamming kernel.
 
     .. math::
@@ -328,6 +340,7 @@ def naswot(codes: jax.Array) -> NaswotScore:
 
     Args:
       codes: ``(n, N_A)`` binary codes.
+      mask: ``(N_A,)`` bool, the units that count (None: all; see :func:`naswot_kernel`).
 
     Returns:
       :class:`NaswotScore`.
@@ -341,11 +354,11 @@ def naswot(codes: jax.Array) -> NaswotScore:
       >>> round(float(s.value), 4), bool(s.valid)   # det = 32
       (3.4657, True)
     """
-    _check_codes(codes)
+    _check_codes(codes, mask)
     n, n_units = jnp.shape(codes)
     out = _default_float()
     with jax.enable_x64(True):
-        k = _hamming_kernel(codes, jnp.float32 if n_units < 2**24 else jnp.float64).astype(jnp.float64)
+        k = _hamming_kernel(codes, jnp.float32 if n_units < 2**24 else jnp.float64, mask).astype(jnp.float64)
         # One symmetric eigendecomposition gives both the determinant and the rank test (K is
         # symmetric: det K = prod(eig)). A second LAPACK call (slogdet's LU) beside it would let
         # XLA:CPU run the two batched kernels at once, and on a two-thread pool both then wait

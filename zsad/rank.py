@@ -10,9 +10,12 @@ space shares one (the masked network of :mod:`zsad.spaces.nasbench201`, operatio
 choice as data). Architectures that differ only in activation functions share
 one too: their activation layers choose the function by a traced index
 (:func:`zsad.arch.build.with_choices`; on the CPU only the chosen function
-runs). The space is streamed in chunks; within a chunk, architectures are
-grouped by shape signature so that each program is compiled once (a small LRU
-keeps recent programs across chunks). Memory does not grow with the size of
+runs). MLPs (dense and activation layers) that differ in widths and depths share
+one too: widths padded to power-of-two buckets, depth a masked loop
+(:mod:`zsad.arch.padding`), with the metrics of their own programs. The space
+is streamed in chunks; within a chunk, architectures are grouped by shape
+signature so that each program is compiled once (a small LRU keeps recent
+programs across chunks). Memory does not grow with the size of
 the space beyond one small row per architecture.
 
 Where the architectures are scored is a :class:`Runner`: this process by
@@ -62,6 +65,7 @@ from zsad._errors import SpecError, WriteError, ZsadError
 from zsad._files import FileLock
 from zsad._memory import check_fits
 from zsad._types import Network
+from zsad.arch import padding
 from zsad.arch.build import activation_fns, build, signature, structure, with_choices
 from zsad.arch.spec import Activation, Architecture, Input, named_layers
 from zsad.data import load_inputs
@@ -116,6 +120,10 @@ _FLOPS_CACHE: dict[Any, int] = {}  # FLOPs per structure (activation functions i
 #: The most elements (seeds x the initialization's draws) drawn once and shared by a structure's
 #: architectures; larger networks draw inside their program (same numbers, no memory held).
 _SHARED_DRAWS = 1 << 26
+#: Whether MLPs of one :func:`zsad.arch.padding.padded_signature` share one padded program (the same
+#: metrics as their own programs, to float rounding). False: every shape compiles its own (a switch for
+#: comparisons; the rows do not depend on it).
+PADDED_MLPS = True
 
 
 # --------------------------------------------------------------------------- the compiled program
@@ -157,11 +165,12 @@ def jacob_cov_degenerate(batch: int, input_shape: Sequence[int]) -> bool:
 
 def _make_program(net: Network, options: RankOptions, code_layers: tuple | None, *, params: int | None,
                   flops: int | None, dtype, batched: bool, segment_range: tuple[int, int] | None = None,
-                  sigma2_output: str | None = None, structure: Any = None) -> _Program:
+                  sigma2_output: str | None = None, structure: Any = None, code_mask: Callable | None = None,
+                  segment_dims: Callable | None = None) -> _Program:
     metrics = tuple(m for m in options.metrics if m not in ("params", "flops")
                     and not (m == "jacob_cov" and jacob_cov_degenerate(options.batch, net.input_shape)))
     config = MeasureConfig(metrics, options.tangents, batched, code_layers, tuple(net.input_shape), segment_range,
-                           sigma2_output)
+                           sigma2_output, code_mask=code_mask, segment_dims=segment_dims)
     shared = (net.init_with is not None and draws.available()
               and options.seeds * sum(math.prod(sh) for *_, shapes in net.draws for sh in shapes) <= _SHARED_DRAWS)
     labels = None
@@ -345,16 +354,22 @@ class Scorer:
         if arch.module is not None:  # a PyTorch module with init: shares its program across weight/bias_std
             init = arch.init.dist if arch.init_set else None
             return ("module", arch.module, str(arch.base_dir), tuple(arch.input.shape), arch.input.dtype, init)
+        padded = padding.padded_signature(arch) if PADDED_MLPS else None
+        if padded is not None:  # MLPs of other widths and depths share it (zsad.arch.padding)
+            return ("padded", padded)
         return ("layers", signature(arch.layers), tuple(arch.input.shape), arch.input.dtype)
 
     @staticmethod
-    def choices(group: Sequence[SpaceItem]) -> tuple[tuple[str, ...], ...] | None:
+    def choices(group: Sequence[SpaceItem]) -> tuple | None:
         """The activation functions that ``group`` (one :meth:`group_key`) holds at each activation node;
-        None where every node has one function (no choice to make)."""
+        None where every node has one function (no choice to make). A padded group (MLPs of one
+        :func:`~zsad.arch.padding.padded_signature`): the functions of all its architectures."""
         archs = [item.arch for item in group if item.error is None and not item.is_nb201
                  and not item.is_builtin and item.arch.module is None]
         if not archs:
             return None
+        if Scorer.group_key(group[0])[0] == "padded":
+            return tuple(sorted({fn for a in archs for fn in padding.mlp_shape(a).fns}))
         per_node = tuple(tuple(sorted(set(fns))) for fns in zip(*(activation_fns(a.layers) for a in archs)))
         return per_node if any(len(c) > 1 for c in per_node) else None
 
@@ -578,6 +593,9 @@ class Scorer:
             return program, x, nb201_net.default_scalars(ops), False, program.layer_names
         if item.is_builtin:
             return self._prepare_builtin(item, row)
+        group = self.group_key(item)
+        if group[0] == "padded":
+            return self._prepare_padded(item, row, group, choices)
         arch: Architecture = item.arch
         names = tuple(name for name, _ in named_layers(arch.layers))
         if choices is not None and arch.module is None:
@@ -633,6 +651,30 @@ class Scorer:
         x = self._x(inp, self.context.base_dir, self.context.source)
         return program, x, space.scalars(arch), False, program.layer_names
 
+    def _prepare_padded(self, item: SpaceItem, row: dict, group: tuple, fns: Sequence[str] | None):
+        """:meth:`_prepare` of an MLP in its group's padded program (:func:`zsad.arch.padding.build_padded`,
+        activation functions ``fns``: the group's). The layer names returned hold, per layer of the
+        program, the architecture's own name, None for the padding's layers."""
+        arch: Architecture = item.arch
+        padded = padding.build_padded(arch, fns)
+        net, dtype = padded.network, self._dtype(arch.input)
+        key = (group, tuple(sorted(set(fns or ()) | set(padding.mlp_shape(arch).fns))))
+
+        def make() -> _Program:
+            check_fits(net, self.options.batch, dtype, source=arch.source, name="layers")
+            return _make_program(net, self.options, padded.code_layers, params=None, flops=None, dtype=dtype,
+                                 batched=self.batched, segment_range=padded.segment_range, structure=key,
+                                 code_mask=padded.code_mask, segment_dims=padded.segment_dims)
+
+        program = self._program(key, make)
+        if "params" in self.options.metrics:
+            row["params"] = padding.param_count(arch)  # the architecture's own, not the padded network's
+        if "flops" in self.options.metrics:
+            row["flops"] = self._flops(arch, dtype)
+        own = {padded_name: name for name, padded_name in padded.layers.items()}
+        names = tuple(own.get(name) for name in net.layer_names)
+        return program, self._x(arch.input, arch.base_dir, arch.source), net.scalars, False, names
+
     def _flops(self, arch: Architecture, dtype) -> int:
         """FLOPs of ``arch``'s own network: not of its group's program, whose activation layers may choose
         among several functions (the count would then depend on which architectures share a chunk, and
@@ -647,12 +689,17 @@ class Scorer:
         return _FLOPS_CACHE[key]
 
     def _finish(self, row: dict, program: _Program, res: dict, *, module: bool, names: tuple[str, ...]) -> dict:
-        """Row from one architecture's per-seed results (leading axis: seeds); ``names``: its layers."""
+        """Row from one architecture's per-seed results (leading axis: seeds); ``names``: its layers, one per
+        layer of the program, None where the program's layer is not the architecture's (padding)."""
         opts = self.options
         metrics = opts.metrics
         seeds = range(opts.seeds)
         diverged = {}
         res = _columns(res)
+        own = [i for i, name in enumerate(names) if name is not None]
+        if len(own) < len(names):  # a padded program: the architecture's own layers, in order
+            res = {**res, **{c: np.asarray(res[c])[:, own] for c in ("finite", "nlc_profile") if c in res}}
+            names = tuple(names[i] for i in own)
         for s in seeds:
             finite = np.asarray(res["finite"][s])
             if not finite.all():

@@ -4,19 +4,32 @@ An MLP here is ``input [d] -> (dense w_i, activation f_i) x D -> dense o`` (bloc
 :func:`padded_signature` share one :class:`~zsad._types.Network` whose functions, hence compiled
 programs, are the same: every hidden width is padded to ``W = bucket(max w_i)`` and the depth to
 ``bucket(D)``; the padding's units are masked to zero after each activation and the padded layers pass
-their input through unchanged. What differs between the MLPs -- widths, depth, activation functions
-among the signature's, every scalar -- is data (the network's ``scalars``).
+their input through unchanged (computing nothing: a ``lax.cond`` per layer of the loop). What differs
+between the MLPs -- widths, depth, activation functions among the signature's, every scalar -- is data
+(the network's ``scalars``).
+
+Padding bucket rule: the next power of two (at least :data:`MIN_WIDTH`), so a handful of programs
+cover any range of widths; its worst case (a width of ``2^k + 1``) nearly doubles the width, about 4x
+the hidden layers' matmul FLOPs.
+
+The metrics see through the padding: one parameter leaf per dense layer (the per-layer sums of the
+gradient proxies; a padded layer's zero gradient adds ``log 0 = -inf``, nothing), NASWOT's codes with
+a mask of the MLP's own units (:attr:`Padded.code_mask`), and the Jacobian segment of ``zsad score``'s
+default (first dense output to the last hidden output) with its true sizes (:attr:`Padded.segment_dims`,
+for :func:`zsad.spectrum.hutchinson`).
 
 The weights are those that :func:`zsad.arch.build.build`'s ``init`` draws for the same key, bit for bit:
 each element is drawn at its place in the unpadded network's per-distribution draw
-(:func:`zsad.draws.at`), then scaled as ``init`` scales it; the padding is zero. So the outputs and every
-per-layer metric equal those of the unpadded network up to float rounding (sums over padded zeros).
+(:func:`zsad.draws.at`; ``init_with``: gathered from the draws shared by every MLP of the
+signature, :attr:`~zsad._types.Network.draws`), then scaled as ``init`` scales it; the padding is
+zero. So the outputs and every per-layer metric equal those of the unpadded network up to float
+rounding (sums over padded zeros).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -87,11 +100,28 @@ def padded_signature(arch: Architecture) -> tuple | None:
 
 
 class Padded(NamedTuple):
-    """A padded MLP: ``network`` (shared functions, this MLP's ``scalars``) and ``layers``, the MLP's own
-    layer names mapped to the names of the padded network's outputs (:attr:`Network.layer_names`)."""
+    """A padded MLP.
+
+    Attributes:
+      network: shared functions, this MLP's ``scalars``; ``segment`` runs any of its layers.
+      layers: the MLP's own layer names mapped to the names of the padded network's outputs
+        (:attr:`Network.layer_names`); a padded hidden layer (beyond the MLP's depth) is none of them
+        and passes its input on.
+      code_layers: the outputs whose signs are NASWOT's codes (every hidden dense output).
+      code_mask: ``code_mask(scalars)``: per code layer, a ``[width]`` bool mask of the MLP's own units
+        (False on the padding's units and on the padded layers).
+      segment_range: the padded layers of the default Jacobian segment (``zsad score``'s: the first
+        dense output to the last hidden output), whatever the MLP's depth.
+      segment_dims: ``segment_dims(scalars) -> (d_in, d_out)``, the segment's true sizes (traced): its
+        Jacobian is the true one in the leading ``d_out x d_in`` block, zero elsewhere.
+    """
 
     network: Network
     layers: dict[str, str]
+    code_layers: tuple[str, ...]
+    code_mask: Callable
+    segment_range: tuple[int, int]
+    segment_dims: Callable
 
 
 def build_padded(arch: Architecture, fns: Sequence[str] | None = None) -> Padded:
@@ -104,13 +134,23 @@ def build_padded(arch: Architecture, fns: Sequence[str] | None = None) -> Padded
     _, input_shape, _, width, depth, out, dist, use_bias = signature
     own_fns = set(mlp_shape(arch).fns)
     fns = tuple(sorted(set(fns or ()) | own_fns))
-    init, apply, calibrate, names = _functions(input_shape[0], width, depth, out, dist, use_bias, fns)
+    f = _functions(input_shape[0], width, depth, out, dist, use_bias, fns, jnp.result_type(float).name)
     scalars = _layout(arch, mlp_shape(arch), depth, fns)
     own = [name for name, _ in named_layers(arch.layers)]
     hidden = len(own) // 2
-    layers = {name: names[i] if i < 2 * hidden else names[-1] for i, name in enumerate(own)}
-    network = Network(init, apply, calibrate, scalars, names, input_shape)
-    return Padded(network, layers)
+    layers = {name: f.names[i] if i < 2 * hidden else f.names[-1] for i, name in enumerate(own)}
+    network = Network(f.init, f.apply, f.calibrate, scalars, f.names, input_shape, segment=f.segment, draws=f.draws,
+                      init_with=f.init_with)
+    return Padded(network, layers, f.code_layers, f.code_mask, (1, 2 * depth), f.segment_dims)
+
+
+def param_count(arch: Architecture) -> int:
+    """The trainable parameters of ``arch``'s own (unpadded) network (an MLP: :func:`mlp_shape`)."""
+    shape = mlp_shape(arch)
+    if shape is None:
+        raise ValueError(f"{arch.name}: not an MLP that can be padded")
+    fan_in, fan_out = [arch.input.shape[0], *shape.widths], [*shape.widths, shape.out]
+    return sum(i * o + (o if shape.use_bias else 0) for i, o in zip(fan_in, fan_out))
 
 
 def _layout(arch: Architecture, shape: MLPShape, depth: int, fns: tuple[str, ...]) -> dict:
@@ -165,64 +205,146 @@ def _grid(rows: int, cols: int):
     return jnp.arange(rows, dtype=jnp.int32)[:, None], jnp.arange(cols, dtype=jnp.int32)[None, :]
 
 
-@functools.lru_cache(maxsize=64)
-def _functions(d_in: int, width: int, depth: int, out: int, dist: str, use_bias: bool, fns: tuple[str, ...]):
-    """init, apply and calibrate (nothing to calibrate) of one padded signature, and its output names."""
-    dtype = jnp.result_type(float)
-    rows = [d_in, *[width] * (depth - 1), width]  # padded kernel shapes per layer (depth hidden + output)
-    cols = [*[width] * depth, out]
-    names = tuple(f"{i}.{'dense' if i % 2 == 0 else 'activation'}" for i in range(2 * depth + 1))
+class _Functions(NamedTuple):
+    """What one padded signature compiles: the network's functions, its output names, and what the
+    measurement engine needs to see through the padding (:class:`zsad.measure.MeasureConfig`)."""
 
-    def layers(key, s, ks, shape):  # the layers ks ([L]) at their padded shape, [L, *shape]
+    init: Callable
+    apply: Callable
+    calibrate: Callable
+    segment: Callable
+    names: tuple[str, ...]
+    code_layers: tuple[str, ...]
+    code_mask: Callable
+    segment_dims: Callable
+    draws: tuple
+    init_with: Callable
+
+
+@functools.lru_cache(maxsize=64)
+def _functions(d_in: int, width: int, depth: int, out: int, dist: str, use_bias: bool, fns: tuple[str, ...],
+               dtype: str) -> _Functions:
+    """The functions of one padded signature drawing ``dtype`` weights (cached: equal signatures get the
+    same objects, so that programs keyed by them are shared)."""
+    names = tuple(f"{i}.{'dense' if i % 2 == 0 else 'activation'}" for i in range(2 * depth + 1))
+    dense_names = names[0::2]  # one parameter leaf per dense layer (per-layer sums of the gradient proxies)
+
+    # Every MLP of the signature uses a prefix of each distribution's whole-array draw, at most this long:
+    # drawn once per seed and shared (Network.draws), each MLP gathers its elements from it (init_with).
+    longest = {dist: d_in * width + (depth - 1) * width * width + width * out}
+    if use_bias:
+        longest["normal"] = longest.get("normal", 0) + depth * width + out
+    shared = tuple((d, _FOLD[d], dtype, ((n,),)) for d, n in sorted(longest.items()))
+
+    def layers(sample, s, ks, shape):  # the layers ks ([L]) at their padded shape, [L, *shape]
         r, c = (g[None] for g in _grid(*shape))
         fan_in, fan_out = s["fan_in"][ks][:, None, None], s["fan_out"][ks][:, None, None]
         valid = (r < fan_in) & (c < fan_out)
         at = jnp.where(valid, s["kernel_at"][ks][:, None, None] + r * fan_out + c, 0)
         scale = (s["weight_std"][ks] / s["denom"][ks])[:, None, None]
-        kernel = jnp.where(valid, scale * draws.at(dist, jax.random.fold_in(key, _FOLD[dist]), at, dtype), 0)
+        kernel = jnp.where(valid, scale * sample(dist, at), 0)
         if not use_bias:
             return {"kernel": kernel}
         c = c[:, 0]  # [1, cols]
         at = s["bias_at"][ks][:, None] + c
-        b = s["bias_std"][ks][:, None] * draws.at("normal", jax.random.fold_in(key, _FOLD["normal"]), at, dtype)
+        b = s["bias_std"][ks][:, None] * sample("normal", at)
         return {"kernel": kernel, "bias": jnp.where(c < fan_out[:, 0], b, 0)}
 
-    def init(key, s):
+    def init_from(sample, s):
         s = jax.tree.map(jnp.asarray, s)  # host arrays, outside a jit, are indexed by traced layers
-        first = jax.tree.map(lambda a: a[0], layers(key, s, jnp.zeros(1, jnp.int32), (rows[0], cols[0])))
-        hidden = layers(key, s, jnp.arange(1, depth), (width, width))
-        last = jax.tree.map(lambda a: a[0], layers(key, s, jnp.full(1, depth), (rows[-1], out)))
-        return {"params": {"first": first, "hidden": hidden, "out": last}}
+        first = layers(sample, s, jnp.zeros(1, jnp.int32), (d_in, width))
+        hidden = layers(sample, s, jnp.arange(1, depth), (width, width))
+        last = layers(sample, s, jnp.full(1, depth), (width, out))
+        per_layer = [jax.tree.map(lambda a: a[0], first),
+                     *[jax.tree.map(lambda a, k=k: a[k], hidden) for k in range(depth - 1)],
+                     jax.tree.map(lambda a: a[0], last)]
+        return {"params": dict(zip(dense_names, per_layer))}
+
+    def init(key, s):
+        return init_from(lambda d, at: draws.at(d, jax.random.fold_in(key, _FOLD[d]), at, dtype), s)
+
+    def init_with(flats, key, s):
+        return init_from(lambda d, at: jnp.take(flats[d][0], at), s)
 
     def activation(z, s, k):
         branches = [shaped(get_activation(c), s["alpha"][k], s["beta"][k], s["gain"][k],
                            {p: v[k] for p, v in s["params"][c].items()}) for c in fns]
         a = branches[0](z) if len(fns) == 1 else jax.lax.switch(s["choice"][k], branches, z)
-        return a * (jnp.arange(width) < s["fan_out"][k])[None, :]  # the padding's units stay zero
+        return a * (jnp.arange(width) < s["fan_out"][k])[None, :].astype(a.dtype)  # the padding's units stay zero
 
     def dense(p, h):
         return h @ p["kernel"] + p["bias"][None, :] if use_bias else h @ p["kernel"]
 
+    def hidden_params(p, first: int, stop: int):  # hidden layers first .. stop-1 stacked for the scan
+        return jax.tree.map(lambda *a: jnp.stack(a), *[p[dense_names[k]] for k in range(first, stop)])
+
+    def step(s):
+        def body(h, layer_k):  # one hidden layer; a padded one (inactive) passes h on, computing nothing
+            q, k = layer_k
+
+            def run():
+                z = dense(q, h)
+                return z, activation(z, s, k)
+
+            z, a = jax.lax.cond(s["active"][k], run, lambda: (h, h))
+            return a, (z, a)
+
+        return body
+
     def apply(variables, s, x):
         s = jax.tree.map(jnp.asarray, s)
         p = variables["params"]
-        z0 = dense(p["first"], x)
+        z0 = dense(p[names[0]], x)
         a0 = activation(z0, s, 0)
-
-        def step(h, layer_k):
-            q, k = layer_k
-            z = dense(q, h)
-            a = activation(z, s, k)
-            z, a = jnp.where(s["active"][k], z, h), jnp.where(s["active"][k], a, h)  # padded: passes h on
-            return a, (z, a)
-
-        h, (zs, acts) = jax.lax.scan(step, a0, (p["hidden"], jnp.arange(1, depth)))
-        y = dense(p["out"], h)
-        groups = ((names[:1], z0, None), (names[1:2], a0, None), (names[2:-1:2], zs, 2),
-                  (names[3:-1:2], acts, 2), (names[-1:], y, None))
+        if depth > 1:
+            h, (zs, acts) = jax.lax.scan(step(s), a0, (hidden_params(p, 1, depth), jnp.arange(1, depth)))
+        else:
+            h, zs, acts = a0, None, None
+        y = dense(p[names[-1]], h)
+        groups = ((names[:1], z0, None), (names[1:2], a0, None),
+                  *(((names[2:-1:2], zs, 2), (names[3:-1:2], acts, 2)) if depth > 1 else ()),
+                  (names[-1:], y, None))
         return y, LayerValues(groups, names)
+
+    def segment(variables, s, h, start: int, stop: int):
+        """Layers ``start .. stop-1`` on ``h``; whole hidden layers (dense and activation) in a scan."""
+        s = jax.tree.map(jnp.asarray, s)
+        p = variables["params"]
+        body = step(s)
+        i = start
+        while i < stop:
+            k = i // 2
+            if i == 2 * depth:  # the output layer
+                h = dense(p[names[-1]], h)
+            elif i == 0:
+                h = dense(p[names[0]], h)
+            elif i == 1:
+                h = activation(h, s, 0)
+            elif i % 2 == 0 and i + 1 < stop:  # whole hidden layers k .. last-1 at once
+                last = min(depth, stop // 2)
+                h, _ = jax.lax.scan(body, h, (hidden_params(p, k, last), jnp.arange(k, last)))
+                i = 2 * last
+                continue
+            elif i % 2 == 0:
+                h = jnp.where(s["active"][k], dense(p[names[i]], h), h)
+            else:
+                h = jnp.where(s["active"][k], activation(h, s, k), h)
+            i += 1
+        return h
 
     def calibrate(variables, s, x):
         return variables
 
-    return init, apply, calibrate, names
+    def code_mask(s):
+        """Per code layer (the hidden dense outputs), which units are the MLP's own."""
+        s = jax.tree.map(jnp.asarray, s)
+        units = jnp.arange(width)[None, :] < s["fan_out"][:depth, None]
+        return tuple(units[k] & s["active"][k] for k in range(depth))
+
+    def segment_dims(s):
+        """The true input and output sizes of the default segment (first dense output -> last hidden)."""
+        s = jax.tree.map(jnp.asarray, s)
+        return s["fan_out"][0], s["fan_in"][depth]
+
+    return _Functions(init, apply, calibrate, segment, names, names[0:2 * depth:2], code_mask, segment_dims, shared,
+                      init_with)

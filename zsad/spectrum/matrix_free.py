@@ -171,6 +171,13 @@ def rademacher_probes(key: jax.Array, lead: int | tuple[int, ...], n: int, dtype
     return jax.random.rademacher(key, (*lead, n), dtype=dtype)
 
 
+def stable_probes(key: jax.Array, num: int, n: int, dtype) -> jax.Array:
+    """``[num, n]`` Rademacher (±1) vectors, probe ``p`` drawn under ``fold_in(key, p)``: with JAX's
+    partitionable threefry (:func:`zsad.draws.available`), the first ``m`` entries of a probe of size
+    ``n >= m`` are the probe of size ``m``, so a padded map sees the unpadded map's probes."""
+    return jax.vmap(lambda p: jax.random.rademacher(jax.random.fold_in(key, p), (n,), dtype=dtype))(jnp.arange(num))
+
+
 def slq(fn: PerSampleFn, x: jax.Array, probes: jax.Array, num_steps: int):
     """SLQ nodes/weights ``[P, m]`` and per-probe Hutchinson samples ``[P]``.
 
@@ -283,7 +290,8 @@ def extreme_singular_values(
     return jnp.sqrt(jnp.max(nodes)), jnp.sqrt(jnp.min(nodes))
 
 
-def hutchinson(fn: PerSampleFn, x: jax.Array, key: jax.Array, *, num_probes: int = 16) -> HutchinsonEstimate:
+def hutchinson(fn: PerSampleFn, x: jax.Array, key: jax.Array, *, num_probes: int = 16,
+               dims: tuple[jax.Array, jax.Array] | None = None) -> HutchinsonEstimate:
     r"""Hutchinson's estimator of the mean squared singular value.
 
     With Rademacher probes :math:`z^{(p)} \in \{\pm 1\}^r` on the smaller side
@@ -298,13 +306,18 @@ def hutchinson(fn: PerSampleFn, x: jax.Array, key: jax.Array, *, num_probes: int
 
     Normalization is by :math:`r` (the number of reported singular values), so
     that a square orthogonal map gives exactly 1 and the estimate matches the
-    mean of :func:`jacobian_singular_values` squared.
+    mean of :func:`jacobian_singular_values` squared. The probes are
+    :func:`stable_probes`: a map padded with inputs and outputs it ignores (``dims``)
+    gets the same estimate as the map itself.
 
     Args:
       fn: per-sample map ``x -> y``.
       x: one input point (no batch axis).
       key: PRNG key for the probes.
       num_probes: number of probes ``P`` (static).
+      dims: ``(d_in, d_out)`` (may be traced) where ``fn`` is a padded map whose Jacobian is the true
+        one in its leading ``d_out x d_in`` block (flattened), zero elsewhere: the side and ``r`` are
+        then the true map's. None: those of ``fn``'s shapes.
 
     Returns:
       ``HutchinsonEstimate(mean, stderr)``.
@@ -314,14 +327,37 @@ def hutchinson(fn: PerSampleFn, x: jax.Array, key: jax.Array, *, num_probes: int
       >>> est = hutchinson(lambda x: 2.0 * x, jnp.ones(4), jax.random.key(0), num_probes=3)
       >>> round(float(est.mean), 4), round(float(est.stderr), 4)
       (4.0, 0.0)
+      >>> pad = lambda x: jnp.concatenate([2.0 * x[:3], jnp.zeros(2)])   # 2x on 3 of 5 inputs
+      >>> round(float(hutchinson(pad, jnp.ones(5), jax.random.key(0), num_probes=3, dims=(3, 3)).mean), 4)
+      4.0
 
     References:
       Hutchinson, Commun. Stat. Simul. Comput. 18(3):1059-1076, 1989.
     """
     check_counts(1, num_probes)
-    product, r, _ = probe_side_product(fn, x)
-    probes = rademacher_probes(key, num_probes, r, jnp.result_type(x))
-    samples = jax.vmap(lambda z: jnp.sum(product(z) ** 2))(probes) / r
+    dtype = jnp.result_type(x)
+    if dims is None:
+        product, r, _ = probe_side_product(fn, x)
+        samples = jax.vmap(lambda z: jnp.sum(product(z) ** 2))(stable_probes(key, num_probes, r, dtype)) / r
+        return HutchinsonEstimate(jnp.mean(samples), probe_stderr(samples))
+    flat, x_flat = flatten_fn(fn, x)
+    d_in, d_out = (jnp.asarray(d) for d in dims)
+    size_in, size_out = io_dims(fn, jnp.shape(x), dtype)
+    probes = stable_probes(key, num_probes, max(size_in, size_out), dtype)
+    y, vjp = jax.vjp(flat, x_flat)
+
+    def sample(z):
+        def forward():  # ||J z||^2, z on the true inputs
+            v = jnp.where(jnp.arange(size_in) < d_in, z[:size_in], 0)
+            return jnp.sum(jax.jvp(flat, (x_flat,), (v,))[1] ** 2)
+
+        def backward():  # ||J^T z||^2, z on the true outputs
+            u = jnp.where(jnp.arange(size_out) < d_out, z[:size_out], 0).astype(y.dtype)
+            return jnp.sum(vjp(u)[0] ** 2)
+
+        return jax.lax.cond(d_in <= d_out, forward, backward)
+
+    samples = jax.vmap(sample)(probes) / jnp.minimum(d_in, d_out).astype(dtype)
     return HutchinsonEstimate(jnp.mean(samples), probe_stderr(samples))
 
 
