@@ -20,7 +20,7 @@ Two search spaces:
 * ``--spaces ...,mlp-mixed``: 200 MLPs of 50 shapes (:data:`MLP_MIXED_SPACE`), which zsad runs in
   12 padded programs (:mod:`zsad.arch.padding`); ``mlp-worst``: 20 MLPs of the padding's worst
   shape (:data:`MLP_WORST_SPACE`, width 257 padded to 512). ``--compare-padded`` runs every zsad configuration
-  on the MLP spaces a second time with padded programs off (``zsad.rank.PADDED_MLPS = False``: one
+  on the MLP spaces a second time with padded programs off (``zsad.scorer.PADDED_MLPS = False``: one
   program per shape), cold and rerun, in the same run, and prints the number of compiled programs
   and the time ratios.
 
@@ -198,13 +198,13 @@ def worker_zsad(args) -> dict:
     import jax
     import jax.monitoring
 
-    from zsad import measure, rank
+    from zsad import measure, scorer
     from zsad.cache import enable_compilation_cache
     from zsad.rank import RankOptions, rank_space
     from zsad.ranking import parse_metrics
 
     enable_compilation_cache()  # as `zsad rank` does: $ZSAD_CACHE_DIR
-    rank.PADDED_MLPS = not args.unpadded
+    scorer.PADDED_MLPS = not args.unpadded
 
     compile_events: dict[str, float] = collections.defaultdict(float)
 
@@ -508,7 +508,7 @@ def main() -> None:
     parser.add_argument("--spaces", default="nb201,mlp", help="comma-separated: nb201, mlp, mlp-mixed, mlp-worst")
     parser.add_argument("--compare-padded", action="store_true",
                         help="on the MLP space, run every zsad configuration again with padded programs off "
-                             "(zsad.rank.PADDED_MLPS = False: one program per shape), in the same run")
+                             "(zsad.scorer.PADDED_MLPS = False: one program per shape), in the same run")
     parser.add_argument("--unpadded", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-flops", action="store_true",
                         help="skip the estimator's FLOPs count (one compilation per structure) and the peak rates")

@@ -19,6 +19,9 @@ import pytest
 
 from zsad.spaces import nasbench201 as nb
 from zsad import rank as rank_mod
+from zsad import programs as programs_mod
+from zsad import scorer as scorer_mod
+from zsad.measure import all_finite
 from zsad._errors import SpecError
 from zsad.rank import RankInterrupted, rank_space
 from zsad.ranking import DIRECTION, INGREDIENTS, METRICS, RankOptions, columns
@@ -79,7 +82,7 @@ def test_every_proxy_column_and_statuses(space_dir):
         assert row["params"] == ok["params"]
         assert row["rank"] in (3, 4)  # ranked last
     # one compiled program for the four architectures (they differ only in weight_std)
-    programs = [p for k, p in rank_mod._PROGRAM_CACHE.items() if k[1] == options.metrics and k[3] == 8]
+    programs = [p for k, p in programs_mod.PROGRAM_CACHE.items() if k[1] == options.metrics and k[3] == 8]
     assert len(programs) == 1 and programs[0].fn._cache_size() == 1
     # directions documented in the metadata
     meta = json.loads(meta_path(space_dir / "r.csv").read_text())
@@ -136,7 +139,7 @@ def test_nb201_nlc_with_the_masked_program(tmp_path):
     assert rows[0]["status"] == rows[2]["status"] == "ok" and rows[0]["nlc"] > 1.0
     assert rows[1]["status"] == "degenerate" and rows[1]["rank"] == 3
     # one program for both computed cells (other tests may have cached NAS-Bench-201 programs of other options)
-    programs = [p for k, p in rank_mod._PROGRAM_CACHE.items()
+    programs = [p for k, p in programs_mod.PROGRAM_CACHE.items()
                 if k[0] == ("nb201",) and k[1] == options.metrics and k[3] == options.batch]
     assert len(programs) == 1 and programs[0].fn._cache_size() == 1
 
@@ -380,7 +383,7 @@ def test_seeds_mapped_or_vmapped_give_the_same_rows(tmp_path, monkeypatch):
             self.batched = True  # the accelerator program, on the CPU
 
     monkeypatch.setattr(rank_mod, "Scorer", Vmapped)
-    rank_mod._PROGRAM_CACHE.clear()
+    programs_mod.PROGRAM_CACHE.clear()
     vmapped = rank_space(space, options).rows[0]
     assert mapped["status"] == vmapped["status"] == "ok"
     for column, value in mapped.items():
@@ -456,16 +459,16 @@ def _three_structures(tmp_path):
 def test_shared_draws_give_the_rows_of_drawing_inside_each_program(tmp_path, monkeypatch):
     """A structure's initialization is drawn once per seed and shared by its architectures (they differ
     only in scalars): the same weights as each architecture drawing its own, so the same rows."""
-    monkeypatch.setattr(rank_mod, "PADDED_MLPS", False)  # the unpadded path: one program per shape
+    monkeypatch.setattr(scorer_mod, "PADDED_MLPS", False)  # the unpadded path: one program per shape
     space = _three_structures(tmp_path)
     options = RankOptions(seeds=2, batch=8, metrics=("nlc", "sigma2", "params", "grad_norm"))
-    rank_mod._PROGRAM_CACHE.clear()
+    programs_mod.PROGRAM_CACHE.clear()
     shared = rank_space(space, options).rows
-    assert all(p.draws for p in rank_mod._PROGRAM_CACHE.values())
-    monkeypatch.setattr(rank_mod, "_SHARED_DRAWS", 0)  # every program draws inside
-    rank_mod._PROGRAM_CACHE.clear()
+    assert all(p.draws for p in programs_mod.PROGRAM_CACHE.values())
+    monkeypatch.setattr(programs_mod, "SHARED_DRAWS", 0)  # every program draws inside
+    programs_mod.PROGRAM_CACHE.clear()
     inside = rank_space(space, options).rows
-    assert not any(p.draws for p in rank_mod._PROGRAM_CACHE.values())
+    assert not any(p.draws for p in programs_mod.PROGRAM_CACHE.values())
     assert len(shared) == 6 and all(r["status"] == "ok" for r in shared)
     for a, b in zip(shared, inside):
         for column, value in a.items():
@@ -482,7 +485,7 @@ def test_programs_compiled_ahead_are_not_compiled_again(tmp_path, monkeypatch):
 
     from jax import monitoring
 
-    monkeypatch.setattr(rank_mod, "PADDED_MLPS", False)  # the unpadded path: one program per shape
+    monkeypatch.setattr(scorer_mod, "PADDED_MLPS", False)  # the unpadded path: one program per shape
 
     space = _three_structures(tmp_path)
     names = []
@@ -491,7 +494,7 @@ def test_programs_compiled_ahead_are_not_compiled_again(tmp_path, monkeypatch):
         if event.endswith("backend_compile_duration") and kwargs.get("fun_name") == "jit(_measure)":
             names.append(threading.current_thread().name)
 
-    rank_mod._PROGRAM_CACHE.clear()
+    programs_mod.PROGRAM_CACHE.clear()
     monitoring.register_event_duration_secs_listener(listener)
     try:
         rows = rank_space(space, RankOptions(seeds=2, batch=6, metrics=("nlc", "params"))).rows
@@ -499,15 +502,15 @@ def test_programs_compiled_ahead_are_not_compiled_again(tmp_path, monkeypatch):
         monitoring.unregister_event_duration_listener(listener)
     assert [r["status"] for r in rows] == ["ok"] * 6
     assert len(names) == 3 and all(n.startswith("zsad-compile") for n in names), names
-    assert all(p.compiled for p in rank_mod._PROGRAM_CACHE.values())
+    assert all(p.compiled for p in programs_mod.PROGRAM_CACHE.values())
 
 
 def test_all_finite_flags_inf_and_nan():
     import jax.numpy as jnp
 
-    assert bool(rank_mod._all_finite(jnp.array([1.0, -3e38, 0.0])))
-    assert not bool(rank_mod._all_finite(jnp.array([1.0, jnp.inf])))
-    assert not bool(rank_mod._all_finite(jnp.array([[jnp.nan, 2.0]])))
+    assert bool(all_finite(jnp.array([1.0, -3e38, 0.0])))
+    assert not bool(all_finite(jnp.array([1.0, jnp.inf])))
+    assert not bool(all_finite(jnp.array([[jnp.nan, 2.0]])))
 
 
 def test_architectures_differing_in_activations_share_one_program(tmp_path, monkeypatch):
@@ -515,7 +518,7 @@ def test_architectures_differing_in_activations_share_one_program(tmp_path, monk
     index), and the rows of compiling each pair's own program."""
     from jax import monitoring
 
-    monkeypatch.setattr(rank_mod, "PADDED_MLPS", False)  # the unpadded path: one program per shape
+    monkeypatch.setattr(scorer_mod, "PADDED_MLPS", False)  # the unpadded path: one program per shape
     (tmp_path / "base.yaml").write_text(BASE)
     (tmp_path / "space.yaml").write_text("base: base.yaml\nchoices:\n  layers.1.fn: [relu, tanh, elu]\n"
                                          "  layers.3.fn: [relu, tanh]\n  init.weight_std: [1.41, 1.0e+25]\n")
@@ -536,15 +539,15 @@ def test_architectures_differing_in_activations_share_one_program(tmp_path, monk
 
     monitoring.register_event_duration_secs_listener(listener)
     try:
-        rank_mod._PROGRAM_CACHE.clear()
+        programs_mod.PROGRAM_CACHE.clear()
         shared = rank_space(space, options).rows
         n_shared = len(compiles)
         monkeypatch.setattr(rank_mod, "Scorer", Accelerator)
-        rank_mod._PROGRAM_CACHE.clear()
+        programs_mod.PROGRAM_CACHE.clear()
         vmapped = rank_space(space, options).rows
         monkeypatch.setattr(rank_mod, "Scorer", real_scorer)
         monkeypatch.setattr(rank_mod.Scorer, "choices", staticmethod(lambda group: None))
-        rank_mod._PROGRAM_CACHE.clear()
+        programs_mod.PROGRAM_CACHE.clear()
         before_own = len(compiles)
         own = rank_space(space, options).rows
     finally:
@@ -575,7 +578,7 @@ def test_jacob_cov_is_left_out_where_the_batch_exceeds_the_input_dimension(tmp_p
     assert rows["narrow"]["jacob_cov"] is None and "jacob_cov: left out, degenerate" in rows["narrow"]["reason"]
     assert rows["narrow"]["status"] == "ok" and rows["narrow"]["nlc"] is not None
     assert rows["wide"]["jacob_cov"] is not None and math.isfinite(rows["wide"]["jacob_cov"])
-    assert rank_mod.jacob_cov_degenerate(8, (4,)) and not rank_mod.jacob_cov_degenerate(8, (2, 2, 2))
+    assert programs_mod.jacob_cov_degenerate(8, (4,)) and not programs_mod.jacob_cov_degenerate(8, (2, 2, 2))
 
 
 # --------------------------------------------------------------------------- the runner interface
@@ -658,13 +661,13 @@ def test_padded_mlps_give_the_rows_of_their_own_programs_in_one_program(tmp_path
     (tmp_path / "space.yaml").write_text("archs: [a.yaml, b.yaml, c.yaml]\n")
     space = load_space(tmp_path / "space.yaml")
     options = RankOptions(seeds=2, batch=8)
-    rank_mod._PROGRAM_CACHE.clear()
+    programs_mod.PROGRAM_CACHE.clear()
     before = collections.Counter(measure.TRACES)
     padded = rank_space(space, options).rows
     traced = collections.Counter(measure.TRACES) - before
     assert list(traced.values()) == [1] and next(iter(traced))[0][0][0] == "padded", traced
-    monkeypatch.setattr(rank_mod, "PADDED_MLPS", False)
-    rank_mod._PROGRAM_CACHE.clear()
+    monkeypatch.setattr(scorer_mod, "PADDED_MLPS", False)
+    programs_mod.PROGRAM_CACHE.clear()
     own = rank_space(space, options).rows
     assert [r["status"] for r in own] == ["ok", "ok", "diverged"], own
     assert all(r[c] is not None for r in own[:2] for c in ("naswot", "sigma2", "grad_norm", "nlc_block")), own

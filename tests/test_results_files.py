@@ -15,11 +15,14 @@ import sys
 import threading
 import time
 
+import jax.numpy as jnp
 import pytest
 
 import zsad
 from zsad import _files
 from zsad import rank as rank_mod
+from zsad import programs as programs_mod
+from zsad import scorer as scorer_mod
 from zsad._errors import SpecError
 from zsad.arch.build import build
 from zsad.rank import RankInterrupted, RankOptions, rank_space
@@ -105,15 +108,15 @@ def test_flops_are_each_architectures_own_and_resume_is_byte_identical_across_a_
     straight = space_dir / "straight.csv"
     first = rank_space(space, FAST, out=straight)
     for item, row in zip(space, first.rows):
-        assert row["flops"] == rank_mod._xla_flops(build(item.arch), rank_mod.jnp.result_type(float)), item.id
+        assert row["flops"] == programs_mod.xla_flops(build(item.arch), jnp.result_type(float)), item.id
     assert len({r["flops"] for r in first.rows}) == 2  # tanh and relu differ
     for done in (1, 3):  # the rest of the group alone: one activation, a program without a choice
         out = space_dir / f"r{done}.csv"
         on_row, _ = interrupt_after(done)
         with pytest.raises(RankInterrupted):
             rank_space(space, FAST, out=out, on_row=on_row)
-        rank_mod._FLOPS_CACHE.clear()
-        rank_mod._PROGRAM_CACHE.clear()
+        scorer_mod._FLOPS_CACHE.clear()
+        programs_mod.PROGRAM_CACHE.clear()
         result = rank_space(space, FAST, out=out, resume=True)
         assert result.resumed == done and result.computed == 4 - done
         assert out.read_bytes() == straight.read_bytes()

@@ -293,7 +293,7 @@ def ablation_method() -> str:
 
 
 def limitations(timing, n_struct: int) -> str:
-    from zsad.rank import SIGMA2_PROBES, SIGMA2_SAMPLES
+    from zsad.measure import SIGMA2_PROBES, SIGMA2_SAMPLES
 
     pop = P.population()
     cnn = sum(1 for s, _ in pop if s.kind == "cnn")
