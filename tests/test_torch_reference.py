@@ -19,6 +19,7 @@ if importlib.util.find_spec("torch") is None:
 import torch  # noqa: E402
 
 from zsad import build, proxies  # noqa: E402
+from zsad import naswot as naswot_mod  # noqa: E402
 from zsad.arch.spec import parse_architecture  # noqa: E402
 from zsad.measure import is_kernel  # noqa: E402
 
@@ -52,7 +53,7 @@ def test_proxies_equal_zsad_with_the_same_weights(same):
         _, outs = net.apply(v, net.scalars, x)
         loss = proxies.cross_entropy_loss(apply)
         return {
-            "naswot": proxies.naswot(proxies.relu_codes([outs["1.batch_norm"], outs["3.dense"]])).value,
+            "naswot": naswot_mod.naswot(naswot_mod.relu_codes([outs["1.batch_norm"], outs["3.dense"]])).value,
             "synflow": proxies.synflow(lambda p, z: net.apply({**v0, "params": p}, net.scalars, z)[0],
                                        v0["params"], (6,), where=is_kernel).value,
             "grad_norm": proxies.grad_norm(loss, v["params"], x, labels, where=is_kernel).value,

@@ -44,7 +44,7 @@ import numpy as np
 from jax.extend import core as jcore
 from jax.extend.core.primitives import conv_general_dilated_p
 
-from zsad import proxies
+from zsad import naswot as naswot_, proxies
 from zsad._batching import map_leading
 from zsad._types import Network
 from zsad.nlc import NLCResult, derangement_tangents, nlc_of_tangents, push_tangents
@@ -441,7 +441,7 @@ def _one_seed(seed, x, labels, scalars, net: Network, config: MeasureConfig) -> 
         out["spectrum"] = _spectrum(net, config, v, scalars, x, jax.random.fold_in(seed["key"], 2))
     if "naswot" in metrics and config.code_layers:
         mask = None if config.code_mask is None else jnp.concatenate(config.code_mask(scalars))
-        s = proxies.naswot(proxies.relu_codes([x if n is None else outs[n] for n in config.code_layers]), mask)
+        s = naswot_.naswot(naswot_.relu_codes([x if n is None else outs[n] for n in config.code_layers]), mask)
         out["naswot"] = proxies.ProxyScore(s.value, s.valid)
     with_params = lambda base: lambda p, z: net.apply({**base, "params": p}, scalars, z)[0]  # noqa: E731
     if "synflow" in metrics:  # batch norm bypassed: uncalibrated statistics (0, 1) are the identity
