@@ -22,10 +22,10 @@ import jax.numpy as jnp
 from zsad._errors import closest
 from zsad.arch.activation_names import ACTIVATION_NAMES, ACTIVATION_PARAMS, HOMOGENEOUS, KINKED
 
-__all__ = ["ACTIVATIONS", "ACTIVATION_NAMES", "ACTIVATION_PARAMS", "HOMOGENEOUS", "KINKED", "Activation",
+__all__ = ["ACTIVATIONS", "ACTIVATION_NAMES", "ACTIVATION_PARAMS", "HOMOGENEOUS", "KINKED", "ActivationFn",
            "closest", "get_activation", "shaped"]
 
-Activation = Callable[..., jax.Array]
+ActivationFn = Callable[..., jax.Array]
 
 
 def _leaky_relu(x, negative_slope=0.01):
@@ -48,7 +48,7 @@ def _relu(x):
     return jnp.maximum(x, 0.0)
 
 
-ACTIVATIONS: dict[str, Activation] = {
+ACTIVATIONS: dict[str, ActivationFn] = {
     "relu": _relu,
     "leaky_relu": _leaky_relu,
     "tanh": jnp.tanh,
@@ -65,7 +65,7 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
-def get_activation(name: str) -> Activation:
+def get_activation(name: str) -> ActivationFn:
     """Returns the activation called ``name``.
 
     Raises:
@@ -81,7 +81,7 @@ def get_activation(name: str) -> Activation:
 
 
 def shaped(
-    phi: Activation,
+    phi: ActivationFn,
     alpha=1.0,
     beta=1.0,
     gain=1.0,
