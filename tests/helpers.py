@@ -37,6 +37,16 @@ def run_cli(*args):
     return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
 
 
+def ranked_rows(space_file, out, *options) -> list[dict]:
+    """``zsad rank SPACE_FILE --out OUT OPTIONS...`` in-process (use with ``cli_env``): the rows of the file."""
+    import csv
+
+    result = run_cli("rank", space_file, "--out", out, *options)
+    assert result.exit_code == 0, result.output
+    with open(out) as f:
+        return list(csv.DictReader(f))
+
+
 def arch_from(mapping: dict, name: str = "test") -> Architecture:
     return parse_architecture(copy.deepcopy(mapping), default_name=name)
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import run_cli
+from helpers import ranked_rows, run_cli
 from zsad._errors import SpecError
 from zsad.nlc import nlc_of_tangents, push_tangents
 from zsad.cell_file import parse_cell
@@ -253,13 +253,9 @@ def test_select_refuses_darts_in_one_line(tmp_path):
 def test_rank_computes_every_metric(tmp_path, cli_env):
     path = _write(tmp_path, f"space: darts\nwidth: 2\ndepth: 3\ninput: {{shape: [4, 4, 3]}}\n"
                             f"archs:\n  - \"{format_genotype(COVER_A)}\"\n  - \"{format_genotype(COVER_B)}\"\n")
-    out = tmp_path / "ranked.csv"
     # the default score's ingredients and NASWOT (the gradient proxies compile for minutes on this space)
-    result = run_cli("rank", path, "--out", out, "--seeds", "2", "--batch", "8",
-                     "--metrics", "nlc,params,flops,naswot")
-    assert result.exit_code == 0, result.output
-    with out.open() as f:
-        rows = list(csv.DictReader(f))
+    rows = ranked_rows(path, tmp_path / "ranked.csv", "--seeds", "2", "--batch", "8",
+                       "--metrics", "nlc,params,flops,naswot")
     space = DartsSpace(2, 3, (4, 4, 3))
     assert [r["arch"] for r in rows] == [format_genotype(COVER_A), format_genotype(COVER_B)]
     for row, g in zip(rows, (COVER_A, COVER_B)):

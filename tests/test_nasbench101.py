@@ -118,17 +118,13 @@ def test_group_program_equals_the_directly_built_network(x64):
 
 
 def test_rank_a_space_file(tmp_path, cli_env):
-    from helpers import run_cli
+    from helpers import ranked_rows
 
     path = tmp_path / "space.yaml"
     path.write_text("space: nas-bench-101\nwidth: 4\ndepth: 1\ninput: {shape: [8, 8, 3]}\narchs:\n"
                     f"  - {json.dumps(CELL_A)}\n  - {json.dumps(CELL_B)}\n  - {json.dumps(CHAIN)}\n")
-    out = tmp_path / "ranked.csv"
-    result = run_cli("rank", path, "--out", out, "--seeds", "2", "--batch", "8",
-                     "--metrics", "nlc,params,flops,naswot")
-    assert result.exit_code == 0, result.output
-    with out.open() as f:
-        rows = list(csv.DictReader(f))
+    rows = ranked_rows(path, tmp_path / "ranked.csv", "--seeds", "2", "--batch", "8",
+                       "--metrics", "nlc,params,flops,naswot")
     space = NB101Space(**TINY)
     cells = [parse_cell(c) for c in (CELL_A, CELL_B, CHAIN)]
     assert [parse_cell(json.loads(r["arch"])) for r in rows] == cells
