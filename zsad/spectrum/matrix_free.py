@@ -344,12 +344,13 @@ def hutchinson(fn: PerSampleFn, x: jax.Array, key: jax.Array, *, num_probes: int
     d_in, d_out = (jnp.asarray(d) for d in dims)
     size_in, size_out = io_dims(fn, jnp.shape(x), dtype)
     probes = stable_probes(key, num_probes, max(size_in, size_out), dtype)
-    y, vjp = jax.vjp(flat, x_flat)
+    y, jvp = jax.linearize(flat, x_flat)  # one forward pass serves both sides
+    vjp = jax.linear_transpose(jvp, x_flat)
 
     def sample(z):
         def forward():  # ||J z||^2, z on the true inputs
             v = jnp.where(jnp.arange(size_in) < d_in, z[:size_in], 0)
-            return jnp.sum(jax.jvp(flat, (x_flat,), (v,))[1] ** 2)
+            return jnp.sum(jvp(v) ** 2)
 
         def backward():  # ||J^T z||^2, z on the true outputs
             u = jnp.where(jnp.arange(size_out) < d_out, z[:size_out], 0).astype(y.dtype)
