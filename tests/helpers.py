@@ -47,6 +47,19 @@ def ranked_rows(space_file, out, *options) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def assert_same_rows(rows, other, *, rel: float, abs: float) -> None:
+    """``other`` holds the rows of ``rows``: every float column within ``rel``/``abs``, every other column equal."""
+    import pytest
+
+    assert len(rows) == len(other)
+    for a, b in zip(rows, other):
+        for column, value in a.items():
+            if isinstance(value, float):
+                assert b[column] == pytest.approx(value, rel=rel, abs=abs), (a["arch"], column)
+            else:
+                assert b[column] == value, (a["arch"], column)
+
+
 def arch_from(mapping: dict, name: str = "test") -> Architecture:
     return parse_architecture(copy.deepcopy(mapping), default_name=name)
 

@@ -28,7 +28,9 @@ from zsad.ranking import DIRECTION, INGREDIENTS, METRICS, RankOptions, columns
 from zsad.results import meta_path
 from zsad.space import load_space
 
-from helpers import RELU_MLP_YAML, cpu_subprocess_env, interrupt_after, interrupt_scoring_at, run_cli
+from helpers import (
+    RELU_MLP_YAML, assert_same_rows, cpu_subprocess_env, interrupt_after, interrupt_scoring_at, run_cli,
+)
 
 BASE = RELU_MLP_YAML
 # One structure: ok (1.0, 1.41), constant output (0.0), overflow in float32 (1e15 over three layers).
@@ -386,11 +388,7 @@ def test_seeds_mapped_or_vmapped_give_the_same_rows(tmp_path, monkeypatch):
     programs_mod.PROGRAM_CACHE.clear()
     vmapped = rank_space(space, options).rows[0]
     assert mapped["status"] == vmapped["status"] == "ok"
-    for column, value in mapped.items():
-        if isinstance(value, float):
-            assert vmapped[column] == pytest.approx(value, rel=1e-4, abs=1e-6), column
-        else:
-            assert vmapped[column] == value, column
+    assert_same_rows([mapped], [vmapped], rel=1e-4, abs=1e-6)
 
 
 # --------------------------------------------------------------------------- sigma2 (Jacobian scale)
@@ -470,12 +468,7 @@ def test_shared_draws_give_the_rows_of_drawing_inside_each_program(tmp_path, mon
     inside = rank_space(space, options).rows
     assert not any(p.draws for p in programs_mod.PROGRAM_CACHE.values())
     assert len(shared) == 6 and all(r["status"] == "ok" for r in shared)
-    for a, b in zip(shared, inside):
-        for column, value in a.items():
-            if isinstance(value, float):
-                assert b[column] == pytest.approx(value, rel=1e-5, abs=1e-7), (a["arch"], column)
-            else:
-                assert b[column] == value, (a["arch"], column)
+    assert_same_rows(shared, inside, rel=1e-5, abs=1e-7)
 
 
 def test_programs_compiled_ahead_are_not_compiled_again(tmp_path, monkeypatch):
@@ -556,13 +549,7 @@ def test_architectures_differing_in_activations_share_one_program(tmp_path, monk
     statuses = collections.Counter(r["status"] for r in shared)
     assert statuses["ok"] >= 6 and statuses["diverged"] >= 1, statuses  # relu-relu at 1e25 overflows float32
     for other in (own, vmapped):  # one program per activation pair; the choice vmapped (a select)
-        for a, b in zip(shared, other):
-            assert a["arch"] == b["arch"]
-            for column, value in a.items():
-                if isinstance(value, float):
-                    assert b[column] == pytest.approx(value, rel=1e-4, abs=1e-6), (a["arch"], column)
-                else:
-                    assert b[column] == value, (a["arch"], column)
+        assert_same_rows(shared, other, rel=1e-4, abs=1e-6)
 
 
 def test_jacob_cov_is_left_out_where_the_batch_exceeds_the_input_dimension(tmp_path):
@@ -671,9 +658,4 @@ def test_padded_mlps_give_the_rows_of_their_own_programs_in_one_program(tmp_path
     own = rank_space(space, options).rows
     assert [r["status"] for r in own] == ["ok", "ok", "diverged"], own
     assert all(r[c] is not None for r in own[:2] for c in ("naswot", "sigma2", "grad_norm", "nlc_block")), own
-    for a, b in zip(own, padded):
-        for column, value in a.items():
-            if isinstance(value, float):
-                assert b[column] == pytest.approx(value, rel=1e-5, abs=1e-6), (a["arch"], column)
-            else:
-                assert b[column] == value, (a["arch"], column)
+    assert_same_rows(own, padded, rel=1e-5, abs=1e-6)
