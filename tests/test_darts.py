@@ -219,6 +219,8 @@ archs:
     assert sampled.fingerprint != load_space(_write(tmp_path, "space: darts\nwidth: 16\narchs: {sample: 3, seed: 2}\n",
                                                     "w.yaml")).fingerprint
     assert get_space("NB301") is DartsSpace
+    with pytest.raises(SpecError, match="nas-bench-201 has no space class"):
+        get_space("nb201")  # a space of its own form, not a BuiltinSpace
 
 
 @pytest.mark.parametrize("body, fragment", [
