@@ -160,11 +160,12 @@ def test_masked_program_equals_direct_networks(x64):
     tangents = jax.random.normal(jax.random.key(2), (2, *x.shape))
     run = jax.jit(lambda sc: _outs_and_nlc(program, variables, sc, x, tangents))
     heads = [run(space.scalars(COVER_B))[0]["head"]]  # the program on another genotype
-    for g in (COVER_A,):  # a directly built network runs op by op here: one is enough
+    for g in (COVER_A,):  # COVER_A holds every operation: one direct network is enough
         net = space.network(g)
-        direct = net.init(key, net.scalars)
+        direct = net.init(key, net.scalars)  # eager, as the program's draws above
         assert jax.tree.all(jax.tree.map(jnp.array_equal, restrict(variables, direct), direct))  # same weights
-        (outs_p, nlc_p), (outs_d, nlc_d) = run(space.scalars(g)), _outs_and_nlc(net, direct, net.scalars, x, tangents)
+        (outs_p, nlc_p), (outs_d, nlc_d) = (run(space.scalars(g)),
+                                            jax.jit(lambda v: _outs_and_nlc(net, v, net.scalars, x, tangents))(direct))
         for name in net.layer_names:
             np.testing.assert_allclose(outs_p[name], outs_d[name], rtol=1e-9, atol=1e-9)
         assert float(nlc_p) == pytest.approx(float(nlc_d), rel=1e-9) and float(nlc_d) > 1.0

@@ -102,14 +102,15 @@ def test_group_program_equals_the_directly_built_network(x64):
         (y, _), ((pushed, _), _) = push_tangents(lambda z: net.apply_calibrating(variables, scalars, z), x, tangents)
         return y[1], nlc_of_tangents(y[0], pushed).nlc
 
-    variables = program.init(key, space.scalars(a))
+    variables = program.init(key, space.scalars(a))  # eager, as the direct networks' draws below
+    run = jax.jit(lambda scalars: outs_and_nlc(program, variables, scalars))  # one program, both cells
     heads = []
     for cell in (a, b):
         net = space.network(cell)
         direct = net.init(key, net.scalars)
         assert jax.tree.all(jax.tree.map(np.array_equal, restrict(variables, direct), direct))  # same weights
-        (outs_p, nlc_p), (outs_d, nlc_d) = (outs_and_nlc(program, variables, space.scalars(cell)),
-                                            outs_and_nlc(net, direct, net.scalars))
+        (outs_p, nlc_p), (outs_d, nlc_d) = (run(space.scalars(cell)),
+                                            jax.jit(lambda v: outs_and_nlc(net, v, net.scalars))(direct))
         for name in net.layer_names:
             np.testing.assert_allclose(outs_p[name], outs_d[name], rtol=1e-9, atol=1e-9)
         assert float(nlc_p) == pytest.approx(float(nlc_d), rel=1e-9) and float(nlc_d) > 1.0
