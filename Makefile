@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 # the tests and the docstrings' examples (doctests), slow ones included (see README, "Development")
 test: $(STAMP) $(VENV)/.installed-torch
-	$(BIN)/python -m pytest -q -n 2 tests zsad
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests zsad
 
 # speed side by side with an eager PyTorch reference, and scale-out (minutes each on 2 cores)
 bench: $(STAMP)
