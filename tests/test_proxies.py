@@ -155,6 +155,32 @@ def _deep_relu(p, x):
     return jax.lax.scan(lambda h, w: (jax.nn.relu(h @ w), None), x, p)[0]
 
 
+def test_synflow_through_a_padded_max_pool_in_a_compiled_program():
+    """synflow's float64 passes run inside a jitted program, which is lowered after their local float64
+    context has closed; a max pool's derivative then fails to lower (its padding is built as float32).
+    zsad's programs run synflow through measure.canonical_convolutions, which computes max pools as
+    measure.window_max: the value equals flax's max pool run eagerly (each operation lowered inside
+    the context)."""
+    import flax.linen as nn
+
+    from zsad.measure import canonical_convolutions
+
+    rng = np.random.default_rng(4)
+    params = {"k1": jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32),
+              "k2": jnp.asarray(rng.normal(size=(4 * 3 * 3, 5)), jnp.float32)}
+
+    def net(p, x):
+        h = jax.lax.conv_general_dilated(x, p["k1"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        h = nn.max_pool(jax.nn.relu(h), (3, 3), (2, 2), "SAME")
+        return h.reshape(h.shape[0], -1) @ p["k2"]
+
+    compiled = jax.jit(lambda p: proxies.synflow(canonical_convolutions(net), p, (6, 6, 2)).value)(params)
+    eager = proxies.synflow(net, params, (6, 6, 2)).value
+    assert np.isfinite(float(compiled)) and float(compiled) == pytest.approx(float(eager), rel=1e-6)
+    with pytest.raises(TypeError, match="same dtype"):  # the failure canonical_convolutions avoids
+        jax.jit(lambda p: proxies.synflow(net, p, (6, 6, 2)).value)(params)
+
+
 def test_synflow_finite_where_float32_overflows():
     depth, width = 40, 32
     rng = np.random.default_rng(2)

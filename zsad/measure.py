@@ -24,6 +24,14 @@ its convolutions are computed by convolutions in the canonical layout (the
 operands transposed explicitly), inside loops as well. Values are those of
 JAX's own rule up to rounding.
 
+**Max pooling in float64.** ``lax.reduce_window``'s max has a derivative whose CPU and GPU
+lowering builds its ``-inf`` padding in the float type of the moment the program is lowered,
+not of the traced values; synflow's float64 passes (:func:`zsad.proxies.synflow`, a local
+``jax.enable_x64`` context inside the jitted program) are lowered after that context has closed
+and fail on any max pool (a YAML ``max_pool``, NAS-Bench-101's, PyTorch's ``MaxPool2d``).
+:func:`canonical_convolutions` also computes every such max as :func:`window_max`: the same
+values and derivative from pads and selections in the values' own type.
+
 **One backward pass for the gradient proxies.** grad_norm and snip both need
 ``d loss / d weights`` of the same loss; jacob_cov needs ``d sum(outputs) / d
 inputs`` at the same point. :func:`gradient_proxies` makes one forward pass
@@ -35,14 +43,15 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, NamedTuple
+from typing import Any, Callable, Hashable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
-from jax.extend.core.primitives import conv_general_dilated_p
+from jax.extend.core.primitives import conv_general_dilated_p, reduce_window_max_p
 
 from zsad import naswot as naswot_, proxies
 from zsad._batching import map_leading
@@ -154,6 +163,41 @@ def _canonical_conv(lhs, rhs, **params):
     return conv(lhs, rhs)
 
 
+def _plain_window(params: dict) -> bool:
+    return all(d == 1 for d in (*params["base_dilation"], *params["window_dilation"]))
+
+
+def window_max(x: jax.Array, window: Sequence[int], strides: Sequence[int], padding: Sequence) -> jax.Array:
+    """``lax.reduce_window(x, -inf, lax.max, window, strides, padding)`` (one ``(low, high)`` pair per axis)
+    as a running ``where(v > m, v, m)`` over the window's strided views in row-major order: the same
+    values, and the same derivative (the first maximum of a window takes the whole gradient, as
+    ``select_and_scatter_add`` gives it), with no padding built at lowering time (module docstring).
+
+    Examples:
+      >>> import flax.linen as nn
+      >>> x = jnp.round(jax.random.normal(jax.random.key(0), (2, 6, 5, 3)))   # many ties
+      >>> pads = jax.lax.padtype_to_pads(x.shape, (1, 3, 3, 1), (1, 2, 1, 1), "SAME")   # ((0, 0), (0, 1), (1, 1), (0, 0))
+      >>> ours = lambda v: window_max(v, (1, 3, 3, 1), (1, 2, 1, 1), pads)
+      >>> flax = lambda v: nn.max_pool(v, (3, 3), (2, 1), "SAME")
+      >>> bool(jnp.array_equal(ours(x), flax(x)))
+      True
+      >>> weights = jnp.arange(90.0).reshape(2, 3, 5, 3)   # the output's shape
+      >>> grad = lambda f: jax.grad(lambda v: jnp.sum(f(v) * weights))(x)
+      >>> bool(jnp.array_equal(grad(ours), grad(flax)))
+      True
+    """
+    pads = [(int(lo), int(hi)) for lo, hi in padding]
+    if any(p != (0, 0) for p in pads):
+        x = jnp.pad(x, pads, constant_values=jnp.asarray(-jnp.inf, x.dtype))
+    out = [(n - w) // s + 1 for n, w, s in zip(x.shape, window, strides)]
+    best = None
+    for offset in itertools.product(*(range(w) for w in window)):
+        limit = [o + s * (n - 1) + 1 for o, s, n in zip(offset, strides, out)]
+        view = jax.lax.slice(x, offset, limit, tuple(strides))
+        best = view if best is None else jnp.where(view > best, view, best)
+    return best
+
+
 def _rewrite_param(value: Any) -> Any:
     if isinstance(value, jcore.ClosedJaxpr):
         return _rewrite_closed(value)
@@ -181,6 +225,9 @@ def _eval(jaxpr: jcore.Jaxpr, consts, args) -> list:
         with eqn.ctx.manager:
             if eqn.primitive is conv_general_dilated_p and _rewritable(eqn.params):
                 outs = [_canonical_conv(*values, **eqn.params)]
+            elif eqn.primitive is reduce_window_max_p and _plain_window(eqn.params):
+                outs = [window_max(values[0], eqn.params["window_dimensions"], eqn.params["window_strides"],
+                                   eqn.params["padding"])]
             else:
                 params = {k: _rewrite_param(v) for k, v in eqn.params.items()}
                 outs = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(params))
@@ -192,7 +239,8 @@ def _eval(jaxpr: jcore.Jaxpr, consts, args) -> list:
 
 def canonical_convolutions(fn: Callable) -> Callable:
     """``fn`` with the same values, whose convolutions (in loops and branches too) have reverse-mode
-    derivatives computed by canonical-layout convolutions (see the module docstring).
+    derivatives computed by canonical-layout convolutions, and whose max pools are :func:`window_max`
+    (see the module docstring).
 
     For reverse mode only (``jax.grad``, ``jax.vjp``): the rewritten convolutions are
     ``jax.custom_vjp`` functions, which forward mode (``jax.jvp``) does not differentiate.
