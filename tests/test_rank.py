@@ -56,6 +56,26 @@ def by_arch(rows):
 
 # --------------------------------------------------------------------------- metrics and statuses
 
+def test_every_metric_through_a_padded_max_pool(tmp_path):
+    """A CNN with a padded, strided max pool gets every metric (synflow's float64 passes through the
+    pool's derivative: zsad.measure.window_max)."""
+    (tmp_path / "cnn.yaml").write_text(textwrap.dedent("""\
+        name: pooled
+        input: {shape: [6, 6, 2]}
+        layers:
+          - {type: conv, features: 3, kernel: 3, padding: same}
+          - {type: activation, fn: relu}
+          - {type: max_pool, window: 3, stride: 2, padding: same}
+          - {type: flatten}
+          - {type: dense, features: 4}
+        """))
+    (tmp_path / "space.yaml").write_text("archs: [cnn.yaml]\n")
+    row, = rank_space(load_space(tmp_path / "space.yaml"), RankOptions(seeds=1, batch=8)).rows
+    assert row["status"] == "ok", row["reason"]
+    for column in METRICS:
+        assert row[column] is not None and math.isfinite(row[column]), column
+
+
 def test_every_proxy_column_and_statuses(space_dir):
     options = RankOptions(seeds=2, batch=8)
     result = rank_space(load_space(space_dir / "space.yaml"), options, out=space_dir / "r.csv")
