@@ -9,7 +9,7 @@ from typing import Any, Union
 from zsad._errors import SpecError, locate
 from zsad.arch.spec import Architecture, Context, Input, check_mapping, load_architecture, read_yaml
 from zsad.space import NB201_ALIASES, NB201_NAMES, configured_space, file_name, nb201_input
-from zsad.spaces import SPACES, canonical_name, suggestion
+from zsad.spaces import NAMES, canonical_name, suggestion
 from zsad.spaces import nasbench201 as nb201
 
 
@@ -56,7 +56,7 @@ def parse_cell(node: Any, *, file: str | None = None) -> CellArchitecture:
     if isinstance(kind, str):
         kind = NB201_ALIASES.get(kind.lower(), kind.lower())
     if kind not in NB201_NAMES:
-        raise ctx.child(node, "space").error(f"one of {', '.join(SPACES)}", node["space"],
+        raise ctx.child(node, "space").error(f"one of {', '.join(NAMES)}", node["space"],
                                              suggestion(str(node["space"])))
     if "arch" not in node:
         raise ctx.error("a field 'arch' (a NAS-Bench-201 architecture string '|a~0|+|b~0|c~1|+|d~0|e~1|f~2|')")

@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, Union
 import numpy as np
 
 from zsad._entry import import_callable
-from zsad.spaces import SPACES, canonical_name, suggestion
+from zsad.spaces import NAMES, SPACES, canonical_name, suggestion
 from zsad.spaces import nasbench201 as nb201
 from zsad._errors import SpecError, ZsadError, locate
 from zsad.field_paths import plain, set_path, split_path, value_text
@@ -338,7 +338,7 @@ def _nb201_space(node, ctx, name, file, base_dir) -> Space:
     if isinstance(kind, str):
         kind = NB201_ALIASES.get(kind.lower(), kind.lower())
     if kind not in NB201_NAMES:
-        raise sctx.error(f"one of {', '.join(SPACES)}", node["space"], suggestion(str(node["space"])))
+        raise sctx.error(f"one of {', '.join(NAMES)}", node["space"], suggestion(str(node["space"])))
     check_mapping(node, ctx, ("name", "space", "archs", "input", "data"), "search space (built in)")
     inp = nb201_input(node, ctx)
     if "archs" not in node:
