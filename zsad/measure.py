@@ -169,14 +169,17 @@ def _plain_window(params: dict) -> bool:
 
 def window_max(x: jax.Array, window: Sequence[int], strides: Sequence[int], padding: Sequence) -> jax.Array:
     """``lax.reduce_window(x, -inf, lax.max, window, strides, padding)`` (one ``(low, high)`` pair per axis)
-    as a running ``where(v > m, v, m)`` over the window's strided views in row-major order: the same
-    values, and the same derivative (the first maximum of a window takes the whole gradient, as
-    ``select_and_scatter_add`` gives it), with no padding built at lowering time (module docstring).
+    as a running ``where(v > m or v is NaN, v, m)`` over the window's strided views in row-major order:
+    the same values (a NaN propagates, as in ``max``), and the same derivative (the first maximum of a
+    window takes the whole gradient, as ``select_and_scatter_add`` gives it), with no padding built at
+    lowering time (module docstring).
 
     Examples:
       >>> import flax.linen as nn
       >>> x = jnp.round(jax.random.normal(jax.random.key(0), (2, 6, 5, 3)))   # many ties
-      >>> pads = jax.lax.padtype_to_pads(x.shape, (1, 3, 3, 1), (1, 2, 1, 1), "SAME")   # ((0, 0), (0, 1), (1, 1), (0, 0))
+      >>> pads = jax.lax.padtype_to_pads(x.shape, (1, 3, 3, 1), (1, 2, 1, 1), "SAME")
+      >>> pads
+      [(0, 0), (0, 1), (1, 1), (0, 0)]
       >>> ours = lambda v: window_max(v, (1, 3, 3, 1), (1, 2, 1, 1), pads)
       >>> flax = lambda v: nn.max_pool(v, (3, 3), (2, 1), "SAME")
       >>> bool(jnp.array_equal(ours(x), flax(x)))
@@ -184,6 +187,8 @@ def window_max(x: jax.Array, window: Sequence[int], strides: Sequence[int], padd
       >>> weights = jnp.arange(90.0).reshape(2, 3, 5, 3)   # the output's shape
       >>> grad = lambda f: jax.grad(lambda v: jnp.sum(f(v) * weights))(x)
       >>> bool(jnp.array_equal(grad(ours), grad(flax)))
+      True
+      >>> bool(jnp.isnan(ours(x.at[0, 2, 2, 0].set(jnp.nan))[0, 1, 2, 0]))   # a NaN in the window
       True
     """
     pads = [(int(lo), int(hi)) for lo, hi in padding]
@@ -194,7 +199,7 @@ def window_max(x: jax.Array, window: Sequence[int], strides: Sequence[int], padd
     for offset in itertools.product(*(range(w) for w in window)):
         limit = [o + s * (n - 1) + 1 for o, s, n in zip(offset, strides, out)]
         view = jax.lax.slice(x, offset, limit, tuple(strides))
-        best = view if best is None else jnp.where(view > best, view, best)
+        best = view if best is None else jnp.where((view > best) | jnp.isnan(view), view, best)
     return best
 
 
