@@ -3,7 +3,7 @@
 For one architecture (each of its 15 cells: five 3x3 convolutions and a skip), built directly and as
 the space's masked program:
 the time of a jitted forward pass (sum of squared outputs), of its gradient with respect to the
-parameters by JAX's own rule, and of the same gradient through ``zsad.measure.canonical_convolutions``
+parameters by JAX's own rule, and of the same gradient through ``zsad.measure.canonical_gradients``
 (the rule the measurement program uses); batch 64, calibrated batch norm, warm (mean of 3 runs).
 
 Run: ``.venv/bin/python benchmarks/bench_backward.py [direct] [masked]``
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from zsad.spaces import nasbench201_net as N
 from zsad.spaces.nasbench201 import parse_arch, encode
-from zsad.measure import canonical_convolutions
+from zsad.measure import canonical_gradients
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 x = jax.random.normal(jax.random.key(1), (64, 32, 32, 3))
@@ -45,7 +45,7 @@ for kind in sys.argv[1:] or ["direct", "masked"]:
     loss = lambda f: (lambda p: jnp.sum(out(f(p, x)) ** 2))  # noqa: E731
     fwd = jax.jit(loss(fwd_fn))
     g_plain = jax.jit(jax.grad(loss(fwd_fn)))
-    g_canon = jax.jit(jax.grad(loss(canonical_convolutions(fwd_fn))))
+    g_canon = jax.jit(jax.grad(loss(canonical_gradients(fwd_fn))))
     p = v["params"]
     tf, tp, tc = timed(fwd, p), timed(g_plain, p), timed(g_canon, p)
     print(f"{kind}: forward {tf:.3f} s, grad (jax's rule) {tp:.3f} s ({tp / tf:.1f}x), "

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from zsad import proxies
-from zsad.measure import canonical_convolutions, gradient_proxies
+from zsad.measure import canonical_gradients, gradient_proxies
 
 CONVS = [  # (input shape, kernel shape, conv keywords, dimension numbers)
     ((2, 9, 9, 3), (3, 3, 3, 4), dict(window_strides=(1, 1), padding="SAME"), ("NHWC", "HWIO", "NHWC")),
@@ -35,8 +35,8 @@ def test_canonical_convolution_gradients_equal_jax_rule(case):
         return jnp.sum(jnp.sin(jax.lax.conv_general_dilated(x, w, dimension_numbers=dn, **kw)))
 
     want = jax.grad(f, (0, 1))(x, w)
-    got = jax.jit(jax.grad(canonical_convolutions(f), (0, 1)))(x, w)
-    assert float(canonical_convolutions(f)(x, w)) == pytest.approx(float(f(x, w)), rel=1e-6)
+    got = jax.jit(jax.grad(canonical_gradients(f), (0, 1)))(x, w)
+    assert float(canonical_gradients(f)(x, w)) == pytest.approx(float(f(x, w)), rel=1e-6)
     for a, b in zip(want, got):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
 
@@ -54,7 +54,7 @@ def test_convolution_gradients_in_a_loop_are_canonical_and_equal():
     x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
     ws = 0.3 * jax.random.normal(jax.random.key(1), (3, 3, 3, 4, 4))
     grad = jax.jit(jax.grad(_scanned, (0, 1)))
-    fast = jax.jit(jax.grad(canonical_convolutions(_scanned), (0, 1)))
+    fast = jax.jit(jax.grad(canonical_gradients(_scanned), (0, 1)))
     labels = lambda fn: set(re.findall(r"dim_labels=([^,\s]+)", fn.lower(x, ws).compile().as_text()))  # noqa: E731
     assert labels(grad) != {"b01f_01io->b01f"}  # what the rewrite is for (if XLA fixes it, this says so)
     assert labels(fast) == {"b01f_01io->b01f"}

@@ -158,12 +158,12 @@ def _deep_relu(p, x):
 def test_synflow_through_a_padded_max_pool_in_a_compiled_program():
     """synflow's float64 passes run inside a jitted program, which is lowered after their local float64
     context has closed; a max pool's derivative then fails to lower (its padding is built as float32).
-    zsad's programs run synflow through measure.canonical_convolutions, which computes max pools as
+    zsad's programs run synflow through measure.canonical_gradients, which computes max pools as
     measure.window_max: the value equals flax's max pool run eagerly (each operation lowered inside
     the context)."""
     import flax.linen as nn
 
-    from zsad.measure import canonical_convolutions
+    from zsad.measure import canonical_gradients
 
     rng = np.random.default_rng(4)
     params = {"k1": jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32),
@@ -174,10 +174,10 @@ def test_synflow_through_a_padded_max_pool_in_a_compiled_program():
         h = nn.max_pool(jax.nn.relu(h), (3, 3), (2, 2), "SAME")
         return h.reshape(h.shape[0], -1) @ p["k2"]
 
-    compiled = jax.jit(lambda p: proxies.synflow(canonical_convolutions(net), p, (6, 6, 2)).value)(params)
+    compiled = jax.jit(lambda p: proxies.synflow(canonical_gradients(net), p, (6, 6, 2)).value)(params)
     eager = proxies.synflow(net, params, (6, 6, 2)).value
     assert np.isfinite(float(compiled)) and float(compiled) == pytest.approx(float(eager), rel=1e-6)
-    with pytest.raises(TypeError, match="same dtype"):  # the failure canonical_convolutions avoids
+    with pytest.raises(TypeError, match="same dtype"):  # the failure canonical_gradients avoids
         jax.jit(lambda p: proxies.synflow(net, p, (6, 6, 2)).value)(params)
 
 

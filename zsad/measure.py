@@ -19,7 +19,7 @@ layout and runs them on Eigen; inside a loop body (a ``lax.scan`` over the
 repeats of a block, NAS-Bench-201's five cells of a stage) it does not, and
 falls back to a naive loop nest: on NAS-Bench-201 the kernel gradient of one
 initialization took about 60 s against 0.4 s for the forward pass.
-:func:`canonical_convolutions` rewrites a function so that the gradients of
+:func:`canonical_gradients` rewrites a function so that the gradients of
 its convolutions are computed by convolutions in the canonical layout (the
 operands transposed explicitly), inside loops as well. Values are those of
 JAX's own rule up to rounding.
@@ -29,7 +29,7 @@ lowering builds its ``-inf`` padding in the float type of the moment the program
 not of the traced values; synflow's float64 passes (:func:`zsad.proxies.synflow`, a local
 ``jax.enable_x64`` context inside the jitted program) are lowered after that context has closed
 and fail on any max pool (a YAML ``max_pool``, NAS-Bench-101's, PyTorch's ``MaxPool2d``).
-:func:`canonical_convolutions` also computes every such max as :func:`window_max`: the same
+:func:`canonical_gradients` also computes every such max as :func:`window_max`: the same
 values and derivative from pads and selections in the values' own type.
 
 **One backward pass for the gradient proxies.** grad_norm and snip both need
@@ -242,7 +242,7 @@ def _eval(jaxpr: jcore.Jaxpr, consts, args) -> list:
     return [read(v) for v in jaxpr.outvars]
 
 
-def canonical_convolutions(fn: Callable) -> Callable:
+def canonical_gradients(fn: Callable) -> Callable:
     """``fn`` with the same values, whose convolutions (in loops and branches too) have reverse-mode
     derivatives computed by canonical-layout convolutions, and whose max pools are :func:`window_max`
     (see the module docstring).
@@ -256,7 +256,7 @@ def canonical_convolutions(fn: Callable) -> Callable:
       ...                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
       >>> x, w = jnp.ones((2, 5, 5, 3)), jnp.ones((3, 3, 3, 4))
       >>> bool(jnp.allclose(jax.grad(lambda w: conv(x, w).sum())(w),
-      ...                   jax.grad(lambda w: canonical_convolutions(conv)(x, w).sum())(w)))
+      ...                   jax.grad(lambda w: canonical_gradients(conv)(x, w).sum())(w)))
       True
     """
 
@@ -299,7 +299,7 @@ def gradient_proxies(forward: Callable, params: Any, x: jax.Array, labels: jax.A
     want_x = "jacob_cov" in names
     if not (want_params or want_x):
         return GradientScores(None, None, None)
-    fast = canonical_convolutions(forward)
+    fast = canonical_gradients(forward)
     if want_params and want_x:
         y, pull = jax.vjp(fast, params, x)
     elif want_params:
@@ -498,7 +498,7 @@ def _one_seed(seed, x, labels, scalars, net: Network, config: MeasureConfig) -> 
         out["naswot"] = proxies.ProxyScore(s.value, s.valid)
     with_params = lambda base: lambda p, z: net.apply({**base, "params": p}, scalars, z)[0]  # noqa: E731
     if "synflow" in metrics:  # batch norm bypassed: uncalibrated statistics (0, 1) are the identity
-        out["synflow"] = proxies.synflow(canonical_convolutions(with_params(v0)), v0["params"], config.input_shape,
+        out["synflow"] = proxies.synflow(canonical_gradients(with_params(v0)), v0["params"], config.input_shape,
                                          where=is_kernel)
     # naswot and jacob_cov each end in a LAPACK eigendecomposition, batched over the seeds; XLA:CPU
     # may run two such kernels at once and, on a pool of two threads, both wait for workers that
