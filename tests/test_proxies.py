@@ -100,6 +100,29 @@ def test_naswot_kernel_matches_hamming_definition():
     np.testing.assert_allclose(s.value, logdet, rtol=1e-6)
 
 
+@pytest.mark.parametrize("integers", [True, False], ids=["int8-products", "float64-products"])
+def test_naswot_kernel_of_masked_blocks_is_that_of_the_kept_units(monkeypatch, integers):
+    """Layers given as blocks (never concatenated), each with its mask, give the kernel of the kept units
+    by the definition, in both the integer and the float64 path (the latter above EXACT_INT32_UNITS)."""
+    from zsad import naswot as naswot_mod
+
+    if not integers:
+        monkeypatch.setattr(naswot_mod, "EXACT_INT32_UNITS", 10)
+    rng = np.random.default_rng(1)
+    blocks = [rng.random((7, 4, 3)) > 0.5, rng.random((7, 20)) > 0.3]
+    masks = [rng.random((4, 3)) > 0.2, rng.random(20) > 0.5]
+    kept = np.concatenate([b.reshape(7, -1)[:, m.ravel()] for b, m in zip(blocks, masks)], axis=1)
+    hamming = (kept[:, None, :] != kept[None, :, :]).sum(-1)
+    blocks, masks = [jnp.asarray(b) for b in blocks], [jnp.asarray(m) for m in masks]
+    # fresh functions: a jitted function's trace of the other path is not reused
+    got = jax.jit(lambda b, m: naswot_kernel(b, m))(blocks, masks)
+    np.testing.assert_array_equal(got, kept.shape[1] - hamming)
+    s, ref = jax.jit(lambda b, m: naswot(b, m))(blocks, masks), naswot(jnp.asarray(kept))
+    assert bool(s.valid) and float(s.value) == pytest.approx(float(ref.value), rel=1e-6)
+    with pytest.raises(DataError, match="one mask per block"):
+        naswot_kernel(blocks, masks[:1])
+
+
 def test_relu_codes_from_preactivations_and_outputs():
     pre = {
         "relu1": jnp.array([[1.0, -2.0, 0.0], [-1.0, 3.0, 0.5]]),

@@ -493,8 +493,8 @@ def _one_seed(seed, x, labels, scalars, net: Network, config: MeasureConfig) -> 
     if "spectrum" in metrics:
         out["spectrum"] = _spectrum(net, config, v, scalars, x, jax.random.fold_in(seed["key"], 2))
     if "naswot" in metrics and config.code_layers:
-        mask = None if config.code_mask is None else jnp.concatenate(config.code_mask(scalars))
-        s = naswot_.naswot(naswot_.relu_codes([x if n is None else outs[n] for n in config.code_layers]), mask)
+        codes = [(x if n is None else outs[n]) > 0 for n in config.code_layers]  # one block per layer
+        s = naswot_.naswot(codes, None if config.code_mask is None else config.code_mask(scalars))
         out["naswot"] = proxies.ProxyScore(s.value, s.valid)
     with_params = lambda base: lambda p, z: net.apply({**base, "params": p}, scalars, z)[0]  # noqa: E731
     if "synflow" in metrics:  # batch norm bypassed: uncalibrated statistics (0, 1) are the identity

@@ -71,15 +71,57 @@ def relu_codes(preactivations: Mapping[str, jax.Array] | Sequence[jax.Array]) ->
     return jnp.concatenate([jnp.reshape(a, (n, -1)) > 0 for a in arrays], axis=1)
 
 
-def _hamming_kernel(codes: jax.Array, dtype, mask: jax.Array | None = None) -> jax.Array:
-    """``K = C C^T + (1 - C)(1 - C)^T`` in ``dtype`` over the units ``mask`` keeps; exact integer entries."""
-    c = codes.astype(dtype)
-    d = 1 - c
-    if mask is not None:
-        m = jnp.asarray(mask).astype(dtype)[None, :]
-        c, d = c * m, d * m
-    hi = jax.lax.Precision.HIGHEST
-    return jnp.matmul(c, c.T, precision=hi) + jnp.matmul(d, d.T, precision=hi)
+#: Units below which the Hamming kernel is computed in integers (codes as int8, products accumulated in
+#: int32, every intermediate at most ``2 N_A`` < 2**31); float64 above.
+EXACT_INT32_UNITS = 2**30
+
+Codes = jax.Array | Sequence[jax.Array]
+
+
+def _blocks(codes: Codes, mask: Codes | None) -> tuple[list, list]:
+    """``codes`` and ``mask`` as lists of ``(n, units)`` and ``(units,)`` blocks (one array: one block)."""
+    if isinstance(codes, (list, tuple)):
+        blocks = [jnp.reshape(c, (jnp.shape(c)[0], -1)) if jnp.ndim(c) >= 1 else c for c in codes]
+        masks = [None] * len(blocks) if mask is None else [jnp.ravel(m) for m in mask]
+        if len(masks) != len(blocks):
+            raise DataError(f"mask: expected one mask per block of codes ({len(blocks)}), got {len(masks)}")
+    else:
+        blocks, masks = [codes], [mask]
+    if not blocks:
+        raise DataError("codes: expected at least one block of codes, got none")
+    for c, m in zip(blocks, masks):
+        _check_codes(c, m)
+    n = {jnp.shape(c)[0] for c in blocks}
+    if len(n) > 1:
+        raise DataError(f"codes: expected blocks of one batch size, got {sorted(n)}")
+    return blocks, masks
+
+
+def _hamming_kernel(blocks: list, masks: list, dtype) -> jax.Array:
+    """``K = C C^T + (1 - C)(1 - C)^T`` in ``dtype`` over the units the masks keep; exact integer entries.
+
+    Summed over the blocks (a network's layers, never concatenated), each as ``units - d_H`` with the
+    Hamming distance ``d_H[i, j] = s_i + s_j - 2 C_i . C_j`` (``s_i`` the ones of code ``i``): one product
+    of the codes per block, in int8 with int32 accumulation (several times faster than a float product on
+    the CPU) below :data:`EXACT_INT32_UNITS` units, in float64 above.
+    """
+    exact = sum(int(jnp.shape(c)[1]) for c in blocks) < EXACT_INT32_UNITS
+    kind, acc = (jnp.int8, jnp.int32) if exact else (jnp.float64, jnp.float64)
+    total = None
+    for codes, mask in zip(blocks, masks):
+        c = codes.astype(kind)
+        if mask is None:
+            units = jnp.asarray(c.shape[1], acc)
+        else:
+            m = jnp.asarray(mask).astype(kind)
+            c = c * m[None, :]
+            units = jnp.sum(m, dtype=acc)
+        ones = jnp.sum(c, axis=1, dtype=acc)
+        both = jax.lax.dot_general(c, c, (((1,), (1,)), ((), ())), precision=jax.lax.Precision.HIGHEST,
+                                   preferred_element_type=acc)
+        k = units - ((ones[:, None] + ones[None, :]) - 2 * both)
+        total = k if total is None else total + k
+    return total.astype(dtype)
 
 
 def _check_codes(codes: jax.Array, mask: jax.Array | None = None) -> None:
@@ -90,20 +132,22 @@ def _check_codes(codes: jax.Array, mask: jax.Array | None = None) -> None:
                         f"{tuple(jnp.shape(mask))}")
 
 
-def naswot_kernel(codes: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+def naswot_kernel(codes: Codes, mask: Codes | None = None) -> jax.Array:
     """The Hamming agreement kernel of binary activation codes.
 
     .. math::
         K_H[i, j] = N_A - d_H(c_i, c_j)
                   = c_i \\cdot c_j + (1 - c_i) \\cdot (1 - c_j)
 
-    Entries are integers in ``[0, N_A]``, computed exactly (float32
-    accumulation is exact below :math:`2^{24}` units; float64 above).
+    Entries are integers in ``[0, N_A]``, computed exactly (in integers below
+    :data:`EXACT_INT32_UNITS` units, in float64 above).
 
     Args:
-      codes: ``(n, N_A)`` binary codes (bool or 0/1), e.g. from :func:`relu_codes`.
+      codes: ``(n, N_A)`` binary codes (bool or 0/1), e.g. from :func:`relu_codes`; or a sequence of
+        ``(n, ...)`` blocks of them (a network's layers), which need not be concatenated.
       mask: ``(N_A,)`` bool, the units that count (None: all): the kernel of ``codes[:, mask]``,
-        with a shape that does not depend on the mask (e.g. a padded network's units).
+        with a shape that does not depend on the mask (e.g. a padded network's units); for blocks,
+        one mask per block.
 
     Returns:
       ``(n, n)`` kernel in the default float dtype.
@@ -115,16 +159,18 @@ def naswot_kernel(codes: jax.Array, mask: jax.Array | None = None) -> jax.Array:
       >>> naswot_kernel(jnp.array([[1, 1, 0, 0], [0, 1, 1, 0]]), mask=jnp.array([True, True, True, False]))
       Array([[3., 1.],
              [1., 3.]], dtype=float32)
+      >>> naswot_kernel([jnp.array([[1], [0]]), jnp.array([[1, 0, 0], [1, 1, 0]])],
+      ...               mask=[jnp.array([True]), jnp.array([True, True, False])])
+      Array([[3., 1.],
+             [1., 3.]], dtype=float32)
     """
-    _check_codes(codes, mask)
+    blocks, masks = _blocks(codes, mask)
     out = jnp.result_type(float)
-    if jnp.shape(codes)[1] < 2**24:
-        return _hamming_kernel(codes, jnp.float32, mask).astype(out)
     with jax.enable_x64(True):
-        return _hamming_kernel(codes, jnp.float64, mask).astype(out)
+        return _hamming_kernel(blocks, masks, jnp.float64).astype(out)
 
 
-def naswot(codes: jax.Array, mask: jax.Array | None = None) -> NaswotScore:
+def naswot(codes: Codes, mask: Codes | None = None) -> NaswotScore:
     """NASWOT score of Mellor et al. (2021): log-determinant of the Hamming kernel.
 
     .. math::
@@ -143,8 +189,8 @@ def naswot(codes: jax.Array, mask: jax.Array | None = None) -> NaswotScore:
     kept. Higher is better.
 
     Args:
-      codes: ``(n, N_A)`` binary codes.
-      mask: ``(N_A,)`` bool, the units that count (None: all; see :func:`naswot_kernel`).
+      codes: ``(n, N_A)`` binary codes, or blocks of them (see :func:`naswot_kernel`).
+      mask: ``(N_A,)`` bool, the units that count (None: all), or one per block (see :func:`naswot_kernel`).
 
     Returns:
       :class:`NaswotScore`.
@@ -158,11 +204,11 @@ def naswot(codes: jax.Array, mask: jax.Array | None = None) -> NaswotScore:
       >>> round(float(s.value), 4), bool(s.valid)   # det = 32
       (3.4657, True)
     """
-    _check_codes(codes, mask)
-    n, n_units = jnp.shape(codes)
+    blocks, masks = _blocks(codes, mask)
+    n = jnp.shape(blocks[0])[0]
     out = jnp.result_type(float)
     with jax.enable_x64(True):
-        k = _hamming_kernel(codes, jnp.float32 if n_units < 2**24 else jnp.float64, mask).astype(jnp.float64)
+        k = _hamming_kernel(blocks, masks, jnp.float64)
         # One symmetric eigendecomposition gives both the determinant and the rank test (K is
         # symmetric: det K = prod(eig)). A second LAPACK call (slogdet's LU) beside it would let
         # XLA:CPU run the two batched kernels at once, and on a two-thread pool both then wait
