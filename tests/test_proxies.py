@@ -240,6 +240,20 @@ def test_synflow_overflow_and_zero_are_flagged():
     assert not bool(s.valid) and float(s.value) == FLOOR
 
 
+
+def test_log_sum_of_scaled_terms_over_float64_range(x64):
+    """The scaled sum of synflow and snip: log of the sum over 600 decades, and exact at 0, inf and NaN."""
+    rng = np.random.default_rng(4)
+    exps = rng.uniform(-300, 300, size=(2, 50))
+    mant = rng.uniform(1, 10, size=(2, 50))
+    parts = [jnp.asarray(mant[i] * 10.0 ** exps[i]) for i in range(2)]
+    terms = np.log(mant) + exps * math.log(10)  # the logarithms, exactly as the data were made
+    reference = float(np.logaddexp.reduce(terms.ravel()))
+    assert float(proxies._log_sum_of(parts)) == pytest.approx(reference, rel=1e-13)
+    assert float(proxies._log_sum_of([jnp.zeros(3), jnp.zeros((2, 2))])) == -np.inf
+    assert float(proxies._log_sum_of([jnp.ones(3), jnp.asarray([np.inf])])) == np.inf
+    assert np.isnan(float(proxies._log_sum_of([jnp.ones(3), jnp.asarray([np.nan, 1.0])])))
+
 # --------------------------------------------------------------------------- grad_norm, snip
 
 

@@ -122,6 +122,18 @@ def _log_sum(log_terms: jax.Array) -> jax.Array:
     return jnp.log(jnp.sum(jnp.exp(log_terms - shift))) + shift
 
 
+def _log_sum_of(parts: Sequence[jax.Array]) -> jax.Array:
+    """``log`` of the sum of every element of the nonnegative arrays ``parts``; exact at 0 (-inf), +inf
+    and NaN. Overflow-safe as :func:`_log_sum` of their logarithms, and several times faster on many
+    elements: the sum is taken scaled by the largest element (one division per element, where the
+    logarithms cost a logarithm and an exponential)."""
+    parts = [p for p in parts if p.size]
+    m = jnp.max(jnp.stack([jnp.max(p) for p in parts]))
+    scale = jax.lax.stop_gradient(jnp.where((m > 0) & jnp.isfinite(m), m, 1.0))
+    total = sum(jnp.sum(p / scale) for p in parts)
+    return jnp.log(total) + jnp.log(scale)
+
+
 def _finite(log_total: jax.Array, ceiling: float) -> ProxyScore:
     """Maps a log-sum to a finite :class:`ProxyScore` (see the module docstring)."""
     value = jnp.where(
@@ -242,8 +254,8 @@ def synflow(
     The forward and backward passes and the sum run in float64 inside a local
     ``jax.enable_x64`` context, whatever the global setting; ``apply_fn`` must
     compute in its inputs' dtype (flax's default ``dtype=None`` does). The sum
-    is taken in log space (``logsumexp`` of the per-parameter log-terms), so
-    the value is finite whenever the float64 passes are; an overflow of the
+    is taken scaled by its largest term and its logarithm returned, so the
+    value is finite whenever the float64 passes are; an overflow of the
     float64 pass is reported as ``valid=False`` with the value clamped at
     ``log(float64 max)``. Batch norm is bypassed: the caller passes an
     ``apply_fn`` without it (Abdelfattah et al. remove it; at initialization
@@ -275,8 +287,7 @@ def synflow(
         ones = jnp.ones(shape, jnp.float64)
         grads = jax.grad(lambda p: jnp.sum(apply_fn(p, ones)))(positive)
         pairs = _pairs(positive, grads, where)
-        log_terms = jnp.concatenate([jnp.log(jnp.abs(t * g)).ravel() for t, g in pairs])
-        score = _finite(_log_sum(log_terms), _log_ceiling(jnp.float64))
+        score = _finite(_log_sum_of([jnp.abs(t * g) for t, g in pairs]), _log_ceiling(jnp.float64))
         return ProxyScore(score.value.astype(out), score.valid)
 
 
@@ -419,7 +430,13 @@ def snip(
 
 def snip_of_gradients(params: PyTree, grads: PyTree, *, where: Where | None = is_weight) -> ProxyScore:
     """:func:`snip` from the loss gradients ``grads`` (same structure as ``params``) already computed."""
-    return _log_gradient_score(params, grads, where, lambda p, g: jnp.log(jnp.abs(p * g)).ravel())
+    pairs = _pairs(params, grads, where)
+    out = _default_float()
+    ceiling = _log_ceiling(jnp.result_type(*[g for _, g in pairs]))
+    with jax.enable_x64(True):
+        terms = [jnp.abs(jnp.asarray(p, jnp.float64) * jnp.asarray(g, jnp.float64)) for p, g in pairs]
+        score = _finite(_log_sum_of(terms), ceiling)
+        return ProxyScore(score.value.astype(out), score.valid)
 
 
 def _log_gradient_score(params, grads, where, log_terms, *, with_path: bool = False) -> ProxyScore:
