@@ -56,6 +56,7 @@ from jax.extend.core.primitives import conv_general_dilated_p, reduce_window_max
 from zsad import naswot as naswot_, proxies
 from zsad._batching import map_leading
 from zsad._types import Network
+from zsad.layer_values import LayerValues
 from zsad.nlc import NLCResult, derangement_tangents, nlc_of_tangents, push_tangents
 from zsad.spectrum import hutchinson, jacobian_spectrum
 
@@ -420,6 +421,16 @@ def all_finite(y: jax.Array) -> jax.Array:
     return jnp.isfinite(jnp.sum(y * jnp.zeros((), y.dtype)))
 
 
+def in_layer_order(values, names: Sequence[str]) -> jax.Array:
+    """Per-layer scalars (a dict, or a :class:`~zsad.layer_values.LayerValues` whose repeated layers are
+    stacked) as one array in the order ``names``: for a ``LayerValues``, one concatenation and one gather
+    (:meth:`~zsad.layer_values.LayerValues.stacked`), so the program does not grow with the number of
+    repeated layers."""
+    if isinstance(values, LayerValues) and tuple(values.order) == tuple(names):
+        return values.stacked()
+    return jnp.stack([values[n] for n in names])
+
+
 def is_constant(y: jax.Array) -> jax.Array:
     """Whether ``y`` is constant across the batch up to rounding (the NLC's criterion, zsad.nlc)."""
     f = flat(y)
@@ -484,10 +495,12 @@ def _one_seed(seed, x, labels, scalars, net: Network, config: MeasureConfig) -> 
         layers = nlc_of_tangents(outs, pushed_outs)
         # in the network's order (a dict through a JAX transformation comes back with sorted keys)
         out.update(nlc=r.nlc, nlc_finite=r.finite,
-                   layers=NLCResult(*(jnp.stack([part[n] for n in net.layer_names]) for part in layers)))
+                   layers=NLCResult(*(in_layer_order(part, net.layer_names) for part in layers)))
     else:
         (y, outs), v = primal(x)
-    out.update(finite=jnp.stack([all_finite(outs[n]) for n in net.layer_names]), constant=is_constant(y))
+    finite = outs.map_groups(lambda o: (all_finite(o),))[0] if isinstance(outs, LayerValues) else {
+        n: all_finite(outs[n]) for n in net.layer_names}
+    out.update(finite=in_layer_order(finite, net.layer_names), constant=is_constant(y))
     if "sigma2" in metrics:
         out["sigma2"] = _sigma2(net, config, v, scalars, x, jax.random.fold_in(seed["key"], 3))
     if "spectrum" in metrics:

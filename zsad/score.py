@@ -28,6 +28,7 @@ from zsad.arch.build import build, structure
 from zsad.arch.spec import Architecture, family_of
 from zsad.data import load_inputs
 from zsad.measure import MeasureConfig, make_measure, seed_inputs
+from zsad.layer_values import LayerValues
 from zsad.nlc import NLCResult
 from zsad.cell_file import CellArchitecture
 from zsad.spectrum import JacobianSpectrum, resolution
@@ -91,7 +92,7 @@ class SpectrumConfig(NamedTuple):
 def make_metrics_fn(net: Network, num_tangents: int, spectrum: SpectrumConfig | None = None, *,
                     structure: Hashable | None = None):
     """``fn(keys[S], x, scalars) -> (NLCResult, JacobianSpectrum | None)``, ``[S]``-leading leaves, the NLC's
-    leaves ``{layer name: [S]}``: the program of :func:`zsad.measure.make_measure` (``structure``: its
+    fields mappings ``{layer name: [S]}`` (:class:`~zsad.layer_values.LayerValues`): the program of :func:`zsad.measure.make_measure` (``structure``: its
     cache key's structure; None: not shared)."""
     metrics = ("nlc", "spectrum") if spectrum is not None else ("nlc",)
     config = MeasureConfig(metrics, num_tangents, jax.default_backend() != "cpu", spectrum=spectrum)
@@ -100,7 +101,8 @@ def make_metrics_fn(net: Network, num_tangents: int, spectrum: SpectrumConfig | 
 
     def fn(keys, x, scalars):
         m = program(seed_inputs(keys, x, num_tangents), x, jnp.zeros((x.shape[0],), jnp.int32), scalars)
-        layers = NLCResult(*({n: part[:, i] for i, n in enumerate(names)} for part in m.layers))
+        # per layer by name, sliced only where read (on the host after device_get, not as one operation each)
+        layers = NLCResult(*(LayerValues(((names, part, 0),), names) for part in m.layers))
         return layers, m.spectrum
 
     return fn
