@@ -240,7 +240,6 @@ def test_synflow_overflow_and_zero_are_flagged():
     assert not bool(s.valid) and float(s.value) == FLOOR
 
 
-
 def test_log_sum_of_scaled_terms_over_float64_range(x64):
     """The scaled sum of synflow and snip: log of the sum over 600 decades, and exact at 0, inf and NaN."""
     rng = np.random.default_rng(4)
@@ -253,6 +252,7 @@ def test_log_sum_of_scaled_terms_over_float64_range(x64):
     assert float(proxies._log_sum_of([jnp.zeros(3), jnp.zeros((2, 2))])) == -np.inf
     assert float(proxies._log_sum_of([jnp.ones(3), jnp.asarray([np.inf])])) == np.inf
     assert np.isnan(float(proxies._log_sum_of([jnp.ones(3), jnp.asarray([np.nan, 1.0])])))
+
 
 # --------------------------------------------------------------------------- grad_norm, snip
 

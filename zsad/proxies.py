@@ -389,7 +389,7 @@ def grad_norm_of_gradients(params: PyTree, grads: PyTree, *, where: Where | None
         axes = tuple(range(1, g.ndim)) if stacked is not None and g.ndim > 1 and stacked(path, p) else None
         return jnp.atleast_1d(0.5 * jnp.log(jnp.sum(jnp.square(g), axis=axes)))
 
-    return _log_gradient_score(params, grads, where, log_norms, with_path=True)
+    return _log_gradient_score(params, grads, where, log_norms, logs=True)
 
 
 def snip(
@@ -430,25 +430,19 @@ def snip(
 
 def snip_of_gradients(params: PyTree, grads: PyTree, *, where: Where | None = is_weight) -> ProxyScore:
     """:func:`snip` from the loss gradients ``grads`` (same structure as ``params``) already computed."""
-    pairs = _pairs(params, grads, where)
-    out = _default_float()
-    ceiling = _log_ceiling(jnp.result_type(*[g for _, g in pairs]))
-    with jax.enable_x64(True):
-        terms = [jnp.abs(jnp.asarray(p, jnp.float64) * jnp.asarray(g, jnp.float64)) for p, g in pairs]
-        score = _finite(_log_sum_of(terms), ceiling)
-        return ProxyScore(score.value.astype(out), score.valid)
+    return _log_gradient_score(params, grads, where, lambda path, p, g: jnp.abs(p * g), logs=False)
 
 
-def _log_gradient_score(params, grads, where, log_terms, *, with_path: bool = False) -> ProxyScore:
-    """``log sum exp`` of ``log_terms(param, grad)`` (float64 arrays; ``with_path``: ``log_terms(path,
-    param, grad)``) over the kept leaves, in float64."""
+def _log_gradient_score(params, grads, where, terms, *, logs: bool) -> ProxyScore:
+    """The logarithm of the sum of ``terms(path, param, grad)`` (float64 arrays) over the kept leaves, in
+    float64: ``logs``: the terms are logarithms (``log sum exp``, :func:`_log_sum`); else nonnegative
+    values (:func:`_log_sum_of`)."""
     pairs = _pairs(params, grads, where, with_path=True)
     out = _default_float()
     ceiling = _log_ceiling(jnp.result_type(*[g for _, _, g in pairs]))
     with jax.enable_x64(True):
-        terms = jnp.concatenate([log_terms(*((path,) if with_path else ()), jnp.asarray(p, jnp.float64),
-                                           jnp.asarray(g, jnp.float64)) for path, p, g in pairs])
-        score = _finite(_log_sum(terms), ceiling)
+        parts = [terms(path, jnp.asarray(p, jnp.float64), jnp.asarray(g, jnp.float64)) for path, p, g in pairs]
+        score = _finite(_log_sum(jnp.concatenate(parts)) if logs else _log_sum_of(parts), ceiling)
         return ProxyScore(score.value.astype(out), score.valid)
 
 

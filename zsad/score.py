@@ -92,8 +92,8 @@ class SpectrumConfig(NamedTuple):
 def make_metrics_fn(net: Network, num_tangents: int, spectrum: SpectrumConfig | None = None, *,
                     structure: Hashable | None = None):
     """``fn(keys[S], x, scalars) -> (NLCResult, JacobianSpectrum | None)``, ``[S]``-leading leaves, the NLC's
-    fields mappings ``{layer name: [S]}`` (:class:`~zsad.layer_values.LayerValues`): the program of :func:`zsad.measure.make_measure` (``structure``: its
-    cache key's structure; None: not shared)."""
+    fields mappings ``{layer name: [S]}`` (:class:`~zsad.layer_values.LayerValues`): the program of
+    :func:`zsad.measure.make_measure` (``structure``: its cache key's structure; None: not shared)."""
     metrics = ("nlc", "spectrum") if spectrum is not None else ("nlc",)
     config = MeasureConfig(metrics, num_tangents, jax.default_backend() != "cpu", spectrum=spectrum)
     program = make_measure(net, config, structure=structure)
