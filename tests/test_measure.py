@@ -58,8 +58,8 @@ def test_convolution_gradients_in_a_loop_are_canonical_and_equal():
     labels = lambda fn: set(re.findall(r"dim_labels=([^,\s]+)", fn.lower(x, ws).compile().as_text()))  # noqa: E731
     assert labels(grad) != {"b01f_01io->b01f"}  # what the rewrite is for (if XLA fixes it, this says so)
     assert labels(fast) == {"b01f_01io->b01f"}
-    for a, b in zip(grad(x, ws), fast(x, ws)):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grad(x, ws), fast(x, ws)):  # float32 sums in another order: rounding relative to the largest
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
 
 
 def _cnn(p, x):
