@@ -108,14 +108,20 @@ def test_apply_calibrating_is_calibrate_then_apply_with_frozen_statistics(networ
         n = 8
     x = jax.random.normal(jax.random.key(0), (n, *net.input_shape))
     t = jax.random.normal(jax.random.key(1), x.shape)
-    v0 = net.init(jax.random.key(2), scalars)
-    v_cal = net.calibrate(v0, scalars, x)
-    (y, _), v = net.apply_calibrating(v0, scalars, x)
+    v0 = jax.jit(net.init)(jax.random.key(2), scalars)
+
+    @jax.jit  # one program each, not one per operation (a space's switches compile their branches eagerly)
+    def both_ways(v0, scalars, x, t):
+        v_cal = net.calibrate(v0, scalars, x)
+        (y, _), v = net.apply_calibrating(v0, scalars, x)
+        _, want = jax.jvp(lambda z: net.apply(v_cal, scalars, z)[0], (x,), (t,))
+        _, got = jax.jvp(lambda z: net.apply_calibrating(v0, scalars, z)[0][0], (x,), (t,))
+        # training mode (calibrate=True) differentiates through the statistics: a different Jacobian
+        _, through = jax.jvp(lambda z: net.apply(net.calibrate(v0, scalars, z), scalars, z)[0], (x,), (t,))
+        return v_cal, v, y, net.apply(v_cal, scalars, x)[0], want, got, through
+
+    v_cal, v, y, y_cal, want, got, through = both_ways(v0, scalars, x, t)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), v, v_cal)
-    np.testing.assert_allclose(y, net.apply(v_cal, scalars, x)[0], rtol=1e-5, atol=1e-5)
-    _, want = jax.jvp(lambda z: net.apply(v_cal, scalars, z)[0], (x,), (t,))
-    _, got = jax.jvp(lambda z: net.apply_calibrating(v0, scalars, z)[0][0], (x,), (t,))
+    np.testing.assert_allclose(y, y_cal, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    # training mode (calibrate=True) differentiates through the statistics: a different Jacobian
-    _, through = jax.jvp(lambda z: net.apply(net.calibrate(v0, scalars, z), scalars, z)[0], (x,), (t,))
     assert not np.allclose(through, want, rtol=1e-3, atol=1e-4)
