@@ -3,7 +3,7 @@
 For one architecture (each of its 15 cells: five 3x3 convolutions and a skip), built directly and as
 the space's masked program:
 the time of a jitted forward pass (sum of squared outputs), of its gradient with respect to the
-parameters by JAX's own rule, and of the same gradient through ``zsad.measure.canonical_gradients``
+parameters by JAX's own rule, and of the same gradient through ``zsad.canonical.canonical_gradients``
 (the rule the measurement program uses); batch 64, calibrated batch norm, warm (mean of 3 runs).
 
 Run: ``.venv/bin/python benchmarks/bench_backward.py [direct] [masked]``
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from zsad.spaces import nasbench201_net as N
 from zsad.spaces.nasbench201 import parse_arch, encode
-from zsad.measure import canonical_gradients
+from zsad.canonical import canonical_gradients
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 x = jax.random.normal(jax.random.key(1), (64, 32, 32, 3))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from zsad import proxies
-from zsad.measure import canonical_gradients, gradient_proxies
+from zsad.canonical import canonical_gradients
+from zsad.measure import gradient_proxies
 
 CONVS = [  # (input shape, kernel shape, conv keywords, dimension numbers)
     ((2, 9, 9, 3), (3, 3, 3, 4), dict(window_strides=(1, 1), padding="SAME"), ("NHWC", "HWIO", "NHWC")),
@@ -60,6 +61,54 @@ def test_convolution_gradients_in_a_loop_are_canonical_and_equal():
     assert labels(fast) == {"b01f_01io->b01f"}
     for a, b in zip(grad(x, ws), fast(x, ws)):  # float32 sums in another order: rounding relative to the largest
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+
+
+def _conv_map(w, stride):
+    def fn(u):  # one sample [H, W, C] -> [H', W', C']
+        h = jax.lax.conv_general_dilated(u[None], w, (stride, stride), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.tanh(h)[0]
+    return fn
+
+
+def _conv_labels(fn, *args) -> set:
+    return set(re.findall(r"dim_labels=([^,\s]+)", jax.jit(fn).lower(*args).compile().as_text()))
+
+
+def test_spectrum_transposes_convolutions_in_the_canonical_layout():
+    """The spectrum's transposed products (Lanczos' ``Jᵀ J v``, the exact path's ``jacrev`` rows), mapped
+    over points as the program maps the seeds: only canonical convolutions, and the values of JAX's own
+    transpose (``jax.linear_transpose`` of the linearized map; the SVD of the ``jacfwd`` Jacobian)."""
+    from zsad.spectrum import jacobian_singular_values
+    from zsad.spectrum.matrix_free import gram_operator
+
+    w = 0.3 * jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
+    xs = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
+    vs = jax.random.normal(jax.random.key(2), (2, 6 * 6 * 4))
+    fn = _conv_map(w, 1)
+
+    def ours(x, v):
+        matvec, r, input_side = gram_operator(fn, x)
+        assert r == v.size and input_side
+        return matvec(v)
+
+    def reference(x, v):
+        _, jvp = jax.linearize(lambda u: fn(u.reshape(x.shape)).ravel(), x.ravel())
+        return jax.linear_transpose(jvp, x.ravel())(jvp(v))[0]
+
+    mapped = lambda f: lambda xs, vs: jax.lax.map(lambda a: f(*a), (xs, vs))  # noqa: E731
+    assert _conv_labels(mapped(reference), xs, vs) != {"b01f_01io->b01f"}  # what the rewrite is for
+    assert _conv_labels(mapped(ours), xs, vs) == {"b01f_01io->b01f"}
+    got, want = jax.jit(mapped(ours))(xs, vs), jax.jit(mapped(reference))(xs, vs)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
+
+    strided = _conv_map(w, 2)  # d_out = 36 < d_in = 144: the exact path builds J row by row (jacrev)
+    mapped_svd = lambda xs: jax.lax.map(lambda x: jacobian_singular_values(strided, x), xs)  # noqa: E731
+    assert _conv_labels(mapped_svd, xs) == {"b01f_01io->b01f"}
+    for x, s in zip(xs, jax.jit(mapped_svd)(xs)):
+        jac = jax.jacfwd(lambda u: strided(u.reshape(x.shape)).ravel())(x.ravel())
+        np.testing.assert_allclose(s, np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False),
+                                   rtol=1e-4, atol=1e-5 * float(s[0]))
 
 
 def _cnn(p, x):

@@ -181,12 +181,12 @@ def _deep_relu(p, x):
 def test_synflow_through_a_padded_max_pool_in_a_compiled_program():
     """synflow's float64 passes run inside a jitted program, which is lowered after their local float64
     context has closed; a max pool's derivative then fails to lower (its padding is built as float32).
-    zsad's programs run synflow through measure.canonical_gradients, which computes max pools as
-    measure.window_max: the value equals flax's max pool run eagerly (each operation lowered inside
+    zsad's programs run synflow through canonical.canonical_gradients, which computes max pools as
+    canonical.window_max: the value equals flax's max pool run eagerly (each operation lowered inside
     the context)."""
     import flax.linen as nn
 
-    from zsad.measure import canonical_gradients
+    from zsad.canonical import canonical_gradients
 
     rng = np.random.default_rng(4)
     params = {"k1": jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32),

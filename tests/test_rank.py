@@ -58,7 +58,7 @@ def by_arch(rows):
 
 def test_every_metric_through_a_padded_max_pool(tmp_path):
     """A CNN with a padded, strided max pool gets every metric (synflow's float64 passes through the
-    pool's derivative: zsad.measure.window_max)."""
+    pool's derivative: zsad.canonical.window_max)."""
     (tmp_path / "cnn.yaml").write_text(textwrap.dedent("""\
         name: pooled
         input: {shape: [6, 6, 2]}

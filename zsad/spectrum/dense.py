@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from zsad._errors import DataError
+from zsad.canonical import canonical_gradients
 
 #: A map of one sample ``x -> y`` (arrays of any shape, no batch axis).
 PerSampleFn = Callable[[jax.Array], jax.Array]
@@ -36,6 +37,16 @@ def io_dims(fn: PerSampleFn, shape: tuple[int, ...], dtype) -> tuple[int, int]:
     return int(math.prod(shape)), int(math.prod(out.shape))
 
 
+def transposed_product(flat: PerSampleFn, x_flat: jax.Array) -> Callable[[jax.Array], jax.Array]:
+    """``u -> Jᵀ u`` of the flat map ``flat`` at ``x_flat``, by reverse mode through
+    :func:`~zsad.canonical.canonical_gradients`: JAX's transposed convolutions keep permuted
+    dimension numbers, which XLA:CPU runs as naive loop nests inside loops (the seeds' ``lax.map``,
+    Lanczos' iterations); the rewritten ones run in the canonical layout. One forward pass, whose
+    residuals the product keeps."""
+    _, pull = jax.vjp(canonical_gradients(flat), x_flat)
+    return lambda u: pull(u)[0]
+
+
 def jacobian_singular_values(fn: PerSampleFn, x: jax.Array) -> jax.Array:
     r"""Singular values of the materialized Jacobian of ``fn`` at ``x``.
 
@@ -46,7 +57,8 @@ def jacobian_singular_values(fn: PerSampleFn, x: jax.Array) -> jax.Array:
         \quad r = \min(d_{in}, d_{out}).
 
     ``J`` is built column by column with ``jacfwd`` when ``d_in <= d_out`` and
-    row by row with ``jacrev`` otherwise (the number of passes is ``r``); the
+    row by row with ``jacrev`` otherwise (the number of passes is ``r``; the rows through
+    :func:`~zsad.canonical.canonical_gradients`, as every transposed product of this package); the
     singular values are those of the ``r x r`` triangular factor of a QR
     decomposition of ``J`` (or ``Jᵀ``), by an SVD: backward stable, so small
     ones are resolved to about ``eps * sigma_max`` (not ``sqrt(eps) * sigma_max``,
@@ -72,7 +84,7 @@ def jacobian_singular_values(fn: PerSampleFn, x: jax.Array) -> jax.Array:
     """
     flat, x_flat = flatten_fn(fn, x)
     d_in, d_out = io_dims(fn, jnp.shape(x), jnp.result_type(x))
-    jac = jax.jacfwd(flat)(x_flat) if d_in <= d_out else jax.jacrev(flat)(x_flat)
+    jac = jax.jacfwd(flat)(x_flat) if d_in <= d_out else jax.jacrev(canonical_gradients(flat))(x_flat)
     # The SVD of the r x r factor R of J = QR (tall side first) rather than of J itself: LAPACK's SVD
     # of a very wide Jacobian allocates workspace of the larger side squared; the QR does not. Not the
     # eigenvalues of the Gram matrix JᵀJ either: they lose half the digits of the small singular values.

@@ -1,8 +1,9 @@
 r"""The matrix-free path: Lanczos, stochastic Lanczos quadrature and Hutchinson's estimator.
 
 Only Jacobian-vector products of the per-sample map are used: ``jax.linearize``
-runs the forward pass once and keeps its residuals; ``jax.linear_transpose`` of
-the linearized map gives :math:`J^\top u`. See :mod:`zsad.spectrum` for what
+runs the forward pass once and keeps its residuals for :math:`J v`; reverse mode
+through :func:`zsad.canonical.canonical_gradients` gives :math:`J^\top u`
+(convolutions in the layout XLA:CPU runs fast inside loops). See :mod:`zsad.spectrum` for what
 this path gets right and what it bounds.
 """
 
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from zsad._errors import ZsadError
-from zsad.spectrum.dense import PerSampleFn, flatten_fn, io_dims
+from zsad.spectrum.dense import PerSampleFn, flatten_fn, io_dims, transposed_product
 
 
 class SpectralDensity(NamedTuple):
@@ -52,16 +53,17 @@ def gram_operator(fn: PerSampleFn, x: jax.Array) -> tuple[Callable[[jax.Array], 
 
     Returns ``(matvec, r, input_side)``: ``matvec(v) = J^T J v`` on the input
     side when ``d_in <= d_out`` (``input_side=True``), else ``J J^T v`` on the
-    output side. The forward pass runs once (``jax.linearize``); the residuals
-    it keeps are the activations of one forward pass.
+    output side. ``J v`` by ``jax.linearize``, ``J^T u`` by reverse mode
+    (:func:`~zsad.spectrum.dense.transposed_product`): two forward passes, whose
+    residuals (the activations) the operator keeps.
     """
     flat, x_flat = flatten_fn(fn, x)
     y, jvp = jax.linearize(flat, x_flat)
-    vjp = jax.linear_transpose(jvp, x_flat)
+    vjp = transposed_product(flat, x_flat)
     d_in, d_out = x_flat.shape[0], y.shape[0]
     if d_in <= d_out:
-        return (lambda v: vjp(jvp(v))[0]), d_in, True
-    return (lambda u: jvp(vjp(u)[0])), d_out, False
+        return (lambda v: vjp(jvp(v))), d_in, True
+    return (lambda u: jvp(vjp(u))), d_out, False
 
 
 def probe_side_product(fn: PerSampleFn, x: jax.Array) -> tuple[Callable[[jax.Array], jax.Array], int, int]:
@@ -74,8 +76,7 @@ def probe_side_product(fn: PerSampleFn, x: jax.Array) -> tuple[Callable[[jax.Arr
     d_in, d_out = io_dims(fn, jnp.shape(x), jnp.result_type(x))
     if d_in <= d_out:
         return (lambda v: jax.jvp(flat, (x_flat,), (v,))[1]), d_in, d_out
-    _, vjp = jax.vjp(flat, x_flat)
-    return (lambda u: vjp(u)[0]), d_out, d_in
+    return transposed_product(flat, x_flat), d_out, d_in
 
 
 def _orthogonalize(basis: jax.Array, w: jax.Array) -> jax.Array:
@@ -344,7 +345,9 @@ def hutchinson(fn: PerSampleFn, x: jax.Array, key: jax.Array, *, num_probes: int
     d_in, d_out = (jnp.asarray(d) for d in dims)
     size_in, size_out = io_dims(fn, jnp.shape(x), dtype)
     probes = stable_probes(key, num_probes, max(size_in, size_out), dtype)
-    y, jvp = jax.linearize(flat, x_flat)  # one forward pass serves both sides
+    # One forward pass serves both sides (the padded map of an MLP space: dense layers, whose transposes
+    # XLA:CPU runs well in any loop, unlike convolutions': see transposed_product).
+    y, jvp = jax.linearize(flat, x_flat)
     vjp = jax.linear_transpose(jvp, x_flat)
 
     def sample(z):
