@@ -39,7 +39,8 @@ Two paths compute the same quantities:
 * **matrix-free** (:func:`slq_density`, :func:`hutchinson`): only Jacobian-vector
   products. ``jax.linearize`` runs the forward pass once and keeps its residuals
   (the activations) for :math:`J v`; reverse mode through
-  :func:`zsad.canonical.canonical_gradients` gives :math:`J^\top u`. Lanczos with full reorthogonalization on :math:`G` gives Ritz
+  :func:`zsad.canonical.canonical_gradients` gives :math:`J^\top u`. Lanczos
+  with full reorthogonalization on :math:`G` gives Ritz
   values (extreme singular values) and Gauss quadrature weights (stochastic
   Lanczos quadrature, SLQ, for the density of :math:`\sigma^2`); Hutchinson's
   estimator gives :math:`\overline{\sigma^2}`. Memory per sample: the
