@@ -42,6 +42,11 @@ def test_canonical_convolution_gradients_equal_jax_rule(case):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
 
 
+def _conv_labels(fn, *args) -> set:
+    """The dimension numbers of the convolutions in ``fn``'s compiled program."""
+    return set(re.findall(r"dim_labels=([^,\s]+)", jax.jit(fn).lower(*args).compile().as_text()))
+
+
 def _scanned(x, ws):
     conv = lambda h, w: jax.lax.conv_general_dilated(h, w, (1, 1), "SAME",  # noqa: E731
                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -56,9 +61,8 @@ def test_convolution_gradients_in_a_loop_are_canonical_and_equal():
     ws = 0.3 * jax.random.normal(jax.random.key(1), (3, 3, 3, 4, 4))
     grad = jax.jit(jax.grad(_scanned, (0, 1)))
     fast = jax.jit(jax.grad(canonical_gradients(_scanned), (0, 1)))
-    labels = lambda fn: set(re.findall(r"dim_labels=([^,\s]+)", fn.lower(x, ws).compile().as_text()))  # noqa: E731
-    assert labels(grad) != {"b01f_01io->b01f"}  # what the rewrite is for (if XLA fixes it, this says so)
-    assert labels(fast) == {"b01f_01io->b01f"}
+    assert _conv_labels(grad, x, ws) != {"b01f_01io->b01f"}  # what the rewrite is for (if XLA fixes it, this says so)
+    assert _conv_labels(fast, x, ws) == {"b01f_01io->b01f"}
     for a, b in zip(grad(x, ws), fast(x, ws)):  # float32 sums in another order: rounding relative to the largest
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
 
@@ -69,10 +73,6 @@ def _conv_map(w, stride):
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return jnp.tanh(h)[0]
     return fn
-
-
-def _conv_labels(fn, *args) -> set:
-    return set(re.findall(r"dim_labels=([^,\s]+)", jax.jit(fn).lower(*args).compile().as_text()))
 
 
 def test_spectrum_transposes_convolutions_in_the_canonical_layout():

@@ -21,10 +21,12 @@ and fail on any max pool (a YAML ``max_pool``, NAS-Bench-101's, PyTorch's ``MaxP
 :func:`canonical_gradients` also computes every such max as :func:`window_max`: the same
 values and derivative from pads and selections in the values' own type.
 
-Used by every reverse-mode product of the engine: the gradient proxies
-(:func:`zsad.measure.gradient_proxies`, synflow) and the Jacobian spectrum's
-transposed products (:mod:`zsad.spectrum`), which run inside the loops over
-seeds and Lanczos steps.
+Used by the gradient proxies (:func:`zsad.measure.gradient_proxies`, synflow)
+and by the Jacobian spectrum's transposed products
+(:func:`zsad.spectrum.dense.transposed_product`), which run inside the loops
+over seeds and Lanczos steps; not by Hutchinson's estimator on a padded map
+(``dims``: the dense layers of an MLP space), which transposes its one
+linearization.
 """
 
 from __future__ import annotations

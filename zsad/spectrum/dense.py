@@ -58,7 +58,7 @@ def jacobian_singular_values(fn: PerSampleFn, x: jax.Array) -> jax.Array:
 
     ``J`` is built column by column with ``jacfwd`` when ``d_in <= d_out`` and
     row by row with ``jacrev`` otherwise (the number of passes is ``r``; the rows through
-    :func:`~zsad.canonical.canonical_gradients`, as every transposed product of this package); the
+    :func:`~zsad.canonical.canonical_gradients`, as :func:`transposed_product`'s); the
     singular values are those of the ``r x r`` triangular factor of a QR
     decomposition of ``J`` (or ``Jᵀ``), by an SVD: backward stable, so small
     ones are resolved to about ``eps * sigma_max`` (not ``sqrt(eps) * sigma_max``,
