@@ -173,6 +173,27 @@ def test_masked_program_equals_direct_networks(x64):
     assert not np.allclose(*heads)  # the scalars do choose the architecture
 
 
+def test_each_switch_carries_its_own_edges_variables():
+    """An edge's switch takes that edge's variables (and its inputs), not its cell's: with the cell's,
+    each of the program's 24 switches took every variable of the cell as operands, and tracing the
+    program's derivatives took several times as long."""
+    space = DartsSpace(**TINY)
+    program = space.program(())
+    sc = space.scalars(COVER_A)
+    variables = jax.eval_shape(program.init, jax.random.key(0), sc)
+    cells = [f"cell{i}" for i in range(TINY["depth"])]
+
+    def leaves(cell, *edge):
+        return sum(len(jax.tree.leaves(variables[kind][cell].get(*edge) if edge else variables[kind][cell]))
+                   for kind in ("params", "batch_stats"))
+
+    jaxpr = jax.make_jaxpr(lambda v, x: program.apply(v, sc, x))(variables, jnp.zeros((2, *TINY["input_shape"])))
+    switches = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "cond" and len(e.params["branches"]) >= 7]
+    assert len(switches) == 8 * len(cells)  # one per edge
+    largest_edge = max(leaves(c, f"e{e}") for c in cells for e in range(8))
+    assert max(len(e.invars) for e in switches) <= largest_edge + 3 < min(leaves(c) for c in cells)
+
+
 def test_program_shares_its_draws():
     space = DartsSpace(**TINY)
     program = space.program(())

@@ -111,6 +111,45 @@ def test_spectrum_transposes_convolutions_in_the_canonical_layout():
                                    rtol=1e-4, atol=1e-5 * float(s[0]))
 
 
+DEPTHWISE = [  # (kernel, stride, dilation, channel multiplier, padding)
+    (5, 2, 1, 1, None), (3, 1, 2, 2, None), (3, 2, 1, 1, "SAME"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(DEPTHWISE)))
+def test_depthwise_convolution_is_the_grouped_convolution_without_one(case, x64):
+    """DARTS' depthwise convolutions (:class:`zsad.spaces.ops.Conv` with ``groups`` = channels) equal XLA's
+    grouped convolution in value, forward and reverse mode, also mapped over seeds as the program runs
+    them; and no grouped convolution is left in the compiled program (XLA:CPU's runs as a naive loop)."""
+    from zsad.spaces.ops import Conv
+
+    k, stride, dilation, mult, padding = DEPTHWISE[case]
+    c = 3
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, c))
+    conv = Conv(c * mult, k, stride, dilation, groups=c, padding=padding)
+    ws = jnp.stack([conv.init(jax.random.key(i), x)["params"]["kernel"] for i in (1, 2)])
+    p = padding if padding is not None else dilation * (k - 1) // 2
+    pad = p if isinstance(p, str) else ((p, p), (p, p))
+
+    def grouped(x, w):
+        return jax.lax.conv_general_dilated(x, w, (stride, stride), pad, rhs_dilation=(dilation, dilation),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+
+    ours = lambda x, w: conv.apply({"params": {"kernel": w}}, x)  # noqa: E731
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
+    t = jax.random.normal(jax.random.key(3), x.shape)
+    for f in (grouped, ours):
+        assert f(x, ws[0]).shape == grouped(x, ws[0]).shape
+    np.testing.assert_allclose(ours(x, ws[0]), grouped(x, ws[0]), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jax.jvp(lambda u: ours(u, ws[0]), (x,), (t,))[1],
+                               jax.jvp(lambda u: grouped(u, ws[0]), (x,), (t,))[1], rtol=1e-12, atol=1e-12)
+    mapped = [jax.jit(lambda x, ws, f=f: jax.lax.map(lambda w: jax.grad(loss(f), (0, 1))(x, w), ws)).lower(x, ws)
+              .compile() for f in (grouped, ours)]
+    for a, b in zip(mapped[0](x, ws), mapped[1](x, ws)):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+    assert "convolution(" in mapped[0].as_text() and "convolution(" not in mapped[1].as_text()
+
+
 def _cnn(p, x):
     h = jax.lax.conv_general_dilated(x, p["c"]["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     h = jnp.tanh(h + p["c"]["bias"][None, None, None, :])

@@ -1,4 +1,4 @@
-"""Reverse-mode derivatives of convolutions and max pools in the layout XLA:CPU runs fast.
+"""Convolutions and max pools in the forms XLA:CPU runs fast, and their reverse-mode derivatives.
 
 **Convolution gradients in loops.** JAX differentiates a convolution by two
 more convolutions whose dimension numbers are permuted (the kernel's input and
@@ -21,12 +21,21 @@ and fail on any max pool (a YAML ``max_pool``, NAS-Bench-101's, PyTorch's ``MaxP
 :func:`canonical_gradients` also computes every such max as :func:`window_max`: the same
 values and derivative from pads and selections in the values' own type.
 
-Used by the gradient proxies (:func:`zsad.measure.gradient_proxies`, synflow)
-and by the Jacobian spectrum's transposed products
-(:func:`zsad.spectrum.dense.transposed_product`), which run inside the loops
-over seeds and Lanczos steps; not by Hutchinson's estimator on a padded map
-(``dims``: the dense layers of an MLP space), which transposes its one
-linearization.
+:func:`canonical_gradients` is used by the gradient proxies
+(:func:`zsad.measure.gradient_proxies`, synflow) and by the Jacobian
+spectrum's transposed products (:func:`zsad.spectrum.dense.transposed_product`),
+which run inside the loops over seeds and Lanczos steps; not by Hutchinson's
+estimator on a padded map (``dims``: the dense layers of an MLP space), which
+transposes its one linearization.
+
+**Depthwise convolutions.** XLA:CPU also runs a grouped convolution (DARTS'
+separable and dilated convolutions: one group per channel) as a naive loop, in
+every mode; :func:`depthwise_conv` computes it from the input's strided views
+instead, which fuse into one loop (:class:`zsad.spaces.ops.Conv` uses it).
+
+**Traced once.** :func:`traced_once` jits a small function that a network calls
+many times (a batch norm, a pool, a depthwise convolution), so that JAX traces
+and differentiates it once per shape.
 """
 
 from __future__ import annotations
@@ -183,15 +192,96 @@ def window_max(x: jax.Array, window: Sequence[int], strides: Sequence[int], padd
     return best
 
 
+def depthwise_conv(x: jax.Array, w: jax.Array, strides: Sequence[int], padding: Sequence,
+                   dilation: Sequence[int]) -> jax.Array:
+    """A depthwise convolution (``feature_group_count`` = the input's channels), channels last, kernel
+    ``[spatial..., 1, C * m]``, as the sum over the window of the input's strided views scaled by the
+    kernel's taps (output channel ``o`` reads input channel ``o // m``, as XLA's grouped convolution).
+
+    XLA:CPU runs a grouped convolution as a naive loop nest: at DARTS' shapes (batch 16, 32x32, 32
+    channels, 3x3) about 40 times slower than these views, which fuse into one loop, and its gradients
+    inside a loop over seeds slower still. The views' derivatives are views and sums again, in
+    forward and reverse mode. A jitted function of the geometry (:func:`traced_once`).
+
+    Examples:
+      >>> x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
+      >>> w = jax.random.normal(jax.random.key(1), (3, 3, 1, 6))   # channel multiplier 2
+      >>> grouped = jax.lax.conv_general_dilated(x, w, (2, 1), [(2, 2), (2, 2)], rhs_dilation=(2, 2),
+      ...                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=3)
+      >>> ours = depthwise_conv(x, w, (2, 1), [(2, 2), (2, 2)], (2, 2))
+      >>> ours.shape == grouped.shape and bool(jnp.allclose(ours, grouped, atol=1e-5))
+      True
+    """
+    return _depthwise_conv(x, w, tuple(int(s) for s in strides), tuple((int(a), int(b)) for a, b in padding),
+                           tuple(int(d) for d in dilation))
+
+
+def traced_once(fn: Callable | None = None, *, static_argnums: Sequence[int] = ()) -> Callable:
+    """``jax.jit(fn)``, for a small pure function that a network calls many times on the same shapes
+    (a batch norm, a pool, a depthwise convolution on every candidate operation of a DARTS edge).
+
+    JAX traces a jitted function once per shape and caches its derivatives, batching and partial
+    evaluation per traced program, so a network that calls it a hundred times is traced and
+    transformed as if it called it once; XLA inlines the calls, so the compiled program and its
+    values are those of the function written inline. On DARTS' masked program (every operation of
+    every edge behind a ``lax.switch``) this is most of the time spent tracing.
+    """
+    if fn is None:
+        return functools.partial(traced_once, static_argnums=static_argnums)
+    return jax.jit(fn, static_argnums=tuple(static_argnums))
+
+
+@traced_once(static_argnums=(2, 3, 4))
+def _depthwise_conv(x: jax.Array, w: jax.Array, strides: tuple, padding: tuple, dilation: tuple) -> jax.Array:
+    channels, features = x.shape[-1], w.shape[-1]
+    if features != channels:
+        x = jnp.repeat(x, features // channels, axis=-1)
+    pads = [(0, 0), *padding, (0, 0)]
+    if any(p != (0, 0) for p in pads):
+        x = jnp.pad(x, pads)
+    window = w.shape[:-2]
+    out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(x.shape[1:-1], window, strides, dilation)]
+    total = None
+    for offset in itertools.product(*(range(k) for k in window)):
+        start = [o * d for o, d in zip(offset, dilation)]
+        limit = [b + s * (n - 1) + 1 for b, s, n in zip(start, strides, out)]
+        view = jax.lax.slice(x, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]), (1, *strides, 1))
+        term = view * w[(*offset, 0)][None, None, None, :]
+        total = term if total is None else total + term
+    return total
+
+
 def _rewrite_param(value: Any) -> Any:
+    subs = tuple(_rewrite_closed(c) for c in _sub_jaxprs(value))
+    return value if not subs else subs[0] if isinstance(value, jcore.ClosedJaxpr) else subs
+
+
+def _rewrites(eqn: jcore.JaxprEqn) -> bool:
+    return ((eqn.primitive is conv_general_dilated_p and _rewritable(eqn.params))
+            or (eqn.primitive is reduce_window_max_p and _plain_window(eqn.params)))
+
+
+def _sub_jaxprs(value: Any) -> tuple:
     if isinstance(value, jcore.ClosedJaxpr):
-        return _rewrite_closed(value)
+        return (value,)
     if isinstance(value, tuple) and value and all(isinstance(v, jcore.ClosedJaxpr) for v in value):
-        return tuple(_rewrite_closed(v) for v in value)
-    return value
+        return value
+    return ()
 
 
+@functools.lru_cache(maxsize=4096)
+def _needs_rewrite(closed: jcore.ClosedJaxpr) -> bool:
+    return any(_rewrites(eqn) or any(_needs_rewrite(c) for v in eqn.params.values() for c in _sub_jaxprs(v))
+               for eqn in closed.jaxpr.eqns)
+
+
+@functools.lru_cache(maxsize=4096)
 def _rewrite_closed(closed: jcore.ClosedJaxpr) -> jcore.ClosedJaxpr:
+    """The rewritten program, or ``closed`` itself where there is nothing to rewrite; one per program
+    (cached), so that a :func:`traced_once` function keeps one traced program, and JAX's caches of its
+    derivatives hold."""
+    if not _needs_rewrite(closed):
+        return closed
     avals = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=getattr(a, "weak_type", False))
              for a in closed.in_avals]
     return jax.make_jaxpr(lambda *args: _eval(closed.jaxpr, closed.consts, args))(*avals)
@@ -210,7 +300,7 @@ def _eval(jaxpr: jcore.Jaxpr, consts, args) -> list:
         with eqn.ctx.manager:
             if eqn.primitive is conv_general_dilated_p and _rewritable(eqn.params):
                 outs = [_canonical_conv(*values, **eqn.params)]
-            elif eqn.primitive is reduce_window_max_p and _plain_window(eqn.params):
+            elif _rewrites(eqn):  # a plain max pool
                 outs = [window_max(values[0], eqn.params["window_dimensions"], eqn.params["window_strides"],
                                    eqn.params["padding"])]
             else:

@@ -37,6 +37,7 @@ from zsad.arch.repeats import (
     RepeatNames, all_named, count_layers, cut_draw, fold_repeats, repeat_groups, repeat_names, sub_prefix,
 )
 from zsad.arch.weights import TRUNC_STD, unit_weights
+from zsad.canonical import traced_once
 from zsad.layer_values import LayerValues
 
 
@@ -201,25 +202,30 @@ class FrozenBatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x, calibrate: bool | str):
-        axes = tuple(range(x.ndim - 1))
         c = x.shape[-1]
         mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), x.dtype)
         var = self.variable("batch_stats", "var", jnp.ones, (c,), x.dtype)
-        if calibrate:  # True: training mode; "constant": the batch's statistics as constants (frozen)
-            m = jnp.mean(x, axes)
-            v = jnp.mean(jnp.square(x - _chan(m, x.ndim)), axes)
-            if calibrate == "constant":
-                m, v = jax.lax.stop_gradient(m), jax.lax.stop_gradient(v)
-            if not self.is_initializing():
-                mean.value, var.value = m, v
-        else:
-            m, v = mean.value, var.value
-        n = x.ndim
-        if not self.affine:
-            return (x - _chan(m, n)) * _chan(jax.lax.rsqrt(v + self.epsilon), n)
-        scale = self.param("scale", nn.initializers.ones, (c,), x.dtype)
-        bias = self.param("bias", nn.initializers.zeros, (c,), x.dtype)
-        return (x - _chan(m, n)) * _chan(jax.lax.rsqrt(v + self.epsilon) * scale, n) + _chan(bias, n)
+        scale = self.param("scale", nn.initializers.ones, (c,), x.dtype) if self.affine else None
+        bias = self.param("bias", nn.initializers.zeros, (c,), x.dtype) if self.affine else None
+        y, m, v = _batch_norm(x, mean.value, var.value, scale, bias, self.epsilon, calibrate or False)
+        if calibrate and not self.is_initializing():
+            mean.value, var.value = m, v
+        return y
+
+
+@traced_once(static_argnums=(5, 6))
+def _batch_norm(x, mean, var, scale, bias, epsilon: float, calibrate: bool | str):
+    """:class:`FrozenBatchNorm`'s output and the statistics it used (the batch's where ``calibrate``)."""
+    if calibrate:  # True: training mode; "constant": the batch's statistics as constants (frozen)
+        axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(x, axes)
+        var = jnp.mean(jnp.square(x - _chan(mean, x.ndim)), axes)
+        if calibrate == "constant":
+            mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+    n = x.ndim
+    if scale is None:
+        return (x - _chan(mean, n)) * _chan(jax.lax.rsqrt(var + epsilon), n), mean, var
+    return (x - _chan(mean, n)) * _chan(jax.lax.rsqrt(var + epsilon) * scale, n) + _chan(bias, n), mean, var
 
 
 class _LayerNorm(nn.Module):

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zsad.arch.build import FrozenBatchNorm
+from zsad.canonical import traced_once
 from zsad.spaces import layout
 from zsad.spaces import ops as O
 from zsad.spaces.darts_genotype import CONCAT, NODES, NUM_CLASSES, OPS, Genotype
@@ -36,33 +37,59 @@ def _windows(x, fill: float, stride: int) -> list:
             for i in range(3) for j in range(3)]
 
 
+@traced_once(static_argnums=(1,))
 def _max_pool(x, stride: int):
     """3x3 max pool, padding 1."""
     return functools.reduce(jnp.maximum, _windows(x, -jnp.inf, stride))
 
 
+@traced_once(static_argnums=(1,))
 def _avg_pool(x, stride: int):
     """3x3 average pool, padding 1, over the pixels inside the image (padding not counted)."""
     count = sum(_windows(np.ones((1, *x.shape[1:3], 1), x.dtype), 0.0, stride))
     return sum(_windows(x, 0.0, stride)) / jnp.asarray(count, x.dtype)
 
 
-def _op(e: int, op: str, c: int, stride: int, cal):
-    """Operation ``op`` of edge ``e`` as a branch ``(module, h) -> out`` (cell operations: no affine BN; a
-    pool is followed by a batch norm, as NASLib builds NAS-Bench-301's cells)."""
-    name = f"e{e}_{op}"
+def _op(op: str, c: int, stride: int, cal):
+    """Operation ``op`` as a branch ``(edge module, h) -> out``, named ``op`` in its edge (cell operations: no
+    affine BN; a pool is followed by a batch norm, as NASLib builds NAS-Bench-301's cells)."""
     if op in ("max_pool_3x3", "avg_pool_3x3"):
         pool = _max_pool if op == "max_pool_3x3" else _avg_pool
-        return lambda mdl, h: FrozenBatchNorm(O.BN_EPSILON, False, name=name, parent=mdl)(pool(h, stride), cal)
+        return lambda mdl, h: FrozenBatchNorm(O.BN_EPSILON, False, name=op, parent=mdl)(pool(h, stride), cal)
     if op == "skip_connect":
         if stride == 1:
             return lambda mdl, h: h
-        return lambda mdl, h: O.FactorizedReduce(c, False, cal, name=name, parent=mdl)(h)
+        return lambda mdl, h: O.FactorizedReduce(c, False, cal, name=op, parent=mdl)(h)
     k = int(op[-1])
-    cls = O.SepConv if op.startswith("sep_conv") else O.DilConv
-    if cls is O.SepConv:
-        return lambda mdl, h: O.SepConv(c, k, stride, False, cal, name=name, parent=mdl)(h)
-    return lambda mdl, h: O.DilConv(c, k, stride, 2, False, cal, name=name, parent=mdl)(h)
+    if op.startswith("sep_conv"):
+        return lambda mdl, h: O.SepConv(c, k, stride, False, cal, name=op, parent=mdl)(h)
+    return lambda mdl, h: O.DilConv(c, k, stride, 2, False, cal, name=op, parent=mdl)(h)
+
+
+class _Edge(nn.Module):
+    """An edge's operations, ``branches`` of ``(op, stride, which input)``: a direct network's one
+    (``index`` None), or every candidate behind a switch on ``index``. The edge is a module of its
+    own so that its switch carries this edge's variables only: on the cell's, every branch of every
+    switch would take all of the cell's variables as operands, and tracing the program's
+    derivatives would take several times as long."""
+
+    c: int
+    branches: tuple
+    calibrate: bool | str = False
+
+    @nn.compact
+    def __call__(self, index, *inputs):
+        fns = [(lambda mdl, *hs, f=_op(op, self.c, s, self.calibrate), k=k: f(mdl, hs[k]))
+               for op, s, k in self.branches]
+        if index is None:
+            return fns[0](self, *inputs)
+        if self.is_initializing():  # declare every variable before the switch reads them: the first (stride-2)
+            seen = set()            # form of an operation holds those of both
+            for (op, _, _), fn in zip(self.branches, fns):
+                if op not in seen:
+                    seen.add(op)
+                    fn(self, *inputs)
+        return nn.switch(index, fns, self, *inputs)
 
 
 class _Cell(nn.Module):
@@ -85,39 +112,23 @@ class _Cell(nn.Module):
                 if self.pairs is not None:
                     op, src = self.pairs[e]
                     stride = 2 if self.reduction and src < 2 else 1
-                    terms.append(_op(e, op, c, stride, cal)(self, states[src]))
+                    terms.append(_Edge(c, ((op, stride, 0),), cal, name=f"e{e}")(None, states[src]))
                 else:
                     terms.append(self._masked(e, i, states, ops[e], inputs[e]))
             states.append(terms[0] + terms[1])
         return jnp.concatenate([states[k] for k in CONCAT], axis=-1)
 
     def _masked(self, e, i, states, code, src):
-        c, cal = self.c, self.calibrate
         choose = lambda idx, hs: jax.lax.switch(idx, [lambda *a, k=k: a[k] for k in range(len(hs))], *hs)  # noqa: E731
+        edge = lambda branches: _Edge(self.c, tuple(branches), self.calibrate, name=f"e{e}")  # noqa: E731
         if not self.reduction:
-            h = choose(src, states[:i + 2])
-            branches = [_op(e, op, c, 1, cal) for op in OPS]
-            if self.is_initializing():
-                for branch in branches:
-                    branch(self, h)
-            return nn.switch(code, branches, self, h)
+            return edge((op, 1, 0) for op in OPS)(code, choose(src, states[:i + 2]))
         pre = choose(jnp.minimum(src, 1), states[:2])  # nodes 0, 1: stride 2
         if i == 0:
-            branches = [_op(e, op, c, 2, cal) for op in OPS]
-            if self.is_initializing():
-                for branch in branches:
-                    branch(self, pre)
-            return nn.switch(code, branches, self, pre)
+            return edge((op, 2, 0) for op in OPS)(code, pre)
         node = choose(jnp.maximum(src - 2, 0), states[2:i + 2])  # intermediate nodes: stride 1
-        strided = [_op(e, op, c, 2, cal) for op in OPS]
-        if self.is_initializing():  # the stride-2 forms hold every variable of both
-            for branch in strided:
-                branch(self, pre)
-        plain = [_op(e, op, c, 1, cal) for op in OPS]
-        branches = [(lambda b: lambda mdl, a, _: b(mdl, a))(b) for b in strided]
-        branches += [(lambda b: lambda mdl, _, z: b(mdl, z))(b) for b in plain]
         index = code + len(OPS) * (src >= 2).astype(code.dtype)
-        return nn.switch(index, branches, self, pre, node)
+        return edge([(op, 2, 0) for op in OPS] + [(op, 1, 1) for op in OPS])(index, pre, node)
 
 
 class _Net(nn.Module):

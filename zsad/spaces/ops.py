@@ -7,10 +7,12 @@ no bias; their kernels are initialized ``N(0, 1 / fan_in)`` (``fan_in = k * k *
 C_in / groups``) and scaled by ``weight_std`` afterwards (:func:`scale_init`),
 so that ``weight_std`` stays a traced scalar.
 
-Operations: :class:`Conv` (strided, dilated, grouped), :class:`ReLUConvBN`,
+Operations: :class:`Conv` (strided, dilated, depthwise), :class:`ReLUConvBN`,
 :class:`ConvBNReLU`, :class:`SepConv` and :class:`DilConv` (DARTS),
 :class:`FactorizedReduce`, :func:`max_pool`, :func:`avg_pool` (padding not
-counted), :func:`identity`, :func:`zero`.
+counted), :func:`identity`, :func:`zero`. A depthwise convolution is
+:func:`zsad.canonical.depthwise_conv`, not a grouped one, which XLA:CPU runs as
+a naive loop.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from zsad.arch.build import FrozenBatchNorm
+from zsad.canonical import depthwise_conv
 
 BN_EPSILON = 1e-5
 _UNIT = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
@@ -44,6 +47,10 @@ class Conv(nn.Module):
         w = self.param("kernel", _UNIT, (k, k, x.shape[-1] // self.groups, self.features), x.dtype)
         p = self.padding if self.padding is not None else d * (k - 1) // 2
         pad = p if isinstance(p, str) else ((p, p), (p, p))
+        if self.groups > 1 and self.groups == x.shape[-1]:  # depthwise (module docstring)
+            if isinstance(pad, str):
+                pad = jax.lax.padtype_to_pads(x.shape[1:3], (d * (k - 1) + 1,) * 2, (self.stride,) * 2, pad)
+            return depthwise_conv(x, w, (self.stride, self.stride), pad, (d, d))
         return jax.lax.conv_general_dilated(x, w, (self.stride, self.stride), pad, rhs_dilation=(d, d),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                             feature_group_count=self.groups)
