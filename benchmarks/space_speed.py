@@ -10,7 +10,8 @@ signatures, TransNAS-Bench-101 macro skeletons), most rows compile, and architec
 compilation.
 
 Run: ``.venv/bin/python benchmarks/space_speed.py --space darts --space transnas-macro:2`` (``NAME:N``
-samples N architectures of that space, else ``--archs``; JSON to ``--out``).
+samples N architectures of that space, else ``--archs``; ``--metrics nlc,params`` as rank's option; JSON
+to ``--out``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ SPACES = ("darts", "nas-bench-101", "transnas-micro", "transnas-macro")
 ONE_PROGRAM = ("darts", "transnas-micro")  # the architecture is data in one program
 
 
-def run(kind: str, n: int, seed: int = 0) -> dict:
+def run(kind: str, n: int, seed: int = 0, metrics: str | None = None) -> dict:
     node = {"space": kind, "archs": {"sample": n, "seed": seed}}
     if kind.startswith("transnas"):
         node["task"] = "class_object"
@@ -37,13 +38,14 @@ def run(kind: str, n: int, seed: int = 0) -> dict:
     stamps: list[float] = []
     traces = sum(measure.TRACES.values())
     t0 = time.perf_counter()
-    result = rank_space(space, RankOptions(), on_row=lambda row: stamps.append(time.perf_counter()))
+    options = RankOptions() if metrics is None else RankOptions(metrics=tuple(metrics.split(",")))
+    result = rank_space(space, options, on_row=lambda row: stamps.append(time.perf_counter()))
     total = time.perf_counter() - t0
     ok = sum(r["status"] == "ok" for r in result.rows)
     gaps = [b - a for a, b in zip([t0, *stamps], stamps)]
     out = {"space": kind, "input": list(space.input.shape) if space.input else None, "archs": n, "ok": ok,
            "programs": sum(measure.TRACES.values()) - traces, "seconds": round(total, 1),
-           "row_seconds": [round(g, 2) for g in gaps], "options": vars(RankOptions()) | {"metrics": "default"}}
+           "row_seconds": [round(g, 2) for g in gaps], "options": vars(options) | {"metrics": metrics or "default"}}
     if kind in ONE_PROGRAM and len(gaps) > 1:
         steady = sum(gaps[1:]) / (len(gaps) - 1)
         out["archs_per_s"] = round(1 / steady, 3)
@@ -59,6 +61,7 @@ def main(argv=None) -> int:
                         help=f"a space to measure, one of {', '.join(SPACES)} (repeatable; default: all four)")
     parser.add_argument("--archs", type=int, default=4, help="architectures sampled per space")
     parser.add_argument("--seed", type=int, default=0, help="the sample's seed")
+    parser.add_argument("--metrics", default=None, help="rank's --metrics (default: the default metrics)")
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
     args = parser.parse_args(argv)
     rows = []
@@ -66,7 +69,7 @@ def main(argv=None) -> int:
         kind, _, n = item.partition(":")
         if kind not in SPACES:
             parser.error(f"--space: one of {', '.join(SPACES)}; got {kind!r}")
-        rows.append(run(kind, int(n) if n else args.archs, args.seed))
+        rows.append(run(kind, int(n) if n else args.archs, args.seed, args.metrics))
         r = rows[-1]
         print(f"{r['space']} {r['input']}: {r['archs']} archs in {r['seconds']} s ({r['programs']} programs), "
               f"{r['archs_per_s']} archs/s" + (f", compile share {r['compile_share']:.0%}" if "compile_share" in r

@@ -231,7 +231,11 @@ def traced_once(fn: Callable | None = None, *, static_argnums: Sequence[int] = (
     return jax.jit(fn, static_argnums=tuple(static_argnums))
 
 
+# Rematerialized: reverse mode keeps the input, not each view, for the kernel's gradient. Inside a switch
+# every branch returns the residuals of all branches, so DARTS' programs with gradient metrics compile
+# about a fifth faster (grad_norm on a 3-cell network, 116 s -> 91 s), the backward pass recomputing the views.
 @traced_once(static_argnums=(2, 3, 4))
+@functools.partial(jax.checkpoint, static_argnums=(2, 3, 4))
 def _depthwise_conv(x: jax.Array, w: jax.Array, strides: tuple, padding: tuple, dilation: tuple) -> jax.Array:
     channels, features = x.shape[-1], w.shape[-1]
     if features != channels:
