@@ -183,13 +183,22 @@ def window_max(x: jax.Array, window: Sequence[int], strides: Sequence[int], padd
     pads = [(int(lo), int(hi)) for lo, hi in padding]
     if any(p != (0, 0) for p in pads):
         x = jnp.pad(x, pads, constant_values=jnp.asarray(-jnp.inf, x.dtype))
-    out = [(n - w) // s + 1 for n, w, s in zip(x.shape, window, strides)]
     best = None
-    for offset in itertools.product(*(range(w) for w in window)):
-        limit = [o + s * (n - 1) + 1 for o, s, n in zip(offset, strides, out)]
-        view = jax.lax.slice(x, offset, limit, tuple(strides))
+    for _, view in _window_views(x, window, strides):
         best = view if best is None else jnp.where((view > best) | jnp.isnan(view), view, best)
     return best
+
+
+def _window_views(x: jax.Array, window: Sequence[int], strides: Sequence[int], dilation: Sequence[int] | None = None):
+    """``(offset, view)`` for every offset of ``window`` (one size per axis of ``x``) in row-major order:
+    the strided view of ``x`` that the windows' elements at that offset form (a valid window, padding
+    already applied; ``dilation`` spaces a window's elements)."""
+    dilation = dilation or (1,) * len(window)
+    out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(x.shape, window, strides, dilation)]
+    for offset in itertools.product(*(range(k) for k in window)):
+        start = [o * d for o, d in zip(offset, dilation)]
+        limit = [b + s * (n - 1) + 1 for b, s, n in zip(start, strides, out)]
+        yield offset, jax.lax.slice(x, start, limit, tuple(strides))
 
 
 def depthwise_conv(x: jax.Array, w: jax.Array, strides: Sequence[int], padding: Sequence,
@@ -243,14 +252,9 @@ def _depthwise_conv(x: jax.Array, w: jax.Array, strides: tuple, padding: tuple, 
     pads = [(0, 0), *padding, (0, 0)]
     if any(p != (0, 0) for p in pads):
         x = jnp.pad(x, pads)
-    window = w.shape[:-2]
-    out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(x.shape[1:-1], window, strides, dilation)]
     total = None
-    for offset in itertools.product(*(range(k) for k in window)):
-        start = [o * d for o, d in zip(offset, dilation)]
-        limit = [b + s * (n - 1) + 1 for b, s, n in zip(start, strides, out)]
-        view = jax.lax.slice(x, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]), (1, *strides, 1))
-        term = view * w[(*offset, 0)][None, None, None, :]
+    for offset, view in _window_views(x, (1, *w.shape[:-2], 1), (1, *strides, 1), (1, *dilation, 1)):
+        term = view * w[(*offset[1:-1], 0)][None, None, None, :]
         total = term if total is None else total + term
     return total
 
